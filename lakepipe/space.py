@@ -1,0 +1,97 @@
+"""Standard template grids and the checks that a grid matches its stated space.
+
+Affines are the truth: two arrays with the same shape but mirrored affines are different images,
+so every comparison here goes through the affine, never the shape alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+#: Spaces whose voxel grids lakepipe knows. Any other space name is accepted as-is (no grid check).
+MNI_SPACES = ("MNI152NLin6Asym", "MNI152NLin2009cAsym")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid: shape plus 4x4 voxel-to-mm affine."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+    def same_as(self, other: "Grid", atol: float = 1e-3) -> bool:
+        return tuple(self.shape) == tuple(other.shape) and np.allclose(
+            self.affine, other.affine, atol=atol
+        )
+
+    @property
+    def voxel_size(self) -> np.ndarray:
+        return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+
+    def key(self) -> str:
+        """A short hashable description used to group masks sharing one grid."""
+        return f"{self.shape}|{np.round(self.affine, 4).tolist()}"
+
+
+def mni152_grid(res_mm: int = 2) -> Grid:
+    """The MNI152NLin6Asym grid used by FSL and GSP1000 (91x109x91 at 2 mm, 182x218x182 at 1 mm)."""
+    if res_mm == 2:
+        return Grid((91, 109, 91), np.array(
+            [[-2.0, 0, 0, 90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]]))
+    if res_mm == 1:
+        return Grid((182, 218, 182), np.array(
+            [[-1.0, 0, 0, 90], [0, 1, 0, -126], [0, 0, 1, -72], [0, 0, 0, 1]]))
+    raise ValueError(f"no standard MNI152 grid at {res_mm} mm")
+
+
+def grid_matches_space(grid: Grid, space: str | None) -> bool:
+    """Whether ``grid`` is a plausible grid of ``space``.
+
+    For MNI spaces the voxel-centre lattice must coincide with the standard 1 or 2 mm lattice and
+    the box must cover the brain (field of view of at least the standard box in mm, allowing
+    flips): a mask on a 2 mm grid that claims 1 mm, or a shifted or scaled box, is refused.
+    Unknown spaces are not checked.
+    """
+    if not space or space not in MNI_SPACES:
+        return True
+    sizes = grid.voxel_size
+    if not np.allclose(sizes, sizes[0], atol=1e-3):
+        return False
+    res = float(sizes[0])
+    if not any(np.isclose(res, r, atol=1e-3) for r in (1.0, 2.0, 3.0)):
+        return False
+    ref = mni152_grid(1)
+    # voxel centres must sit on the integer-mm (or res-mm) lattice of the template
+    origin = grid.affine[:3, 3] - ref.affine[:3, 3]
+    if not np.allclose(np.mod(origin + 1e-6, 1.0), 0, atol=1e-3):
+        return False
+    # the box must be (close to) the template box: same extent in mm on every axis
+    corners = np.array([[0, 0, 0, 1], [*(np.array(grid.shape) - 1), 1]], float).T
+    mm = (grid.affine @ corners)[:3]
+    lo, hi = mm.min(axis=1), mm.max(axis=1)
+    ref_mm = (ref.affine @ np.array([[0, 0, 0, 1], [181, 217, 181, 1]], float).T)[:3]
+    rlo, rhi = ref_mm.min(axis=1), ref_mm.max(axis=1)
+    return bool(np.all(lo <= rlo + 2 * res + 1e-3) and np.all(hi >= rhi - 2 * res - 1e-3)
+                and np.all(hi - lo <= (rhi - rlo) + 20))
+
+
+@lru_cache(maxsize=1)
+def mni152_brain_mask_2mm() -> np.ndarray:
+    """nilearn's MNI152 2 mm brain mask resampled (nearest) onto :func:`mni152_grid` (bool)."""
+    from nilearn.datasets import load_mni152_brain_mask
+
+    img = load_mni152_brain_mask(resolution=2)
+    src = np.asarray(img.dataobj) > 0
+    dst = mni152_grid(2)
+    # voxel centres coincide: map each destination voxel to its source index through the affines
+    ijk = np.indices(dst.shape).reshape(3, -1)
+    xyz = dst.affine[:3, :3] @ ijk + dst.affine[:3, 3:4]
+    src_ijk = np.rint(np.linalg.inv(img.affine)[:3, :3] @ xyz + np.linalg.inv(img.affine)[:3, 3:4])
+    src_ijk = src_ijk.astype(int)
+    inside = np.all((src_ijk >= 0) & (src_ijk < np.array(src.shape)[:, None]), axis=0)
+    out = np.zeros(dst.shape, bool).reshape(-1)
+    out[inside] = src[tuple(src_ijk[:, inside])]
+    return out.reshape(dst.shape)
