@@ -1,0 +1,1 @@
+"""The ``lakepipe`` command line: thin argument parsing over the pipelines."""

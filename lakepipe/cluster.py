@@ -1,0 +1,78 @@
+"""Dask execution: an existing ``distributed`` scheduler by address, or a local cluster.
+
+Pipelines build graphs of large tasks (a group of connectome subjects each, heavy numpy inside)
+and run them through :func:`dask_client`. Lakes in ``memory://`` live in this process only, so
+they run on Dask's threaded scheduler instead of worker processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+import dask
+
+from lakepipe.blas import blas_environment
+
+log = logging.getLogger(__name__)
+
+def scheduler_address(address: str | None = None) -> str | None:
+    return address or os.environ.get("LAKEPIPE_SCHEDULER") or None
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, *, lake_url: str = "", n_workers: int | None = None,
+                memory_limit: str | None = "auto", client=None) -> Iterator[object | None]:
+    """Context with a ``distributed.Client`` (or ``None`` for in-process lakes).
+
+    A ``client`` already at hand is passed through untouched (one cluster for several pipelines).
+
+    ``scheduler``/``$LAKEPIPE_SCHEDULER`` connects to an existing cluster; otherwise a
+    :class:`~distributed.LocalCluster` with one single-threaded worker process per core is started
+    and its dashboard address is logged.
+    """
+    if client is not None:
+        yield client
+        return
+    address = scheduler_address(scheduler)
+    if lake_url.startswith("memory://") and not address:
+        with dask.config.set(scheduler="threads"):
+            yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if address:
+        client = Client(address, timeout="30s")
+        log.info("using Dask scheduler %s (%d workers)", address, len(client.scheduler_info()["workers"]))
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    env = blas_environment()
+    config = {"distributed.scheduler.worker-saturation": "inf",
+              "distributed.nanny.pre-spawn-environ": {**env, "MALLOC_TRIM_THRESHOLD_": "65536"}}
+    with dask.config.set(config):
+        cluster = LocalCluster(n_workers=n_workers or default_workers(), threads_per_worker=1,
+                               processes=True, memory_limit=memory_limit, dashboard_address=":0",
+                               silence_logs=logging.WARNING)
+        client = Client(cluster)
+        log.info("local Dask cluster: %d workers, dashboard %s", len(cluster.workers), client.dashboard_link)
+        try:
+            yield client
+        finally:
+            client.close()
+            cluster.close()
+
+
+def compute(*graphs, client=None):
+    """Compute Dask collections on ``client`` (or the current default scheduler)."""
+    if client is not None:
+        return client.compute(list(graphs), sync=True)
+    return dask.compute(*graphs)

@@ -1,0 +1,72 @@
+"""Derivative stores and BIDS-derivative files (TSV/NIfTI + JSON sidecars) that users exchange."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+import lakepipe
+from lakepipe.io.storage import join, zarr_store
+
+log = logging.getLogger(__name__)
+
+
+def new_run_id(method: str) -> str:
+    return f"{method}-{uuid.uuid4().hex[:12]}"
+
+
+def derivative_url(lake: str, method: str, name: str) -> str:
+    return join(lake, "derivatives", method, f"{name}.zarr")
+
+
+def write_derivative(lake: str, method: str, name: str, ds: xr.Dataset) -> str:
+    """Write a derivative Dataset in full (before anything registers it); returns its URL."""
+    url = derivative_url(lake, method, name)
+    ds = ds.copy()
+    ds.attrs.setdefault("lakepipe_version", lakepipe.__version__)
+    for var in ds.data_vars:
+        ds[var].encoding.clear()
+    ds.to_zarr(zarr_store(url), mode="w", zarr_format=3, consolidated=False)
+    return url
+
+
+def open_derivative(url: str) -> xr.Dataset:
+    return xr.open_zarr(zarr_store(url, read_only=True), zarr_format=3, consolidated=False)
+
+
+def write_sidecar(path: Path, meta: dict) -> Path:
+    path.write_text(json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def write_tsv(path: Path, table: pd.DataFrame, meta: dict, index: bool = False) -> Path:
+    """Write ``table`` as TSV (n/a for missing) plus ``meta`` as the JSON sidecar next to it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, sep="\t", index=index, na_rep="n/a", float_format="%.6g")
+    write_sidecar(path.with_suffix("").with_suffix(".json") if path.suffix == ".tsv" else
+                  Path(str(path) + ".json"), meta)
+    return path
+
+
+def dataset_description(out_dir: Path, name: str = "lakepipe") -> None:
+    """A BIDS-derivative ``dataset_description.json`` for an output folder (written once)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "dataset_description.json"
+    if not path.exists():
+        write_sidecar(path, {"Name": f"{name} derivatives", "BIDSVersion": "1.9.0",
+                             "DatasetType": "derivative",
+                             "GeneratedBy": [{"Name": "lakepipe", "Version": lakepipe.__version__}]})

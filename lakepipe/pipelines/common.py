@@ -1,0 +1,101 @@
+"""Pieces shared by the analysis pipelines: input identities, grids, region tables, skipping."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from lakepipe.catalog import content_hash
+from lakepipe.compute.resample import resample_nearest
+from lakepipe.errors import InputError, NotFoundError
+from lakepipe.io.stores import Atlas, grid_from_attrs
+from lakepipe.lake import Lake
+from lakepipe.space import Grid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConnectomeInfo:
+    """A connectome's registered subjects and the hash identifying exactly that set."""
+
+    name: str
+    dataset: xr.Dataset
+    subjects: list[str]
+    identity: str
+    kind: str  #: "voxel" or "region"
+
+    @property
+    def grid(self) -> Grid | None:
+        g = self.dataset.attrs.get("grid")
+        return grid_from_attrs(g) if g else None
+
+    @property
+    def space(self) -> str | None:
+        return self.dataset.attrs.get("space")
+
+    @property
+    def ijk(self) -> np.ndarray:
+        return self.dataset["ijk"].values
+
+
+def connectome_info(lake: Lake, name: str) -> ConnectomeInfo:
+    """Open a connectome and identify it by the content hashes of its registered subjects."""
+    rows = lake.catalog.query(kind="connectome", connectome=name)
+    if rows.empty:
+        raise NotFoundError(f"unknown connectome '{name}': not in the lake (ingest it first)")
+    ds = lake.open_connectome(name)
+    registered = set(rows["store_index"])
+    stored = [str(s) for s in ds["subject"].values]
+    keep = [i for i, s in enumerate(stored) if s in registered]
+    if len(keep) != len(stored):
+        ds = ds.isel(subject=keep)
+    subjects = [stored[i] for i in keep]
+    ident = content_hash(sorted(zip(rows["store_index"], rows["inputs_hash"], strict=True)))
+    kind = "voxel" if "voxel" in ds.dims else "region"
+    return ConnectomeInfo(name, ds, subjects, ident, kind)
+
+
+def require_same_space(a: str | None, b: str | None, what_a: str, what_b: str) -> None:
+    """Refuse to combine data in different template spaces (an affine alone cannot map them)."""
+    if a and b and a != b:
+        raise InputError(f"{what_a} is in space {a} but {what_b} is in space {b}; resampling by affine "
+                         "alone would silently misplace regions: bring both into one space first")
+
+
+def atlas_labels_on_grid(atlas: Atlas, grid: Grid) -> np.ndarray:
+    """Atlas labels resampled (nearest) to ``grid`` and mapped to dense positions 1..N (flat, C order)."""
+    if atlas.grid.same_as(grid):
+        vol = atlas.labels
+    else:
+        vol = resample_nearest(atlas.labels, atlas.grid.affine, grid.shape, grid.affine, fill=0)
+    lut = atlas.dense_index()
+    vol = np.clip(vol, 0, lut.size - 1)
+    return lut[vol].reshape(-1)
+
+
+def region_coords(table: pd.DataFrame, dim: str = "region") -> dict:
+    """xarray coordinates describing regions: label index, name, network, hemisphere."""
+    return {
+        dim: (dim, table["index"].to_numpy(np.int32)),
+        f"{dim}_name": (dim, table["name"].astype(str).to_numpy(object)),
+        f"{dim}_network": (dim, table["network"].fillna("").astype(str).to_numpy(object)),
+        f"{dim}_hemisphere": (dim, table["hemisphere"].fillna("").astype(str).to_numpy(object)),
+    }
+
+
+def subject_groups(n_subjects: int, n_tasks: int) -> list[range]:
+    """Split subject positions into ``n_tasks`` contiguous groups (large tasks, few transfers)."""
+    n_tasks = max(1, min(n_tasks, n_subjects))
+    bounds = np.linspace(0, n_subjects, n_tasks + 1).round().astype(int)
+    return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
+def tasks_for(client, n_subjects: int, per_worker: int = 2) -> int:
+    """How many subject groups to make: a couple per worker, never fewer subjects than groups."""
+    n_workers = len(client.scheduler_info()["workers"]) if client is not None else 2
+    return max(1, min(n_subjects, n_workers * per_worker))

@@ -1,0 +1,354 @@
+"""``run fnm``: classic functional network mapping of many seeds in one pass over the connectome.
+
+Seeds (lesions of a cohort, spheres) become one sparse voxel x seed weight matrix per batch. Each
+Dask task streams a group of connectome subjects and returns float64 running sums of z and z^2
+for the whole batch; the sums are merged and finalised into maps on a worker, which writes its
+seed rows of the derivative store directly, so only small summaries travel back. The connectome
+is read once per seed batch; the batch size follows the memory available.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import xarray as xr
+import zarr
+
+import lakepipe
+from lakepipe.bids import bids_name, subject_dir
+from lakepipe.catalog import OutputRecord
+from lakepipe.cluster import compute, dask_client
+from lakepipe.compute.fnm import FNM_CONVENTIONS, FnmSums, finalize_fnm, prepare_seeds
+from lakepipe.compute.groupfc import parcel_averaging_matrix
+from lakepipe.compute.resample import lesion_to_grid, sphere_voxels
+from lakepipe.errors import InputError
+from lakepipe.io import derivatives, stores
+from lakepipe.io.nifti import write_nifti
+from lakepipe.io.storage import StoreRef, zarr_store
+from lakepipe.lake import Lake
+from lakepipe.pipelines.common import (
+    ConnectomeInfo, atlas_labels_on_grid, connectome_info, region_coords, require_same_space,
+    subject_groups, tasks_for)
+from lakepipe.pipelines.seeds import Seed, cohort_seeds, read_masks
+
+log = logging.getLogger(__name__)
+METHOD = "fnm"
+MAPS = ("zmap", "rmap", "tmap", "pmap")
+
+
+@dataclass
+class FnmResult:
+    store: str | None = None
+    computed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    dropped_voxels: dict[str, int] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    n_batches: int = 0
+
+    def summary(self) -> str:
+        return (f"FNM: {len(self.computed)} seed(s) mapped in {self.n_batches} pass(es) over the connectome, "
+                f"{len(self.skipped)} already in the lake" + (f" -> {self.store}" if self.store else ""))
+
+
+# ------------------------------------------------------------------------------------------- seeds
+
+
+def voxel_lookup(con: ConnectomeInfo) -> np.ndarray:
+    """Grid-sized int32 array: voxel position of each in-mask grid voxel, -1 elsewhere."""
+    lut = np.full(int(np.prod(con.grid.shape)), -1, np.int32)
+    lut[np.ravel_multi_index(tuple(con.ijk.T), con.grid.shape)] = np.arange(con.ijk.shape[0], dtype=np.int32)
+    return lut
+
+
+def seed_voxels(seed: Seed, con: ConnectomeInfo, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Voxel positions and weights of a seed on the connectome, and how many seed voxels fell outside.
+
+    Raises :class:`InputError` naming the seed when none of its voxels lies inside the mask.
+    """
+    grid = con.grid
+    if seed.sphere is not None:
+        x, y, z, r = seed.sphere
+        flat = sphere_voxels((x, y, z), r, grid.shape, grid.affine)
+        values = np.ones(flat.size, np.float32)
+        if flat.size == 0:
+            raise InputError(f"sphere seed {seed.label} at {(x, y, z)} mm radius {r} mm contains no voxel "
+                             "centre of the connectome grid (outside the field of view?)")
+    else:
+        require_same_space(seed.mask.space, con.space, f"lesion {seed.key}", f"connectome '{con.name}'")
+        flat, values = lesion_to_grid(seed.mask.indices, seed.mask.values, seed.mask.grid.shape,
+                                      seed.mask.grid.affine, grid.shape, grid.affine)
+        values = np.ones(flat.size, np.float32) if values is None else np.asarray(values, np.float32)
+    pos = lut[flat] if flat.size else np.array([], np.int32)
+    inside = pos >= 0
+    dropped = int(flat.size - inside.sum())
+    if not inside.any():
+        what = "sphere" if seed.sphere is not None else "lesion"
+        raise InputError(f"{what} seed {seed.key} has no voxel inside the connectome mask "
+                         f"({flat.size} voxel(s) on the connectome grid, all outside the brain)")
+    return pos[inside], values[inside], dropped
+
+
+def weight_matrix(voxels: list[tuple[np.ndarray, np.ndarray]], n_voxels: int) -> sp.csc_matrix:
+    """Sparse (V, L) seed weights from per-seed voxel positions and weights."""
+    rows = np.concatenate([v for v, _ in voxels])
+    vals = np.concatenate([w for _, w in voxels])
+    cols = np.concatenate([np.full(v.size, j) for j, (v, _) in enumerate(voxels)])
+    return sp.csc_matrix((vals, (rows, cols)), shape=(n_voxels, len(voxels)), dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------------- batch sizing
+
+
+def auto_batch_size(n_voxels: int, n_workers: int, with_r: bool, memory_bytes: int | None = None) -> int:
+    """Seeds per pass so that every worker's float64 sums (plus a merge copy) fit in a quarter of memory."""
+    if memory_bytes is None:
+        import psutil
+
+        memory_bytes = psutil.virtual_memory().available
+    per_seed = n_voxels * 8 * (3 if with_r else 2) * 2  # sums + one merge copy
+    budget = min(memory_bytes // 4, 8 * 2**30) // max(n_workers, 1)
+    return int(max(1, min(512, budget // max(per_seed, 1))))
+
+
+# ------------------------------------------------------------------------------------ worker tasks
+
+
+def _sums_task(ref: StoreRef, positions: list[int], seedw, with_r: bool) -> FnmSums:
+    g = ref.group()
+    ts, scale = g["timeseries"], g["scale"]
+    sums = FnmSums.zeros(seedw.n_seeds, seedw.n_voxels, with_r=with_r)
+    for s in positions:
+        sums.add_subject(ts[s], scale[s], seedw)
+    return sums
+
+
+def _merge(parts: list[FnmSums]) -> FnmSums:
+    total = parts[0]
+    for p in parts[1:]:
+        total = total.merge(p)
+    return total
+
+
+def _finalize_task(sums: FnmSums, out: StoreRef, rows: slice, names: tuple[str, ...], with_avgr: bool,
+                   parcel_avg) -> dict:
+    """Maps from sums, written into the derivative store rows; returns parcel summaries only."""
+    maps = finalize_fnm(sums, with_avgr=with_avgr)
+    g = out.group(mode="a")
+    summaries = {}
+    for name in names:
+        g[name][rows] = maps[name]
+        if parcel_avg is not None:
+            summaries[name] = np.asarray((parcel_avg.T @ maps[name].T.astype(np.float64)).T, np.float32)
+    return summaries
+
+
+# ----------------------------------------------------------------------------------------- pipeline
+
+
+def fnm_params(with_avgr: bool) -> dict:
+    return {"conventions": FNM_CONVENTIONS, "resampling": "nearest (seed to connectome grid)",
+            "avgr": with_avgr}
+
+
+def _records(seed: Seed, con: ConnectomeInfo, params: dict, uri: str, index: int, names, atlas=None,
+             atlas_hash=None, cohort=None) -> list[OutputRecord]:
+    inputs = {"seed": seed.content_hash, "connectome": con.identity}
+    if atlas:
+        inputs["atlas"] = atlas_hash
+    return [OutputRecord(kind="derivative", method=METHOD, statistic=name, cohort=cohort,
+                         participant=seed.participant, session=seed.session, label=seed.label,
+                         atlas=atlas, connectome=con.name, params=params, inputs=inputs,
+                         store_uri=uri, store_index=str(index)) for name in names]
+
+
+def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participants: list[str] | None = None,
+            spheres: list[Seed] | None = None, atlas: str | None = None, bids_out: str | Path | None = None,
+            with_avgr: bool = False, batch_size: int | None = None, scheduler: str | None = None,
+            client=None) -> FnmResult:
+    """Seed-to-voxel FNM maps (zmap, rmap, tmap, pmap[, avgr]) for every seed, plus parcel summaries."""
+    if not cohort and not spheres:
+        raise InputError("FNM needs seeds: --cohort NAME and/or --sphere X,Y,Z --radius MM")
+    con = connectome_info(lake, connectome)
+    if con.kind != "voxel":
+        raise InputError(f"FNM needs a voxel connectome; '{connectome}' holds parcel time series "
+                         "(use `lakepipe run afnm` with it)")
+    atl = lake.read_atlas(atlas) if atlas else None
+    if atl is not None:
+        require_same_space(con.space, atl.space, f"connectome '{connectome}'", f"atlas '{atlas}'")
+    names = MAPS + (("avgr",) if with_avgr else ())
+    params = fnm_params(with_avgr)
+    seeds: list[Seed] = []
+    if cohort:
+        seeds += cohort_seeds(lake, cohort, participants, with_masks=False)
+    seeds += spheres or []
+    keys = [s.key for s in seeds]
+    if len(set(keys)) != len(keys):
+        raise InputError("two seeds share one name; name spheres uniquely")
+
+    # what is already published (voxel maps; parcel summaries for this atlas when asked)
+    def key_of(seed, at=None, ah=None):
+        r = _records(seed, con, params, "x", 0, names[:1], at, ah)[0]
+        return (r.statistic, r.inputs_hash, r.params_hash)
+
+    wanted = {s.key: [key_of(s)] + ([key_of(s, atlas, atl.sha256)] if atl else []) for s in seeds}
+    have = lake.catalog.existing_keys(METHOD, [k for ks in wanted.values() for k in ks])
+    todo = [s for s in seeds if not all(k in have for k in wanted[s.key])]
+    result = FnmResult(skipped=[s.key for s in seeds if s not in todo])
+    if result.skipped:
+        log.info("fnm: %d of %d seeds already mapped with these inputs, skipped", len(result.skipped), len(seeds))
+    if not todo:
+        return result
+    lesion_seeds = [s for s in todo if s.sphere is None]
+    if lesion_seeds:
+        read_masks(lake, cohort, lesion_seeds)
+
+    lut = voxel_lookup(con)
+    voxels = []
+    for s in todo:
+        pos, w, dropped = seed_voxels(s, con, lut)
+        if dropped:
+            log.warning("fnm: seed %s: %d of %d voxel(s) lie outside the connectome mask and are dropped",
+                        s.key, dropped, dropped + pos.size)
+        result.dropped_voxels[s.key] = dropped
+        voxels.append((pos, w))
+
+    parcel_avg, table = None, None
+    if atl is not None:
+        dense = atlas_labels_on_grid(atl, con.grid)[np.ravel_multi_index(tuple(con.ijk.T), con.grid.shape)]
+        counts = np.bincount(dense, minlength=atl.n_regions + 1)[1:]
+        keep = np.flatnonzero(counts > 0)
+        remap = np.zeros(atl.n_regions + 1, np.int32)
+        remap[keep + 1] = np.arange(1, keep.size + 1, dtype=np.int32)
+        parcel_avg, _ = parcel_averaging_matrix(remap[dense], keep.size)
+        table = atl.table.iloc[keep].reset_index(drop=True)
+
+    run = derivatives.new_run_id(METHOD)
+    url = derivatives.derivative_url(lake.url, METHOD, run)
+    n_vox, n_seeds, n_sub = con.ijk.shape[0], len(todo), len(con.subjects)
+    _create_store(url, con, todo, names, result.dropped_voxels, params, connectome, atlas)
+    out_ref, in_ref = StoreRef.here(url), StoreRef.here(stores.connectome_url(lake.url, connectome))
+    positions = _positions(con)
+    summaries: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    with dask_client(scheduler, lake_url=lake.url, client=client) as cl:
+        n_workers = len(cl.scheduler_info()["workers"]) if cl is not None else 1
+        size = batch_size or auto_batch_size(n_vox, n_workers, with_avgr)
+        groups = subject_groups(n_sub, tasks_for(cl, n_sub, per_worker=1))
+        batches = [range(a, min(a + size, n_seeds)) for a in range(0, n_seeds, size)]
+        log.info("fnm: %d seed(s) x %d voxels x %d subjects in %d pass(es) of <= %d seeds, %d task(s) each",
+                 n_seeds, n_vox, n_sub, len(batches), size, len(groups))
+        from lakepipe.progress import progress
+
+        for batch in progress(batches, desc="fnm seed batches"):
+            seedw = prepare_seeds(weight_matrix([voxels[i] for i in batch], n_vox))
+            seedw_d = dask.delayed(seedw, traverse=False)
+            parts = [dask.delayed(_sums_task, pure=False)(in_ref, [positions[i] for i in g], seedw_d, with_avgr)
+                     for g in groups]
+            merged = dask.delayed(_merge, pure=False)(parts)
+            fin = dask.delayed(_finalize_task, pure=False)(merged, out_ref, slice(batch.start, batch.stop),
+                                                            names, with_avgr, parcel_avg)
+            (summ,) = compute(fin, client=cl)
+            for n in summ:
+                summaries[n].append(summ[n])
+    result.n_batches = len(batches)
+    uri = stores.relative(lake.url, url)
+    if atl is not None:
+        _write_parcels(url, summaries, table, names)
+    records = []
+    for i, s in enumerate(todo):
+        records += _records(s, con, params, uri, i, names, cohort=cohort if s.sphere is None else None)
+        if atl is not None:
+            records += _records(s, con, params, uri, i, names, atlas, atl.sha256,
+                                cohort=cohort if s.sphere is None else None)
+    lake.catalog.register(records)
+    result.store, result.computed = url, [s.key for s in todo]
+    if bids_out:
+        result.files = write_bids(derivatives.open_derivative(url), bids_out)
+    log.info(result.summary())
+    return result
+
+
+def _positions(con: ConnectomeInfo) -> list[int]:
+    stored = list(map(str, con.dataset["subject"].values))
+    return [stored.index(s) for s in con.subjects]
+
+
+def _create_store(url, con: ConnectomeInfo, seeds: list[Seed], names, dropped, params, connectome,
+                  atlas: str | None) -> None:
+    """Lay out the derivative store: (seed, voxel) map arrays, seed and voxel coordinates, attrs."""
+    n_vox = con.ijk.shape[0]
+    coords = xr.Dataset(
+        coords={"seed": ("seed", [s.key for s in seeds]),
+                "participant": ("seed", [s.participant or "" for s in seeds]),
+                "session": ("seed", [s.session or "" for s in seeds]),
+                "label": ("seed", [s.label for s in seeds]),
+                "seed_voxels_dropped": ("seed", [dropped[s.key] for s in seeds]),
+                "ijk": (("voxel", "axis"), con.ijk.astype(np.int16))},
+        attrs={"method": METHOD, "connectome": connectome, "atlas": atlas, "n_subjects": len(con.subjects),
+               "grid": {"shape": list(con.grid.shape), "affine": con.grid.affine.tolist()},
+               "space": con.space, "parameters": params, "conventions": FNM_CONVENTIONS,
+               "spheres": {s.key: s.meta for s in seeds if s.sphere is not None},
+               "lakepipe_version": lakepipe.__version__})
+    coords.to_zarr(zarr_store(url), mode="w", zarr_format=3, consolidated=False)
+    g = zarr.open_group(zarr_store(url), mode="a", zarr_format=3)
+    for name in names:
+        g.create_array(name, shape=(len(seeds), n_vox), chunks=(1, n_vox), dtype="float32",
+                       dimension_names=["seed", "voxel"], fill_value=np.nan)
+
+
+def _write_parcels(url: str, summaries: dict, table: pd.DataFrame, names) -> None:
+    ds = xr.Dataset({f"parcel_{n}": (("seed", "region"), np.concatenate(summaries[n])) for n in names},
+                    coords=region_coords(table, "region"))
+    ds.to_zarr(zarr_store(url), mode="a", zarr_format=3, consolidated=False)
+
+
+# ------------------------------------------------------------------------------------------- export
+
+
+def seed_map(ds: xr.Dataset, stat: str, i: int) -> np.ndarray:
+    """A seed's map as a 3D volume on the connectome grid (NaN outside the mask)."""
+    grid = ds.attrs["grid"]
+    vol = np.full(tuple(grid["shape"]), np.nan, np.float32)
+    ijk = ds["ijk"].values.astype(int)
+    vol[tuple(ijk.T)] = ds[stat].values[i] if ds[stat].ndim == 2 else ds[stat].values
+    return vol
+
+
+def write_bids(ds: xr.Dataset, out_dir: str | Path) -> list[Path]:
+    """NIfTI maps (+JSON) per seed and, when present, parcel summaries (TSV + JSON)."""
+    out = Path(out_dir)
+    derivatives.dataset_description(out)
+    affine = np.asarray(ds.attrs["grid"]["affine"])
+    stats = [n for n in ("zmap", "rmap", "tmap", "pmap", "avgr") if n in ds]
+    files = []
+    for i in range(ds.sizes["seed"]):
+        p, s, lab = (str(ds[c].values[i]) or None for c in ("participant", "session", "label"))
+        key = str(ds["seed"].values[i])
+        ent = {"sub": p, "ses": s, "label": lab} if p else {"seed": lab}
+        folder = out / subject_dir(p, s) if p else out / "seeds"
+        meta = {"Method": METHOD, "Connectome": ds.attrs["connectome"],
+                "NumberOfSubjects": ds.attrs["n_subjects"],
+                "SeedVoxelsDropped": int(ds["seed_voxels_dropped"].values[i]),
+                "Conventions": ds.attrs["conventions"], "LakepipeVersion": ds.attrs["lakepipe_version"],
+                **({"Sphere": ds.attrs["spheres"][key]} if key in ds.attrs.get("spheres", {}) else {})}
+        for stat in stats:
+            path = folder / bids_name({**ent, "method": METHOD, "desc": stat}, "statmap", ".nii.gz")
+            write_nifti(seed_map(ds, stat, i), affine, path, ds.attrs.get("space"))
+            derivatives.write_sidecar(Path(str(path)[: -len(".nii.gz")] + ".json"),
+                                      {**meta, "Statistic": stat, "Description": FNM_CONVENTIONS.get(stat, stat)})
+            files.append(path)
+            if f"parcel_{stat}" in ds:
+                atlas_name = ds.attrs.get("atlas") or "atlas"
+                tsv = folder / bids_name({**ent, "method": METHOD, "atlas": atlas_name, "desc": stat},
+                                         "parcelstats", ".tsv")
+                table = pd.DataFrame({"index": ds["region"].values, "name": ds["region_name"].values,
+                                      "network": ds["region_network"].values, stat: ds[f"parcel_{stat}"].values[i]})
+                files.append(derivatives.write_tsv(tsv, table, {**meta, "Statistic": stat,
+                                                                "Summary": "mean over the parcel's in-mask voxels"}))
+    return files
