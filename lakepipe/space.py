@@ -7,7 +7,9 @@ so every comparison here goes through the affine, never the shape alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import os
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -78,9 +80,38 @@ def grid_matches_space(grid: Grid, space: str | None) -> bool:
                 and np.all(hi - lo <= (rhi - rlo) + 20))
 
 
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lakepipe"
+
+
 @lru_cache(maxsize=1)
 def mni152_brain_mask_2mm() -> np.ndarray:
-    """nilearn's MNI152 2 mm brain mask resampled (nearest) onto :func:`mni152_grid` (bool)."""
+    """nilearn's MNI152 2 mm brain mask on :func:`mni152_grid` (bool; 235,375 voxels).
+
+    nilearn builds it by resampling its 1 mm template (several seconds), so the result is cached
+    on disk per nilearn version (``$XDG_CACHE_HOME/lakepipe``).
+    """
+    import nilearn
+
+    cache = _cache_dir() / f"mni152_brain_mask_2mm_nilearn-{nilearn.__version__}.npy"
+    try:
+        bits = np.load(cache)
+        return np.unpackbits(bits)[: 91 * 109 * 91].astype(bool).reshape(91, 109, 91)
+    except (OSError, ValueError):
+        pass
+    mask = _mni152_brain_mask_2mm_from_nilearn()
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, np.packbits(mask.reshape(-1)))
+        os.replace(tmp, cache)
+    except OSError:  # read-only home: just recompute next time
+        pass
+    return mask
+
+
+def _mni152_brain_mask_2mm_from_nilearn() -> np.ndarray:
     from nilearn.datasets import load_mni152_brain_mask
 
     img = load_mni152_brain_mask(resolution=2)

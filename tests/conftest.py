@@ -1,0 +1,133 @@
+"""Shared fixtures: tutorial data, lakes on local/memory/S3 storage, a real Dask cluster, PostgreSQL.
+
+Expensive things (tutorial data, an ingested lake, the S3 server, the Dask cluster) are made once
+per test session; tests that change a lake get their own copy or their own cohort.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.postgres_server import catalog_backend, catalog_url, postgres_url  # noqa: F401
+
+os.environ.setdefault("LAKEPIPE_BLAS_TUNING", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+ATLASES = SHARED / "atlases"
+SHARED_LESIONS = SHARED / "lesions" / "tutorial_bids"
+
+#: small but structured: every numeric test runs on these
+TUTORIAL_ARGS = {"participants": 6, "subjects": 8, "timepoints": 40, "batch_size": 3}
+
+
+def shared_atlas(desc: str, name: str = "Schaefer2018") -> tuple[Path, Path]:
+    stem = f"tpl-MNI152NLin6Asym_res-01_atlas-{name}_desc-{desc}_dseg"
+    return ATLASES / f"{stem}.nii.gz", ATLASES / f"{stem}.txt"
+
+
+@pytest.fixture(scope="session")
+def tutorial(tmp_path_factory):
+    """Tutorial inputs (lesions, HDF5 connectome, atlas, parcel and 4D NIfTI connectomes)."""
+    from lakepipe.tutorial import write_tutorial
+
+    return write_tutorial(tmp_path_factory.mktemp("tutorial"), nifti_connectome=True, **TUTORIAL_ARGS)
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A real distributed cluster: two single-threaded worker processes."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                           memory_limit="4GiB")
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def ingested(tmp_path_factory, tutorial, dask_client):
+    """A local lake with the tutorial cohort, connectome and atlas ingested and parcellated."""
+    from lakepipe.lake import Lake
+    from lakepipe.pipelines.ingest import ingest_atlas, ingest_connectome, ingest_lesions
+    from lakepipe.pipelines.parcellate import parcellate
+
+    lake = Lake(str(tmp_path_factory.mktemp("lake") / "lake"))
+    ingest_lesions(lake, tutorial.bids, cohort="tutorial")
+    ingest_connectome(lake, tutorial.connectome, name="tutorial")
+    ingest_atlas(lake, tutorial.atlas_nifti, labels=tutorial.atlas_labels, name="Seitzman2018")
+    parcellate(lake, "tutorial", "Seitzman2018", client=dask_client)
+    return lake
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-protocol server (moto) on 127.0.0.1, with credentials and endpoint in the environment."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "LAKEPIPE_S3_ENDPOINT": endpoint}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="lake")
+    yield endpoint
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(params=["local", "memory", "s3"])
+def any_lake_url(request, tmp_path):
+    """A fresh, empty lake URL on each kind of storage (the store conformance suite runs on all)."""
+    import uuid
+
+    if request.param == "local":
+        return str(tmp_path / "lake")
+    if request.param == "memory":
+        return f"memory://lake-{uuid.uuid4().hex[:8]}"
+    request.getfixturevalue("s3_server")
+    return f"s3://lake/{uuid.uuid4().hex[:8]}"
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: str | Path | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the ``lakepipe`` command line in a subprocess (as users do)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "lakepipe.cli.main", *map(str, args)], capture_output=True,
+                          text=True, env=full_env, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def copy_lake(tmp_path):
+    """Copy a local lake folder so a test can change it freely."""
+
+    def _copy(lake) -> str:
+        dst = tmp_path / "lake-copy"
+        shutil.copytree(lake.url, dst)
+        return str(dst)
+
+    return _copy
