@@ -18,6 +18,10 @@ from lakepipe.blas import blas_environment
 
 log = logging.getLogger(__name__)
 
+#: ``--scheduler`` values that run in this process instead of on a cluster (debugging, tests)
+IN_PROCESS = ("synchronous", "threads")
+
+
 def scheduler_address(address: str | None = None) -> str | None:
     return address or os.environ.get("LAKEPIPE_SCHEDULER") or None
 
@@ -33,7 +37,8 @@ def dask_client(scheduler: str | None = None, *, lake_url: str = "", n_workers: 
 
     A ``client`` already at hand is passed through untouched (one cluster for several pipelines).
 
-    ``scheduler``/``$LAKEPIPE_SCHEDULER`` connects to an existing cluster; otherwise a
+    ``scheduler``/``$LAKEPIPE_SCHEDULER`` connects to an existing cluster (``synchronous`` or
+    ``threads`` run in this process instead, for debugging); otherwise a
     :class:`~distributed.LocalCluster` with one single-threaded worker process per core is started
     and its dashboard address is logged.
     """
@@ -41,6 +46,10 @@ def dask_client(scheduler: str | None = None, *, lake_url: str = "", n_workers: 
         yield client
         return
     address = scheduler_address(scheduler)
+    if address in IN_PROCESS:
+        with dask.config.set(scheduler=address):
+            yield None
+        return
     if lake_url.startswith("memory://") and not address:
         with dask.config.set(scheduler="threads"):
             yield None
