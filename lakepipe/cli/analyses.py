@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from lakepipe.cli.main import add_global_options, lake_from_args
 from lakepipe.errors import InputError
@@ -58,7 +59,8 @@ def register(sub) -> None:
     f.add_argument("--connectome", required=True, help="voxel connectome in the lake")
     f.add_argument("--cohort", help="use the lesions of this cohort as seeds")
     f.add_argument("--participant-label", nargs="+", metavar="ID", help="only these participants")
-    f.add_argument("--sphere", action="append", metavar="X,Y,Z", help="sphere seed at MNI mm (repeatable)")
+    f.add_argument("--sphere", action="append", metavar="X,Y,Z",
+                   help="sphere seed at MNI mm, e.g. --sphere -40,-20,50 (repeatable)")
     f.add_argument("--radius", type=float, help="sphere radius in mm")
     f.add_argument("--sphere-name", action="append", help="names of the --sphere seeds, in order")
     f.add_argument("--spheres", metavar="TSV", help="table of sphere seeds: x, y, z[, radius][, name]")
@@ -68,6 +70,8 @@ def register(sub) -> None:
     f.add_argument("--bids-out", help="write NIfTI maps + JSON (and parcel TSVs) into this folder")
     add_global_options(f)
     f.set_defaults(func=_fnm)
+    # let "--sphere -40,-20,50" read the coordinates as a value, not as an unknown option
+    f._negative_number_matcher = re.compile(r"^-\d[\d.,\-]*$")
 
 
 def _parcellate(args: argparse.Namespace) -> int:

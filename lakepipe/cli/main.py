@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                          ("verbose", 0), ("quiet", False), ("debug", False)):
         if not hasattr(args, opt):
             setattr(args, opt, default)
+    if args.verbose < 2:  # distributed configures its loggers from its config when first imported
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     configure_logging(args.verbose, args.quiet)
     if args.s3_endpoint:
         os.environ["LAKEPIPE_S3_ENDPOINT"] = args.s3_endpoint

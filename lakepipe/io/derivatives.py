@@ -37,7 +37,16 @@ def write_derivative(lake: str, method: str, name: str, ds: xr.Dataset) -> str:
 
 
 def open_derivative(url: str) -> xr.Dataset:
-    return xr.open_zarr(zarr_store(url, read_only=True), zarr_format=3, consolidated=False)
+    """A derivative store as a lazy Dataset (text coordinates as Python strings)."""
+    return strings_as_objects(xr.open_zarr(zarr_store(url, read_only=True), zarr_format=3, consolidated=False))
+
+
+def strings_as_objects(ds: xr.Dataset) -> xr.Dataset:
+    """Zarr v3 text arrays load as numpy ``StringDType``, which pandas and ``astype(str)`` handle badly:
+    turn every such (small) coordinate into an object array of ``str``."""
+    changes = {name: (c.dims, np.asarray(c.values, dtype=object))
+               for name, c in ds.coords.items() if c.dtype.kind == "T"}
+    return ds.assign_coords(changes) if changes else ds
 
 
 def write_sidecar(path: Path, meta: dict) -> Path:

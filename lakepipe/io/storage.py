@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ import zarr
 from zarr.storage import FsspecStore, LocalStore
 
 from lakepipe.errors import InputError
+
+# lakepipe stores text coordinates (region names, subject ids) as Zarr v3 strings; the data type is
+# not yet frozen in the spec, which zarr-python announces on every write
+warnings.filterwarnings("ignore", category=zarr.errors.UnstableSpecificationWarning)
 
 DEFAULT_LAKE = "./lake"
 _REMOTE = ("s3", "gs", "gcs", "az", "abfs", "http", "https")

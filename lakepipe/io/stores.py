@@ -25,6 +25,7 @@ import xarray as xr
 import zarr
 
 from lakepipe.errors import InputError, NotFoundError
+from lakepipe.io.derivatives import strings_as_objects
 from lakepipe.io.nifti import Mask
 from lakepipe.io.sources import VoxelGeometry
 from lakepipe.io.storage import exists, join, open_group, zarr_store
@@ -187,8 +188,7 @@ def open_connectome(lake: str, name: str, chunks: dict | str | None = "auto") ->
     ds = xr.open_zarr(zarr_store(url, read_only=True), consolidated=False, zarr_format=3,
                       chunks={} if chunks == "auto" else chunks)
     n = int(ds.attrs.get("n_subjects", 0))
-    ds = ds.isel(subject=slice(0, n))
-    return ds.assign_coords(subject=ds["subject"].values.astype(object))
+    return strings_as_objects(ds.isel(subject=slice(0, n)))
 
 
 # --------------------------------------------------------------------------------------------- atlases

@@ -26,7 +26,7 @@ from lakepipe.errors import InputError, NotFoundError
 from lakepipe.io import derivatives, stores
 from lakepipe.io.matrices import align_to_atlas, load_matrix
 from lakepipe.lake import Lake
-from lakepipe.pipelines.common import atlas_labels_on_grid, region_coords, require_same_space
+from lakepipe.pipelines.common import atlas_labels_on_grid, region_coords, region_table, require_same_space
 from lakepipe.pipelines.seeds import Seed, cohort_seeds, read_masks
 
 log = logging.getLogger(__name__)
@@ -97,10 +97,7 @@ def resolve_matrix(lake: Lake, atlas: stores.Atlas, matrix: str | None, connecto
                          f"({sorted(rows['connectome'].unique())}): choose one with --connectome")
     row = rows.sort_values("created").iloc[-1]
     ds = derivatives.open_derivative(stores.join(lake.url, row["store_uri"]))
-    table = pd.DataFrame({"index": ds["region"].values.astype(int),
-                          "name": ds["region_name"].values.astype(str),
-                          "network": [v or None for v in ds["region_network"].values.astype(str)],
-                          "hemisphere": [v or None for v in ds["region_hemisphere"].values.astype(str)]})
+    table = region_table(ds)
     return GroupMatrix(ds[stat].values.astype(np.float64), table, row["inputs_hash"] + ":" + stat,
                        {"kind": "parcellate", "statistic": stat, "connectome": row["connectome"],
                         "store": row["store_uri"]})

@@ -78,6 +78,29 @@ def atlas_labels_on_grid(atlas: Atlas, grid: Grid) -> np.ndarray:
     return lut[vol].reshape(-1)
 
 
+def voxel_parcels(con: ConnectomeInfo, atlas: Atlas) -> tuple[np.ndarray, pd.DataFrame, list[str]]:
+    """Each in-mask connectome voxel's region (1..N over the regions that have voxels, 0 = none),
+    the table of those N regions, and the names of the regions dropped for having no voxel."""
+    flat = atlas_labels_on_grid(atlas, con.grid)
+    vox = np.ravel_multi_index(tuple(con.ijk.T), con.grid.shape)
+    dense = flat[vox]
+    counts = np.bincount(dense, minlength=atlas.n_regions + 1)[1:]
+    keep = np.flatnonzero(counts > 0)
+    dropped = atlas.table["name"].iloc[np.flatnonzero(counts == 0)].tolist()
+    remap = np.zeros(atlas.n_regions + 1, np.int32)
+    remap[keep + 1] = np.arange(1, keep.size + 1, dtype=np.int32)
+    return remap[dense], atlas.table.iloc[keep].reset_index(drop=True), dropped
+
+
+def region_table(ds: xr.Dataset, dim: str = "region") -> pd.DataFrame:
+    """The region table (index, name, network, hemisphere) carried by a store's region coordinates."""
+    def col(name: str) -> list:
+        return [str(v) or None for v in ds[f"{dim}_{name}"].values]
+
+    return pd.DataFrame({"index": ds[dim].values.astype(int), "name": [str(v) for v in ds[f"{dim}_name"].values],
+                         "network": col("network"), "hemisphere": col("hemisphere")})
+
+
 def region_coords(table: pd.DataFrame, dim: str = "region") -> dict:
     """xarray coordinates describing regions: label index, name, network, hemisphere."""
     return {

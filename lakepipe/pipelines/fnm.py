@@ -34,8 +34,8 @@ from lakepipe.io.nifti import write_nifti
 from lakepipe.io.storage import StoreRef, zarr_store
 from lakepipe.lake import Lake
 from lakepipe.pipelines.common import (
-    ConnectomeInfo, atlas_labels_on_grid, connectome_info, region_coords, require_same_space,
-    subject_groups, tasks_for)
+    ConnectomeInfo, connectome_info, region_coords, require_same_space, subject_groups, tasks_for,
+    voxel_parcels)
 from lakepipe.pipelines.seeds import Seed, cohort_seeds, read_masks
 
 log = logging.getLogger(__name__)
@@ -137,16 +137,15 @@ def _merge(parts: list[FnmSums]) -> FnmSums:
 
 
 def _finalize_task(sums: FnmSums, out: StoreRef, rows: slice, names: tuple[str, ...], with_avgr: bool,
-                   parcel_avg) -> dict:
-    """Maps from sums, written into the derivative store rows; returns parcel summaries only."""
+                   parcel_avg) -> int:
+    """Maps (and parcel summaries) from sums, written into the batch's rows of the derivative store."""
     maps = finalize_fnm(sums, with_avgr=with_avgr)
     g = out.group(mode="a")
-    summaries = {}
     for name in names:
         g[name][rows] = maps[name]
         if parcel_avg is not None:
-            summaries[name] = np.asarray((parcel_avg.T @ maps[name].T.astype(np.float64)).T, np.float32)
-    return summaries
+            g[f"parcel_{name}"][rows] = np.asarray((parcel_avg.T @ maps[name].T.astype(np.float64)).T, np.float32)
+    return rows.stop - rows.start
 
 
 # ----------------------------------------------------------------------------------------- pipeline
@@ -221,21 +220,15 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
 
     parcel_avg, table = None, None
     if atl is not None:
-        dense = atlas_labels_on_grid(atl, con.grid)[np.ravel_multi_index(tuple(con.ijk.T), con.grid.shape)]
-        counts = np.bincount(dense, minlength=atl.n_regions + 1)[1:]
-        keep = np.flatnonzero(counts > 0)
-        remap = np.zeros(atl.n_regions + 1, np.int32)
-        remap[keep + 1] = np.arange(1, keep.size + 1, dtype=np.int32)
-        parcel_avg, _ = parcel_averaging_matrix(remap[dense], keep.size)
-        table = atl.table.iloc[keep].reset_index(drop=True)
+        labels, table, _ = voxel_parcels(con, atl)
+        parcel_avg, _ = parcel_averaging_matrix(labels, len(table))
 
     run = derivatives.new_run_id(METHOD)
     url = derivatives.derivative_url(lake.url, METHOD, run)
     n_vox, n_seeds, n_sub = con.ijk.shape[0], len(todo), len(con.subjects)
-    _create_store(url, con, todo, names, result.dropped_voxels, params, connectome, atlas)
+    _create_store(url, con, todo, names, result.dropped_voxels, params, connectome, atlas, table)
     out_ref, in_ref = StoreRef.here(url), StoreRef.here(stores.connectome_url(lake.url, connectome))
     positions = _positions(con)
-    summaries: dict[str, list[np.ndarray]] = {n: [] for n in names}
     with dask_client(scheduler, lake_url=lake.url, client=client) as cl:
         n_workers = len(cl.scheduler_info()["workers"]) if cl is not None else 1
         size = batch_size or auto_batch_size(n_vox, n_workers, with_avgr)
@@ -253,13 +246,9 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
             merged = dask.delayed(_merge, pure=False)(parts)
             fin = dask.delayed(_finalize_task, pure=False)(merged, out_ref, slice(batch.start, batch.stop),
                                                             names, with_avgr, parcel_avg)
-            (summ,) = compute(fin, client=cl)
-            for n in summ:
-                summaries[n].append(summ[n])
+            compute(fin, client=cl)
     result.n_batches = len(batches)
     uri = stores.relative(lake.url, url)
-    if atl is not None:
-        _write_parcels(url, summaries, table, names)
     records = []
     for i, s in enumerate(todo):
         records += _records(s, con, params, uri, i, names, cohort=cohort if s.sphere is None else None)
@@ -280,8 +269,11 @@ def _positions(con: ConnectomeInfo) -> list[int]:
 
 
 def _create_store(url, con: ConnectomeInfo, seeds: list[Seed], names, dropped, params, connectome,
-                  atlas: str | None) -> None:
-    """Lay out the derivative store: (seed, voxel) map arrays, seed and voxel coordinates, attrs."""
+                  atlas: str | None, table: pd.DataFrame | None) -> None:
+    """Lay out the derivative store: (seed, voxel) maps, (seed, region) summaries, coordinates, attrs.
+
+    Workers fill the map rows of their seed batch; the store is complete once every batch ran.
+    """
     n_vox = con.ijk.shape[0]
     coords = xr.Dataset(
         coords={"seed": ("seed", [s.key for s in seeds]),
@@ -289,7 +281,8 @@ def _create_store(url, con: ConnectomeInfo, seeds: list[Seed], names, dropped, p
                 "session": ("seed", [s.session or "" for s in seeds]),
                 "label": ("seed", [s.label for s in seeds]),
                 "seed_voxels_dropped": ("seed", [dropped[s.key] for s in seeds]),
-                "ijk": (("voxel", "axis"), con.ijk.astype(np.int16))},
+                "ijk": (("voxel", "axis"), con.ijk.astype(np.int16)),
+                **(region_coords(table, "region") if table is not None else {})},
         attrs={"method": METHOD, "connectome": connectome, "atlas": atlas, "n_subjects": len(con.subjects),
                "grid": {"shape": list(con.grid.shape), "affine": con.grid.affine.tolist()},
                "space": con.space, "parameters": params, "conventions": FNM_CONVENTIONS,
@@ -300,12 +293,9 @@ def _create_store(url, con: ConnectomeInfo, seeds: list[Seed], names, dropped, p
     for name in names:
         g.create_array(name, shape=(len(seeds), n_vox), chunks=(1, n_vox), dtype="float32",
                        dimension_names=["seed", "voxel"], fill_value=np.nan)
-
-
-def _write_parcels(url: str, summaries: dict, table: pd.DataFrame, names) -> None:
-    ds = xr.Dataset({f"parcel_{n}": (("seed", "region"), np.concatenate(summaries[n])) for n in names},
-                    coords=region_coords(table, "region"))
-    ds.to_zarr(zarr_store(url), mode="a", zarr_format=3, consolidated=False)
+        if table is not None:
+            g.create_array(f"parcel_{name}", shape=(len(seeds), len(table)), chunks=(256, len(table)),
+                           dtype="float32", dimension_names=["seed", "region"], fill_value=np.nan)
 
 
 # ------------------------------------------------------------------------------------------- export

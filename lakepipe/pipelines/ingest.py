@@ -117,15 +117,14 @@ def check_in_brain(mask: Mask, path: Path) -> None:
         raise InputError("lesion lies entirely outside the brain (no voxel inside the MNI152 brain mask)", path)
 
 
-def lesion_record(cohort: str, lf: LesionFile, mask: Mask, source: str, store_uri: str) -> OutputRecord:
+def lesion_record(cohort: str, lf: LesionFile, mask: Mask, store_uri: str) -> OutputRecord:
     return OutputRecord(
         kind="lesion", method="ingest", cohort=cohort, participant=lf.participant,
         session=lf.session, label=lf.label, statistic="mask",
         params={"cohort": cohort, "participant": lf.participant, "session": lf.session,
                 "label": lf.label, "space": mask.space},
         inputs={"mask": mask.content_hash()}, store_uri=store_uri, store_index=lf.key,
-        shape=[mask.n_voxels], extra={"source": source, "weighted": mask.weighted,
-                                      "grid": list(mask.grid.shape)})
+        shape=[mask.n_voxels])
 
 
 def ingest_lesions(lake: Lake, bids_dir: str | Path, *, cohort: str = "default",
@@ -166,7 +165,7 @@ def ingest_lesions(lake: Lake, bids_dir: str | Path, *, cohort: str = "default",
         stores.write_lesion(lake.url, cohort, lf.key, mask, {
             "participant": lf.participant, "session": lf.session, "label": lf.label,
             "source": rel, "sha256": mask.content_hash()})
-        records.append(lesion_record(cohort, lf, mask, rel, store_uri))
+        records.append(lesion_record(cohort, lf, mask, store_uri))
         result.written.append(lf.key)
     if records:
         lake.catalog.register(records)
@@ -238,7 +237,7 @@ def _subject_record(name: str, subject: str, fingerprint: str, store_uri: str, s
         kind="connectome", method="ingest", connectome=name, statistic="timeseries",
         params={"connectome": name, "subject": subject, "storage": stores.STORAGE_CONVENTION},
         inputs={"source": fingerprint or subject}, store_uri=store_uri, store_index=subject,
-        shape=[src.n_time, src.n_features], extra={"kind": src.kind})
+        shape=[src.n_time, src.n_features])
 
 
 # --------------------------------------------------------------------------------------------- atlases
@@ -270,12 +269,12 @@ def ingest_atlas(lake: Lake, nifti: str | Path, *, labels: str | Path, name: str
         result.skipped.append(name)
         return result
     stores.write_atlas(lake.url, name, volume, grid, table, space,
-                       {"source": str(nifti.name), "labels_source": str(Path(labels).name), "sha256": digest})
+                       {"source": str(nifti.name), "labels_source": str(Path(labels).name), "sha256": digest,
+                        "absent_labels": absent})
     lake.catalog.register([OutputRecord(
         kind="atlas", method="ingest", atlas=name, statistic="dseg",
         params={"atlas": name, "space": space}, inputs={"atlas": digest},
-        store_uri=stores.relative(lake.url, url), store_index=name, shape=list(grid.shape),
-        extra={"n_regions": len(table), "absent_labels": absent})])
+        store_uri=stores.relative(lake.url, url), store_index=name, shape=list(grid.shape))])
     result.written.append(name)
     log.info(result.summary())
     return result

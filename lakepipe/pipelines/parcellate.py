@@ -28,8 +28,8 @@ from lakepipe.io import derivatives, stores
 from lakepipe.io.storage import StoreRef
 from lakepipe.lake import Lake
 from lakepipe.pipelines.common import (
-    ConnectomeInfo, atlas_labels_on_grid, connectome_info, region_coords, require_same_space,
-    subject_groups, tasks_for)
+    ConnectomeInfo, connectome_info, region_coords, region_table, require_same_space,
+    subject_groups, tasks_for, voxel_parcels)
 
 log = logging.getLogger(__name__)
 METHOD = "parcellate"
@@ -76,25 +76,8 @@ def _region_group_sum(ref: StoreRef, positions: list[int], columns: np.ndarray) 
 # ------------------------------------------------------------------------------------------ pipeline
 
 
-def _voxel_labels(con: ConnectomeInfo, atlas: stores.Atlas) -> tuple[np.ndarray, pd.DataFrame, list[str]]:
-    """Per in-mask voxel, its dense region position (0 = none); the kept table; dropped names."""
-    flat = atlas_labels_on_grid(atlas, con.grid)
-    vox = np.ravel_multi_index(tuple(con.ijk.T), con.grid.shape)
-    dense = flat[vox]
-    counts = np.bincount(dense, minlength=atlas.n_regions + 1)[1:]
-    keep = np.flatnonzero(counts > 0)
-    dropped = atlas.table["name"].iloc[np.flatnonzero(counts == 0)].tolist()
-    remap = np.zeros(atlas.n_regions + 1, np.int32)
-    remap[keep + 1] = np.arange(1, keep.size + 1, dtype=np.int32)
-    return remap[dense], atlas.table.iloc[keep].reset_index(drop=True), dropped
-
-
 def _region_columns(con: ConnectomeInfo, atlas: stores.Atlas | None) -> tuple[np.ndarray, pd.DataFrame, list[str]]:
-    ds = con.dataset
-    table = pd.DataFrame({"index": ds["region"].values.astype(int),
-                          "name": ds["region_name"].values.astype(str),
-                          "network": [v or None for v in ds["region_network"].values.astype(str)],
-                          "hemisphere": [v or None for v in ds["region_hemisphere"].values.astype(str)]})
+    table = region_table(con.dataset)
     if atlas is None:
         return np.arange(len(table)), table, []
     pos_by_name = {n: i for i, n in enumerate(table["name"])}
@@ -148,7 +131,7 @@ def parcellate(lake: Lake, connectome: str, atlas: str | None, *, out_dir: str |
     with dask_client(scheduler, lake_url=lake.url, client=client) as cl:
         groups = subject_groups(n, tasks_for(cl, n))
         if con.kind == "voxel":
-            labels, table, dropped = _voxel_labels(con, atl)
+            labels, table, dropped = voxel_parcels(con, atl)
             parts = [dask.delayed(_voxel_group_sum, pure=False)(ref, [positions[i] for i in g], labels, len(table))
                      for g in groups]
         else:

@@ -1,0 +1,123 @@
+"""Pearson correlation with per-series centring and the shared Fisher z convention.
+
+Conventions (DESIGN section 3): every series is centred over time; a constant series has r = 0 with
+everything (including itself); Fisher z = arctanh(clip(r, -R_CLIP, R_CLIP)) everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: |r| is clipped to this value before arctanh, so z is finite (|z| <= Z_MAX).
+R_CLIP = 0.999999
+#: arctanh(R_CLIP) ~ 7.2543, the z of every clipped r, whatever the float dtype.
+Z_MAX = float(np.arctanh(R_CLIP))
+
+# A centred series whose norm is below this fraction of sqrt(T) * max|x| is rounding noise of a
+# constant series (float64 centring leaves ~1e-16 relative residue); it is treated as constant.
+_CONST_RTOL = 1e3 * np.finfo(np.float64).eps
+
+
+def fisher_z(r: np.ndarray | float) -> np.ndarray:
+    """Fisher z transform with the lakepipe clip.
+
+    Parameters
+    ----------
+    r
+        Correlation values.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``arctanh(clip(r, -R_CLIP, R_CLIP))``; float arrays keep their dtype, anything else
+        becomes float64.
+
+    Notes
+    -----
+    ``R_CLIP`` is not representable in float32 (or float16), so a clipped r is given exactly
+    ``±Z_MAX`` (rounded to the dtype) rather than arctanh of the rounded clip value: a perfect
+    correlation has the same z whatever the precision.
+    """
+    r = np.asarray(r)
+    if r.dtype.kind != "f":
+        r = r.astype(np.float64)
+    lim = r.dtype.type(R_CLIP)
+    with np.errstate(divide="ignore"):
+        z = np.arctanh(np.clip(r, -lim, lim))
+    return np.where(np.abs(r) >= lim, np.copysign(r.dtype.type(Z_MAX), r), z).astype(r.dtype, copy=False)
+
+
+def center_unit(
+    x: np.ndarray, axis: int = 0, dtype: np.dtype | type = np.float32
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre series along ``axis`` and scale them to unit L2 norm.
+
+    Parameters
+    ----------
+    x
+        Raw series, time along ``axis``.
+    axis
+        The time axis.
+    dtype
+        Dtype of the three outputs; the arithmetic is float64.
+
+    Returns
+    -------
+    unit : numpy.ndarray
+        Same shape as ``x``: ``(x - mean) / scale``; all zeros for a constant series.
+    scale : numpy.ndarray
+        ``x.shape`` without ``axis``: L2 norm of the centred series (0 for a constant series).
+    mean : numpy.ndarray
+        ``x.shape`` without ``axis``: mean over time.
+
+    Notes
+    -----
+    ``x == unit * scale + mean`` (up to ``dtype`` rounding), so any quantity defined on the raw
+    series stays computable from the stored unit series.
+    """
+    x64 = np.asarray(x, dtype=np.float64)
+    mean = x64.mean(axis=axis, keepdims=True)
+    unit = x64 - mean
+    scale = np.sqrt(np.square(unit).sum(axis=axis, keepdims=True))
+    n = x64.shape[axis]
+    peak = np.abs(x64).max(axis=axis, keepdims=True) if n else np.zeros_like(mean)
+    const = scale <= _CONST_RTOL * np.sqrt(max(n, 1)) * peak
+    scale[const] = 0.0
+    unit /= np.where(const, 1.0, scale)
+    unit *= ~const
+    return (unit.astype(dtype, copy=False), np.squeeze(scale, axis).astype(dtype),
+            np.squeeze(mean, axis).astype(dtype))
+
+
+def unit_columns(s: np.ndarray) -> np.ndarray:
+    """Centre the columns of a (T, L) matrix and scale them to unit norm (float64).
+
+    Constant columns become zeros, so their dot product (their r) with anything is 0.
+    """
+    return center_unit(np.asarray(s), axis=0, dtype=np.float64)[0]
+
+
+def pearson_matrix(ts: np.ndarray) -> np.ndarray:
+    """Pearson r between the columns of a (T, N) array.
+
+    Parameters
+    ----------
+    ts
+        Time series, time along axis 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, N) float64, symmetric. The diagonal is exactly 1 for non-constant columns; a constant
+        column has r = 0 everywhere, its diagonal entry included.
+    """
+    ts = np.asarray(ts)
+    if ts.ndim != 2:
+        raise ValueError(f"expected a (time, series) array, got shape {ts.shape}")
+    u = unit_columns(ts)
+    r = u.T @ u
+    np.clip(r, -1.0, 1.0, out=r)
+    r = 0.5 * (r + r.T)
+    live = np.any(u != 0, axis=0)
+    np.fill_diagonal(r, live.astype(np.float64))
+    return r

@@ -1,0 +1,355 @@
+"""Classic functional network mapping (FNM) for many seeds in one pass over a connectome.
+
+Per subject ``s`` with unit-norm centred voxel series ``U`` (T x V) and per-voxel ``scale``:
+
+1. seed series ``S = U @ (W * scale) / sum(W)`` (T x L): the (weighted) mean of the seed voxels'
+   centred raw series (the voxel means drop out because correlation centres);
+2. ``S`` centred and scaled to unit norm (float64), then ``r = S_unit.T @ U`` (L x V), one float32
+   GEMM;
+3. ``z = arctanh(clip(r))`` and float64 accumulation of ``sum z``, ``sum z^2`` (and ``sum r``).
+
+:class:`FnmSums` holds the sums; partial sums add (``a + b``), so a scheduler can tree-reduce them,
+and :func:`finalize_fnm` turns them into the maps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy import special
+
+from lakepipe.compute.correlation import R_CLIP, Z_MAX, unit_columns
+from lakepipe.errors import InputError
+
+#: |t| is capped at this value; it is also the t of a voxel whose z has zero variance and
+#: non-zero mean (all subjects agree exactly).
+T_MAX = 1e6
+
+#: The conventions of these maps, for output metadata.
+FNM_CONVENTIONS: dict = {
+    "correlation": "pearson, each series centred over time",
+    "constant_series_r": 0.0,
+    "fisher_z": "arctanh(clip(r, -r_clip, r_clip))",
+    "r_clip": R_CLIP,
+    "seed_series": "(weighted) mean of the seed voxels' raw series",
+    "zmap": "mean z over subjects",
+    "rmap": "tanh(mean z)",
+    "tmap": "mean z / (sd z / sqrt(n)), sd with ddof=1",
+    "ddof": 1,
+    "pmap": "two-sided, Student t with n-1 degrees of freedom",
+    "avgr": "mean r over subjects (Lead-DBS convention)",
+    "zero_variance_t": f"0 where mean z == 0, else sign(mean z) * {T_MAX:g}; |t| capped at {T_MAX:g}",
+    "n_below_2": "tmap 0 and pmap 1 (no variance estimate)",
+    "accumulation": "float32 correlations, float64 sums",
+}
+
+# seeds x voxels per tile of the r = S.T @ U GEMM: the float32 tile, its float64 z and the three
+# float64 tile accumulators (~10 MB) stay in cache while z and the sums are updated
+_TILE_ELEMENTS = 2**18
+# seeds' weight matrices denser than this use a dense GEMM for the seed series
+_DENSE_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class SeedWeights:
+    """Seed weight matrix prepared once for many subjects (see :func:`prepare_seeds`)."""
+
+    rows: np.ndarray  # (K,) voxels used by at least one seed
+    weights: sp.csr_matrix | np.ndarray  # sparse (L, K) or dense (K, L)
+    total: np.ndarray  # (L,) sum of each seed's weights
+    n_voxels: int
+
+    @property
+    def n_seeds(self) -> int:
+        return self.total.size
+
+
+def prepare_seeds(W: np.ndarray | sp.spmatrix | sp.sparray | SeedWeights) -> SeedWeights:
+    """Check a (V, L) seed weight matrix (rows = voxels) and keep only the voxels it uses.
+
+    Raises
+    ------
+    InputError
+        When a seed has zero total weight (no voxel in the connectome mask).
+    """
+    if isinstance(W, SeedWeights):
+        return W
+    if W.ndim != 2:
+        raise ValueError(f"seed weights must be a (voxel, seed) matrix, got shape {W.shape}")
+    n_voxels, n_seeds = W.shape
+    if sp.issparse(W):
+        csr = sp.csr_matrix(W, dtype=np.float64)
+        csr.eliminate_zeros()
+        rows = np.flatnonzero(np.diff(csr.indptr))
+        sub = csr[rows]
+        total = np.asarray(sub.sum(axis=0), dtype=np.float64).ravel()
+        density = sub.nnz / max(sub.shape[0] * n_seeds, 1)
+        weights = sub.toarray() if density > _DENSE_FRACTION else sub.T.tocsr()
+    else:
+        dense = np.asarray(W, dtype=np.float64)
+        rows = np.flatnonzero(np.any(dense != 0, axis=1))
+        sub = dense[rows]
+        total = sub.sum(axis=0)
+        density = np.count_nonzero(sub) / max(sub.size, 1)
+        weights = sub if density > _DENSE_FRACTION else sp.csr_matrix(sub.T)
+    if isinstance(weights, np.ndarray):
+        weights = weights.astype(np.float32)
+    empty = np.flatnonzero(total == 0)
+    if empty.size:
+        raise InputError(f"seed(s) {empty.tolist()[:10]} have no voxel (zero total weight) in the "
+                         "connectome mask")
+    return SeedWeights(rows=rows, weights=weights, total=total, n_voxels=n_voxels)
+
+
+def seed_series(unit: np.ndarray, scale: np.ndarray, W) -> np.ndarray:
+    """Seed mean series of the centred raw data of one subject.
+
+    Parameters
+    ----------
+    unit
+        (T, V) unit-norm centred voxel series (float32).
+    scale
+        (V,) norm of each voxel's centred raw series.
+    W
+        (V, L) seed weights (scipy.sparse or dense; rows = voxels), or a :class:`SeedWeights`.
+
+    Returns
+    -------
+    numpy.ndarray
+        (T, L) float64 ``unit @ (W * scale[:, None]) / W.sum(0)``.
+    """
+    seeds = prepare_seeds(W)
+    unit = np.asarray(unit)
+    if unit.ndim != 2 or unit.shape[1] != seeds.n_voxels:
+        raise ValueError(f"unit has shape {unit.shape}, seed weights have {seeds.n_voxels} voxels")
+    scale_k = np.asarray(scale)[seeds.rows]
+    if isinstance(seeds.weights, np.ndarray):  # dense (K, L): float32 GEMM
+        sub = unit[:, seeds.rows] * scale_k.astype(np.float32)
+        return (sub @ seeds.weights).astype(np.float64) / seeds.total
+    # sparse (L, K) @ (K, T) in float64 over the seed voxels only
+    sub_t = np.ascontiguousarray(unit[:, seeds.rows].T, dtype=np.float64)
+    sub_t *= scale_k.astype(np.float64)[:, None]
+    return (seeds.weights @ sub_t).T / seeds.total
+
+
+def seed_voxel_r(unit: np.ndarray, seeds_unit: np.ndarray) -> np.ndarray:
+    """Correlation of each seed with each voxel: (L, V) float32 ``seeds_unit.T @ unit``.
+
+    ``unit`` (T, V) and ``seeds_unit`` (T, L) are centred unit-norm series
+    (:func:`~lakepipe.compute.correlation.unit_columns`).
+    """
+    s = np.ascontiguousarray(np.asarray(seeds_unit).T, dtype=np.float32)
+    return s @ np.asarray(unit, dtype=np.float32)
+
+
+@dataclass
+class FnmSums:
+    """Running sums over subjects of z, z^2 (and r) for L seeds x V voxels.
+
+    Attributes
+    ----------
+    sum_z, sum_z2 : numpy.ndarray
+        (L, V) float64 sums of Fisher z and z^2.
+    sum_r : numpy.ndarray or None
+        (L, V) float64 sum of r (needed for ``avgr``); None when not tracked.
+    n : int
+        Subjects added.
+    """
+
+    sum_z: np.ndarray
+    sum_z2: np.ndarray
+    sum_r: np.ndarray | None
+    n: int = 0
+
+    @classmethod
+    def zeros(cls, n_seeds: int, n_voxels: int, with_r: bool = True) -> "FnmSums":
+        """Empty sums; ``with_r=False`` skips ``sum_r`` (no ``avgr``, one pass less per subject)."""
+        shape = (n_seeds, n_voxels)
+        return cls(np.zeros(shape), np.zeros(shape), np.zeros(shape) if with_r else None, 0)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.sum_z.shape
+
+    def merge(self, other: "FnmSums") -> "FnmSums":
+        """New sums = self + other (inputs untouched, so safe as a Dask reduction)."""
+        if self.shape != other.shape:
+            raise ValueError(f"cannot merge FNM sums of shapes {self.shape} and {other.shape}")
+        sum_r = None if self.sum_r is None or other.sum_r is None else self.sum_r + other.sum_r
+        return FnmSums(self.sum_z + other.sum_z, self.sum_z2 + other.sum_z2, sum_r,
+                       self.n + other.n)
+
+    def __add__(self, other: "FnmSums") -> "FnmSums":
+        return self.merge(other)
+
+    def __radd__(self, other) -> "FnmSums":
+        if isinstance(other, int) and other == 0:  # sum() starts from 0
+            return self
+        return NotImplemented
+
+    def add_seed_units(self, unit: np.ndarray, seeds_unit: np.ndarray) -> None:
+        """Add one subject, in place, from its unit voxel series and unit seed series.
+
+        Parameters
+        ----------
+        unit
+            (T, V) unit-norm centred voxel series (float32; V may be a voxel block).
+        seeds_unit
+            (T, L) unit-norm centred seed series (:func:`~lakepipe.compute.correlation.unit_columns`).
+        """
+        self.add_many([unit], [seeds_unit])
+
+    def add_many(self, units, seeds_units) -> None:
+        """Add several subjects in place (see :meth:`add_seed_units`).
+
+        The voxels are processed in blocks; within a block every subject's r, z and z^2 go into
+        small cache-resident float64 accumulators, so the large (L, V) sums are read and written
+        once per call rather than once per subject.
+        """
+        n_seeds, n_voxels = self.shape
+        pairs = []
+        for unit, seeds_unit in zip(units, seeds_units, strict=True):
+            unit = np.asarray(unit, dtype=np.float32)
+            seeds_unit = np.asarray(seeds_unit)
+            if unit.ndim != 2 or unit.shape[1] != n_voxels or seeds_unit.shape != (unit.shape[0], n_seeds):
+                raise ValueError(f"unit {unit.shape} and seeds {seeds_unit.shape} do not fit sums "
+                                 f"{self.shape}")
+            pairs.append((unit, np.ascontiguousarray(seeds_unit.T, dtype=np.float32)))
+        if not pairs:
+            return
+        block = int(min(n_voxels, max(256, _TILE_ELEMENTS // max(n_seeds, 1))))
+        r = np.empty((n_seeds, block), np.float32)
+        z = np.empty((n_seeds, block), np.float64)
+        acc = [np.empty((n_seeds, block), np.float64) for _ in range(3)]
+        targets = [self.sum_z, self.sum_z2] + ([self.sum_r] if self.sum_r is not None else [])
+        for start in range(0, n_voxels, block):
+            stop = min(start + block, n_voxels)
+            w = stop - start
+            rb, zb = r[:, :w], z[:, :w]
+            acc_b = [a[:, :w] for a in acc]
+            for i, (unit, s) in enumerate(pairs):
+                np.matmul(s, unit[:, start:stop], out=rb)
+                _r_to_z_terms(rb, zb, acc_b, first=i == 0, with_r=self.sum_r is not None)
+            for target, a in zip(targets, acc_b):
+                target[:, start:stop] += a
+        self.n += len(pairs)
+
+    def add_subject(self, unit: np.ndarray, scale: np.ndarray, W) -> None:
+        """Add one subject in place: seed series -> unit seed series -> r -> z -> sums.
+
+        ``W`` is the (V, L) seed weight matrix or a :class:`SeedWeights` (see :func:`seed_series`).
+        """
+        self.add_seed_units(unit, unit_columns(seed_series(unit, scale, W)))
+
+
+def _r_to_z_terms(r: np.ndarray, z: np.ndarray, acc: list[np.ndarray], first: bool,
+                  with_r: bool) -> None:
+    """Turn an r tile (float32, overwritten) into z, z^2 (and r) added to ``acc`` (float64)."""
+    lim = np.float32(R_CLIP)
+    add = np.copyto if first else (lambda dst, src: np.add(dst, src, out=dst))
+    if with_r:
+        add(acc[2], r)
+    clipped = r.max() >= lim or r.min() <= -lim
+    if clipped:
+        big = np.abs(r) >= lim
+    np.clip(r, -lim, lim, out=r)
+    np.arctanh(r, out=r)
+    np.copyto(z, r)
+    if clipped:  # a clipped r has z = ±arctanh(R_CLIP) exactly, as in float64
+        z[big] = np.copysign(Z_MAX, z[big])
+    add(acc[0], z)
+    np.multiply(z, z, out=z)
+    add(acc[1], z)
+
+
+def subject_chunk_sums(
+    unit_chunk: np.ndarray, scale_chunk: np.ndarray, W, with_r: bool = True
+) -> FnmSums:
+    """FNM sums of the subjects of one connectome chunk.
+
+    Parameters
+    ----------
+    unit_chunk
+        (S, T, V) unit-norm centred voxel series of S subjects.
+    scale_chunk
+        (S, V) per-voxel scale of each subject.
+    W
+        (V, L) seed weights (sparse or dense) or a :class:`SeedWeights`.
+    with_r
+        Also accumulate ``sum_r`` (for ``avgr``).
+
+    Returns
+    -------
+    FnmSums
+        Sums over the S subjects.
+    """
+    seeds = prepare_seeds(W)
+    unit_chunk = np.asarray(unit_chunk)
+    if unit_chunk.ndim != 3 or np.shape(scale_chunk) != (unit_chunk.shape[0], unit_chunk.shape[2]):
+        raise ValueError(f"expected unit (S, T, V) and scale (S, V), got {unit_chunk.shape} and "
+                         f"{np.shape(scale_chunk)}")
+    sums = FnmSums.zeros(seeds.n_seeds, seeds.n_voxels, with_r=with_r)
+    seeds_units = [unit_columns(seed_series(unit, scale, seeds))
+                   for unit, scale in zip(unit_chunk, scale_chunk, strict=True)]
+    sums.add_many(unit_chunk, seeds_units)
+    return sums
+
+
+def _t_and_p(mean: np.ndarray, sum_z2: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """One-sample t (mean z against 0) and its two-sided p, with the zero-variance convention."""
+    if n < 2:
+        return np.zeros_like(mean), np.ones_like(mean)
+    ss = sum_z2 - n * mean * mean  # sum of squared deviations
+    # below this, ss is rounding noise of identical values (the sums are float64)
+    zero_var = ss <= 64 * np.finfo(np.float64).eps * sum_z2
+    se = np.sqrt(np.where(zero_var, 1.0, ss) / (n - 1) / n)
+    t = np.where(zero_var, np.sign(mean) * T_MAX, mean / se)
+    np.clip(t, -T_MAX, T_MAX, out=t)
+    p = 2.0 * special.stdtr(n - 1, -np.abs(t))
+    return t, p
+
+
+def finalize_fnm(sums: FnmSums, with_avgr: bool = False) -> dict[str, np.ndarray]:
+    """FNM maps from accumulated sums.
+
+    Parameters
+    ----------
+    sums
+        Sums over n >= 1 subjects.
+    with_avgr
+        Also return ``avgr`` (needs ``sums.sum_r``).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        (L, V) float32 maps: ``zmap`` (mean z), ``rmap`` (tanh of mean z), ``tmap``
+        (mean z / (sd z / sqrt(n)), sd with ddof=1), ``pmap`` (two-sided, n - 1 df) and, when asked,
+        ``avgr`` (mean r).
+
+    Notes
+    -----
+    Conventions (also in :data:`FNM_CONVENTIONS`): where z has zero variance over subjects, t is 0
+    if mean z is 0 and ``sign(mean z) * T_MAX`` otherwise (p then ~0); |t| is capped at ``T_MAX``;
+    with fewer than 2 subjects there is no variance estimate: t = 0 and p = 1 everywhere. No NaN.
+    """
+    n = sums.n
+    if n < 1:
+        raise ValueError("no subject was accumulated")
+    if with_avgr and sums.sum_r is None:
+        raise ValueError("avgr asked but sum_r was not accumulated (FnmSums.zeros(with_r=False))")
+    names = ["zmap", "rmap", "tmap", "pmap"] + (["avgr"] if with_avgr else [])
+    out = {k: np.empty(sums.shape, np.float32) for k in names}
+    rows = max(1, 2**22 // max(sums.shape[1], 1))  # bounded float64 temporaries
+    for a in range(0, sums.shape[0], rows):
+        sl = slice(a, a + rows)
+        mean = sums.sum_z[sl] / n
+        t, p = _t_and_p(mean, sums.sum_z2[sl], n)
+        out["zmap"][sl] = mean
+        out["rmap"][sl] = np.tanh(mean)
+        out["tmap"][sl] = t
+        out["pmap"][sl] = p
+        if with_avgr:
+            out["avgr"][sl] = sums.sum_r[sl] / n
+    return out
