@@ -129,7 +129,7 @@ class ConnectomeWriter:
         g.create_array("timeseries", shape=(0, n_time, n_feat), chunks=(1, n_time, block),
                        dtype="float32", compressors=None, dimension_names=["subject", "time", feature])
         for var in ("scale", "mean"):
-            g.create_array(var, shape=(0, n_feat), chunks=(64, n_feat), dtype="float32",
+            g.create_array(var, shape=(0, n_feat), chunks=(1, n_feat), dtype="float32",
                            dimension_names=["subject", feature])
         g.create_array("subject", shape=(0,), chunks=(1024,), dtype=str, dimension_names=["subject"])
         if kind == "voxel":
