@@ -17,9 +17,8 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import pandas as pd
 from sqlalchemy import Connection, and_, distinct, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -32,9 +31,13 @@ from lakepipe.catalog import migrations
 from lakepipe.catalog.engines import open_engine
 from lakepipe.catalog.hashing import canonical_json, jsonable
 from lakepipe.catalog.records import OutputRecord, RegisterResult, as_records, check_run_id
-from lakepipe.catalog.schema import OUTPUT_KEY, outputs, runs
+from lakepipe.catalog.schema import OUTPUT_KEY, outputs
+from lakepipe.catalog.schema import runs as runs_table
 from lakepipe.catalog.urls import catalog_url_for_lake, normalize_catalog_url, redact_text, redact_url
 from lakepipe.errors import InputError, NotFoundError
+
+if TYPE_CHECKING:  # pandas is imported on first use: writer processes never need it
+    import pandas as pd
 
 __all__ = ["Catalog", "QUERY_FILTERS", "RUN_STATUSES"]
 
@@ -239,7 +242,7 @@ class Catalog:
 
         def work(conn: Connection) -> list[int]:
             if run_ids:
-                known = set(conn.scalars(select(runs.c.run_id).where(runs.c.run_id.in_(run_ids))))
+                known = set(conn.scalars(select(runs_table.c.run_id).where(runs_table.c.run_id.in_(run_ids))))
                 missing = [r for r in run_ids if r not in known]
                 if missing:
                     raise NotFoundError(f"unknown run id {missing[0]!r} (use start_run first)", self.url)
@@ -304,7 +307,7 @@ class Catalog:
             "status": "running",
             "lakepipe_version": lakepipe.__version__,
         }
-        self._write(lambda conn: conn.execute(runs.insert().values(**row)))
+        self._write(lambda conn: conn.execute(runs_table.insert().values(**row)))
         log.info("catalog %s: run %s started: %s", self.url, run_id, row["command"])
         return run_id
 
@@ -318,16 +321,21 @@ class Catalog:
             "n_skipped": int(n_skipped),
             "status": status,
         }
-        stmt = runs.update().where(runs.c.run_id == run_id).values(**values)
+        stmt = runs_table.update().where(runs_table.c.run_id == run_id).values(**values)
         if self._write(lambda conn: conn.execute(stmt).rowcount) == 0:
             raise NotFoundError(f"unknown run id {run_id!r}", self.url)
-        log.info("catalog %s: run %s %s (%d outputs, %d skipped)", self.url, run_id, status, n_outputs, n_skipped)
+        log.info(
+            "catalog %s: run %s %s (%d outputs, %d skipped)", self.url, run_id, status, n_outputs, n_skipped
+        )
 
     def runs(self) -> pd.DataFrame:
         """Every run, oldest first, with ``params`` parsed back to dicts."""
-        cols = list(runs.c)
+        import pandas as pd
+
+        cols = list(runs_table.c)
         with self._db.transaction() as conn:
-            rows = [tuple(row) for row in conn.execute(select(*cols).order_by(runs.c.started, runs.c.run_id))]
+            stmt = select(*cols).order_by(runs_table.c.started, runs_table.c.run_id)
+            rows = [tuple(row) for row in conn.execute(stmt)]
         df = pd.DataFrame.from_records(rows, columns=[c.name for c in cols])
         df["params"] = [_loads(v) for v in df["params"]]
         for name in ("started", "finished"):
@@ -375,6 +383,8 @@ class Catalog:
             session, label, statistic, id (missing values first, byte order on every backend);
             ``params``, ``inputs`` and ``shape`` parsed from JSON, ``created`` in UTC.
         """
+        import pandas as pd
+
         filters.setdefault("status", "published")
         cols = list(outputs.c)
         stmt = select(*cols).where(and_(True, *self._where(filters))).order_by(*self._order())
@@ -414,6 +424,8 @@ class Catalog:
 
         Columns: those six, then ``n_outputs``, ``n_participants`` and ``last_created``.
         """
+        import pandas as pd
+
         filters.setdefault("status", "published")
         group = [outputs.c[n] for n in ("kind", "method", "cohort", "atlas", "connectome", "statistic")]
         stmt = (
@@ -439,8 +451,9 @@ class Catalog:
     def _counts(self) -> tuple[int, int] | None:
         try:
             with self._db.transaction() as conn:
-                n_out = conn.scalar(select(func.count()).select_from(outputs).where(outputs.c.status == "published"))
-                n_runs = conn.scalar(select(func.count()).select_from(runs))
+                published = outputs.c.status == "published"
+                n_out = conn.scalar(select(func.count()).select_from(outputs).where(published))
+                n_runs = conn.scalar(select(func.count()).select_from(runs_table))
             return int(n_out or 0), int(n_runs or 0)
         except DBAPIError:
             return None

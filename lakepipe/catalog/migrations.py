@@ -126,7 +126,9 @@ def _steps(steps: Sequence[Migration] | None) -> Sequence[Migration]:
     steps = MIGRATIONS if steps is None else steps
     for expected, step in enumerate(steps, start=1):
         if step.version != expected:
-            raise ValueError(f"migration steps must be numbered 1, 2, ...; found v{step.version} at {expected}")
+            raise ValueError(
+                f"migration steps must be numbered 1, 2, ...; found v{step.version} at {expected}"
+            )
     return steps
 
 
@@ -143,7 +145,9 @@ def current_version(conn: Connection) -> int:
     return int(conn.scalar(select(func.max(schema_version.c.version))) or 0)
 
 
-def check_not_newer(version: int, steps: Sequence[Migration] | None = None, source: str | None = None) -> None:
+def check_not_newer(
+    version: int, steps: Sequence[Migration] | None = None, source: str | None = None
+) -> None:
     """Refuse a database whose schema is newer than this lakepipe knows."""
     latest = latest_version(steps)
     if version > latest:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -156,15 +157,19 @@ class OutputRecord:
             raise InputError("lakepipe_version must be a non-empty string")
         put(self, "params_hash", _sha256(params_json))
         # == content_hash({"entities": self.entities, "inputs": self.inputs}), reusing the JSON text
-        put(self, "inputs_hash", _sha256(f'{{"entities":{canonical_json(self.entities)},"inputs":{inputs_json}}}'))
+        entities_json = canonical_json(self.entities)
+        put(self, "inputs_hash", _sha256(f'{{"entities":{entities_json},"inputs":{inputs_json}}}'))
 
     @staticmethod
     def _check_index(value: Any) -> str | None:
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
+        if isinstance(value, str):
+            text = value
+        elif not isinstance(value, bool) and hasattr(value, "__index__"):  # int, numpy integers
+            text = str(operator.index(value))
+        else:
             raise InputError(f"store_index must be a string key or an integer, not {value!r}")
-        text = str(value)
         if not text or len(text) > 256 or contains_credentials(text):
             raise InputError(f"store_index {text[:40]!r} is empty, too long or holds credentials")
         return text
