@@ -59,14 +59,13 @@ def afnm_fractional(lesion_path: Path, atlas_path: Path, labels: list[int], C: n
     lesion = nib.load(str(lesion_path))
     les = np.asarray(lesion.dataobj) > 0
     atlas = atlas_on_connectome(atlas_path, lesion.affine, lesion.shape[:3])
-    m = np.zeros(len(labels))
-    for k, lab in enumerate(labels):
-        n_in = np.count_nonzero(les & (atlas == lab))
-        if weighting in ("fractional", "binary"):
-            m[k] = float(n_in > 0)
-        elif weighting == "voxel_count":
-            size = np.count_nonzero(atlas == lab)
-            m[k] = n_in / size if size else 0
+    top = max(int(atlas.max()), max(labels)) + 1
+    n_in = np.bincount(atlas[les], minlength=top)[labels]
+    size = np.bincount(atlas.ravel(), minlength=top)[labels]
+    if weighting in ("fractional", "binary"):
+        m = (n_in > 0).astype(float)
+    else:  # voxel_count
+        m = np.where(size > 0, n_in / np.maximum(size, 1), 0.0)
     if weighting == "fractional" and m.sum():
         m /= m.sum()
     return m @ C

@@ -34,17 +34,26 @@ def fisher_z(r: np.ndarray | float) -> np.ndarray:
 
     Notes
     -----
-    ``R_CLIP`` is not representable in float32 (or float16), so a clipped r is given exactly
-    ``±Z_MAX`` (rounded to the dtype) rather than arctanh of the rounded clip value: a perfect
-    correlation has the same z whatever the precision.
+    The clip acts on the value of ``r`` as given: ``R_CLIP`` itself is not representable in
+    float32 (or float16), so ``r`` is clipped just above it and z is then clipped to ``±Z_MAX``
+    (rounded to the dtype). A float32 r thus has the z of the same r in float64, up to rounding,
+    and a perfect correlation has the same z whatever the precision.
     """
     r = np.asarray(r)
     if r.dtype.kind != "f":
         r = r.astype(np.float64)
-    lim = r.dtype.type(R_CLIP)
+    hi = clip_above(r.dtype)
+    zmax = r.dtype.type(Z_MAX)
     with np.errstate(divide="ignore"):
-        z = np.arctanh(np.clip(r, -lim, lim))
-    return np.where(np.abs(r) >= lim, np.copysign(r.dtype.type(Z_MAX), r), z).astype(r.dtype, copy=False)
+        z = np.arctanh(np.clip(r, -hi, hi))
+    return np.clip(z, -zmax, zmax)
+
+
+def clip_above(dtype: np.dtype | type) -> np.floating:
+    """Smallest value of ``dtype`` that is >= ``R_CLIP``: clipping r there, then z at ``Z_MAX``,
+    is the float64 convention applied to r values of that dtype."""
+    hi = np.dtype(dtype).type(R_CLIP)
+    return hi if float(hi) >= R_CLIP else np.nextafter(hi, np.dtype(dtype).type(2))
 
 
 def center_unit(

@@ -3,10 +3,12 @@
 Per subject ``s`` with unit-norm centred voxel series ``U`` (T x V) and per-voxel ``scale``:
 
 1. seed series ``S = U @ (W * scale) / sum(W)`` (T x L): the (weighted) mean of the seed voxels'
-   centred raw series (the voxel means drop out because correlation centres);
-2. ``S`` centred and scaled to unit norm (float64), then ``r = S_unit.T @ U`` (L x V), one float32
-   GEMM;
-3. ``z = arctanh(clip(r))`` and float64 accumulation of ``sum z``, ``sum z^2`` (and ``sum r``).
+   centred raw series (the voxel means drop out because correlation centres), one float32 sparse
+   (or dense) product over the seed voxels only;
+2. ``S`` centred and scaled to unit norm (float64), then ``r = S_unit.T @ U`` (L x V), float32
+   GEMMs over voxel tiles;
+3. per tile, ``z = arctanh(clip(r))`` and float64 accumulation of ``sum z``, ``sum z^2`` (and
+   ``sum r``), so the (L, V) float32 r is never materialised.
 
 :class:`FnmSums` holds the sums; partial sums add (``a + b``), so a scheduler can tree-reduce them,
 and :func:`finalize_fnm` turns them into the maps.
@@ -20,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import special
 
-from lakepipe.compute.correlation import R_CLIP, Z_MAX, unit_columns
+from lakepipe.compute.correlation import R_CLIP, Z_MAX, clip_above, unit_columns
 from lakepipe.errors import InputError
 
 #: |t| is capped at this value; it is also the t of a voxel whose z has zero variance and
@@ -31,7 +33,8 @@ T_MAX = 1e6
 FNM_CONVENTIONS: dict = {
     "correlation": "pearson, each series centred over time",
     "constant_series_r": 0.0,
-    "fisher_z": "arctanh(clip(r, -r_clip, r_clip))",
+    "fisher_z": "arctanh(clip(r, -r_clip, r_clip)); float32 r clipped just above r_clip, then z "
+                "clipped at arctanh(r_clip), so clipped cells have exactly that z",
     "r_clip": R_CLIP,
     "seed_series": "(weighted) mean of the seed voxels' raw series",
     "zmap": "mean z over subjects",
@@ -42,7 +45,8 @@ FNM_CONVENTIONS: dict = {
     "avgr": "mean r over subjects (Lead-DBS convention)",
     "zero_variance_t": f"0 where mean z == 0, else sign(mean z) * {T_MAX:g}; |t| capped at {T_MAX:g}",
     "n_below_2": "tmap 0 and pmap 1 (no variance estimate)",
-    "accumulation": "float32 correlations, float64 sums",
+    "accumulation": "float32 seed series and correlations (float32 unit series), float64 sums of z, "
+                    "z^2 and r",
 }
 
 # seeds x voxels per tile of the r = S.T @ U GEMM: the float32 tile, its float64 z and the three
@@ -57,7 +61,7 @@ class SeedWeights:
     """Seed weight matrix prepared once for many subjects (see :func:`prepare_seeds`)."""
 
     rows: np.ndarray  # (K,) voxels used by at least one seed
-    weights: sp.csr_matrix | np.ndarray  # sparse (L, K) or dense (K, L)
+    weights: sp.csr_matrix | np.ndarray  # float32, sparse (L, K) or dense (K, L)
     total: np.ndarray  # (L,) sum of each seed's weights
     n_voxels: int
 
@@ -76,6 +80,8 @@ def prepare_seeds(W: np.ndarray | sp.spmatrix | sp.sparray | SeedWeights) -> See
     """
     if isinstance(W, SeedWeights):
         return W
+    if not sp.issparse(W):
+        W = np.asarray(W)
     if W.ndim != 2:
         raise ValueError(f"seed weights must be a (voxel, seed) matrix, got shape {W.shape}")
     n_voxels, n_seeds = W.shape
@@ -94,8 +100,7 @@ def prepare_seeds(W: np.ndarray | sp.spmatrix | sp.sparray | SeedWeights) -> See
         total = sub.sum(axis=0)
         density = np.count_nonzero(sub) / max(sub.size, 1)
         weights = sub if density > _DENSE_FRACTION else sp.csr_matrix(sub.T)
-    if isinstance(weights, np.ndarray):
-        weights = weights.astype(np.float32)
+    weights = weights.astype(np.float32)
     empty = np.flatnonzero(total == 0)
     if empty.size:
         raise InputError(f"seed(s) {empty.tolist()[:10]} have no voxel (zero total weight) in the "
@@ -118,20 +123,23 @@ def seed_series(unit: np.ndarray, scale: np.ndarray, W) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        (T, L) float64 ``unit @ (W * scale[:, None]) / W.sum(0)``.
+        (T, L) float64 ``unit @ (W * scale[:, None]) / W.sum(0)``, computed over the seed voxels
+        only in float32 (one sparse or dense product; relative error ~1e-6).
     """
     seeds = prepare_seeds(W)
     unit = np.asarray(unit)
     if unit.ndim != 2 or unit.shape[1] != seeds.n_voxels:
         raise ValueError(f"unit has shape {unit.shape}, seed weights have {seeds.n_voxels} voxels")
-    scale_k = np.asarray(scale)[seeds.rows]
-    if isinstance(seeds.weights, np.ndarray):  # dense (K, L): float32 GEMM
-        sub = unit[:, seeds.rows] * scale_k.astype(np.float32)
-        return (sub @ seeds.weights).astype(np.float64) / seeds.total
-    # sparse (L, K) @ (K, T) in float64 over the seed voxels only
-    sub_t = np.ascontiguousarray(unit[:, seeds.rows].T, dtype=np.float64)
-    sub_t *= scale_k.astype(np.float64)[:, None]
-    return (seeds.weights @ sub_t).T / seeds.total
+    scale_k = np.asarray(scale, dtype=np.float32)[seeds.rows]
+    sub = np.take(unit, seeds.rows, axis=1)  # (T, K): the seed voxels only
+    if isinstance(seeds.weights, np.ndarray):  # dense (K, L): one float32 GEMM
+        out = sub @ (seeds.weights * scale_k[:, None])
+        return out.astype(np.float64) / seeds.total
+    # sparse (L, K) with the scale folded into its values (O(nnz)), times (K, T)
+    w = seeds.weights
+    w_scaled = sp.csr_matrix((w.data * scale_k[w.indices], w.indices, w.indptr), shape=w.shape)
+    out_t = w_scaled @ np.ascontiguousarray(sub.T)
+    return out_t.T.astype(np.float64) / seeds.total
 
 
 def seed_voxel_r(unit: np.ndarray, seeds_unit: np.ndarray) -> np.ndarray:
@@ -222,12 +230,18 @@ class FnmSums:
         block = int(min(n_voxels, max(256, _TILE_ELEMENTS // max(n_seeds, 1))))
         r = np.empty((n_seeds, block), np.float32)
         z = np.empty((n_seeds, block), np.float64)
-        acc = [np.empty((n_seeds, block), np.float64) for _ in range(3)]
+        acc = [np.empty((n_seeds, block), np.float64) for _ in range(3 if len(pairs) > 1 else 0)]
         targets = [self.sum_z, self.sum_z2] + ([self.sum_r] if self.sum_r is not None else [])
         for start in range(0, n_voxels, block):
             stop = min(start + block, n_voxels)
             w = stop - start
             rb, zb = r[:, :w], z[:, :w]
+            if len(pairs) == 1:  # one subject: straight into the sums
+                unit, s = pairs[0]
+                np.matmul(s, unit[:, start:stop], out=rb)
+                _r_to_z_terms(rb, zb, [t[:, start:stop] for t in targets], first=False,
+                              with_r=self.sum_r is not None)
+                continue
             acc_b = [a[:, :w] for a in acc]
             for i, (unit, s) in enumerate(pairs):
                 np.matmul(s, unit[:, start:stop], out=rb)
@@ -246,26 +260,27 @@ class FnmSums:
 
 def _r_to_z_terms(r: np.ndarray, z: np.ndarray, acc: list[np.ndarray], first: bool,
                   with_r: bool) -> None:
-    """Turn an r tile (float32, overwritten) into z, z^2 (and r) added to ``acc`` (float64)."""
-    lim = np.float32(R_CLIP)
+    """Turn an r tile (float32, overwritten) into z, z^2 (and r) added to ``acc`` (float64).
+
+    r is clipped just above ``R_CLIP`` in float32 and z at ``Z_MAX`` in float64: the float64
+    convention ``arctanh(clip(r))`` for every float32 r, with exact ``±Z_MAX`` for clipped cells.
+    """
+    hi = clip_above(np.float32)
     add = np.copyto if first else (lambda dst, src: np.add(dst, src, out=dst))
     if with_r:
         add(acc[2], r)
-    clipped = r.max() >= lim or r.min() <= -lim
-    if clipped:
-        big = np.abs(r) >= lim
-    np.clip(r, -lim, lim, out=r)
+    np.clip(r, -hi, hi, out=r)
     np.arctanh(r, out=r)
     np.copyto(z, r)
-    if clipped:  # a clipped r has z = ±arctanh(R_CLIP) exactly, as in float64
-        z[big] = np.copysign(Z_MAX, z[big])
+    np.clip(z, -Z_MAX, Z_MAX, out=z)
     add(acc[0], z)
-    np.multiply(z, z, out=z)
+    np.multiply(z, z, out=z)  # exact: the square of a float32 fits in float64
     add(acc[1], z)
 
 
 def subject_chunk_sums(
-    unit_chunk: np.ndarray, scale_chunk: np.ndarray, W, with_r: bool = True
+    unit_chunk: np.ndarray, scale_chunk: np.ndarray, W, with_r: bool = True,
+    sums: FnmSums | None = None,
 ) -> FnmSums:
     """FNM sums of the subjects of one connectome chunk.
 
@@ -279,18 +294,22 @@ def subject_chunk_sums(
         (V, L) seed weights (sparse or dense) or a :class:`SeedWeights`.
     with_r
         Also accumulate ``sum_r`` (for ``avgr``).
+    sums
+        Existing sums to add to in place (and return) instead of new zeros: saves allocating and
+        first-touching three (L, V) float64 arrays per chunk when one process loops over chunks.
 
     Returns
     -------
     FnmSums
-        Sums over the S subjects.
+        Sums over the S subjects (plus ``sums``).
     """
     seeds = prepare_seeds(W)
     unit_chunk = np.asarray(unit_chunk)
     if unit_chunk.ndim != 3 or np.shape(scale_chunk) != (unit_chunk.shape[0], unit_chunk.shape[2]):
         raise ValueError(f"expected unit (S, T, V) and scale (S, V), got {unit_chunk.shape} and "
                          f"{np.shape(scale_chunk)}")
-    sums = FnmSums.zeros(seeds.n_seeds, seeds.n_voxels, with_r=with_r)
+    if sums is None:
+        sums = FnmSums.zeros(seeds.n_seeds, seeds.n_voxels, with_r=with_r)
     seeds_units = [unit_columns(seed_series(unit, scale, seeds))
                    for unit, scale in zip(unit_chunk, scale_chunk, strict=True)]
     sums.add_many(unit_chunk, seeds_units)

@@ -45,7 +45,7 @@ def parcel_averaging_matrix(labels: np.ndarray, n_regions: int) -> tuple[sp.csr_
         (n_regions,) voxels per parcel.
     """
     labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.dtype.kind not in "iub":
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise ValueError("labels must be a 1-D integer array")
     if labels.size and (labels.min() < 0 or labels.max() > n_regions):
         raise ValueError(f"labels must lie in 0..{n_regions}, got {labels.min()}..{labels.max()}")

@@ -16,7 +16,7 @@ WEIGHTINGS = ("fractional", "binary", "voxel_count", "coverage")
 
 def _check_atlas(atlas_flat: np.ndarray, n_regions: int) -> np.ndarray:
     atlas_flat = np.asarray(atlas_flat).ravel()
-    if atlas_flat.dtype.kind not in "iub":
+    if atlas_flat.dtype.kind not in "iu":
         raise InputError(f"atlas labels must be integers, got dtype {atlas_flat.dtype}")
     if atlas_flat.size and (atlas_flat.min() < 0 or atlas_flat.max() > n_regions):
         raise InputError(

@@ -193,7 +193,7 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
 
     # what is already published (voxel maps; parcel summaries for this atlas when asked)
     def key_of(seed, at=None, ah=None):
-        r = _records(seed, con, params, "x", 0, names[:1], at, ah)[0]
+        r = _records(seed, con, params, "x", 0, names[:1], at, ah, cohort=cohort if seed.sphere is None else None)[0]
         return (r.statistic, r.inputs_hash, r.params_hash)
 
     wanted = {s.key: [key_of(s)] + ([key_of(s, atlas, atl.sha256)] if atl else []) for s in seeds}

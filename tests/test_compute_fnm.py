@@ -1,0 +1,194 @@
+"""FNM many-seed kernel against a per-seed, per-subject reference (np.corrcoef + ttest_1samp)."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy import stats
+
+import lakepipe.compute.fnm as fnm
+from lakepipe.compute.correlation import R_CLIP, Z_MAX, center_unit, unit_columns
+from lakepipe.compute.fnm import (
+    FNM_CONVENTIONS, T_MAX, FnmSums, finalize_fnm, seed_series, seed_voxel_r, subject_chunk_sums)
+from lakepipe.errors import InputError
+
+T, V, S = 64, 400, 5
+CONST_VOXEL = 17
+
+
+def _cohort(seed=7):
+    """S subjects, V voxels in 4 latent networks (+ noise, offsets, one constant voxel)."""
+    rng = np.random.default_rng(seed)
+    net = rng.integers(0, 4, V)
+    raws = []
+    for _ in range(S):
+        latent = rng.standard_normal((T, 4))
+        raw = latent[:, net] * rng.uniform(0.3, 1.5, V) + 0.8 * rng.standard_normal((T, V))
+        raw += rng.uniform(-100, 100, V)
+        raw[:, CONST_VOXEL] = 42.0
+        raws.append(raw)
+    return np.array(raws), net
+
+
+def _seeds(net):
+    """(V, L) weights: two network seeds, a single voxel, a weighted seed, a seed with the constant voxel."""
+    rng = np.random.default_rng(8)
+    w = np.zeros((V, 5))
+    w[np.flatnonzero(net == 0)[:12], 0] = 1
+    w[np.flatnonzero(net == 2)[:30], 1] = 1
+    w[101, 2] = 1  # single voxel: r = 1 with itself -> clipped
+    idx = np.flatnonzero(net == 1)[:20]
+    w[idx, 3] = rng.uniform(0.1, 3.0, idx.size)
+    w[[CONST_VOXEL, 5, 9], 4] = [1.0, 2.0, 0.5]
+    return w
+
+
+def _reference(raws, w):
+    """Straightforward per seed and subject: weighted mean of raw series, corrcoef with each voxel."""
+    r = np.zeros((S, w.shape[1], V))
+    for s, raw in enumerate(raws):
+        for seed in range(w.shape[1]):
+            series = raw @ w[:, seed] / w[:, seed].sum()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                c = np.corrcoef(np.column_stack([series, raw]).T)[0, 1:]
+            r[s, seed] = np.nan_to_num(c, nan=0.0)  # constant series: r = 0
+    z = np.arctanh(np.clip(r, -R_CLIP, R_CLIP))
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the zero-variance cells
+        t, p = stats.ttest_1samp(z, 0.0, axis=0)
+    return r, z, t, p
+
+
+@pytest.fixture(scope="module")
+def data():
+    raws, net = _cohort()
+    stored = [center_unit(raw) for raw in raws]  # float32 storage, as in the lake
+    unit = np.array([u for u, _, _ in stored])
+    scale = np.array([s for _, s, _ in stored])
+    w = _seeds(net)
+    return raws, unit, scale, w, _reference(raws, w)
+
+
+@pytest.fixture(params=["sparse_product", "dense_product"])
+def product(request, monkeypatch):
+    """Force the sparse or the dense seed-series product (chosen by density otherwise)."""
+    monkeypatch.setattr(fnm, "_DENSE_FRACTION", 1.0 if request.param == "sparse_product" else -1.0)
+    return request.param
+
+
+def test_seed_series_is_mean_of_centred_raw(data, product):
+    raws, unit, scale, w, _ = data
+    for W in (w, sp.csc_matrix(w), sp.csr_array(w)):
+        got = seed_series(unit[0], scale[0], W)
+        ref = raws[0] @ w / w.sum(axis=0)
+        ref -= ref.mean(axis=0)
+        np.testing.assert_allclose(got, ref, atol=1e-4 * np.abs(ref).max())
+
+
+def test_seed_voxel_r_matches_corrcoef(data):
+    raws, unit, scale, w, (r_ref, *_) = data
+    r = seed_voxel_r(unit[1], unit_columns(seed_series(unit[1], scale[1], w)))
+    assert r.dtype == np.float32 and r.shape == (w.shape[1], V)
+    np.testing.assert_allclose(r, r_ref[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_fnm_maps_match_reference(data, sparse, product, monkeypatch):
+    raws, unit, scale, w, (r_ref, z_ref, t_ref, p_ref) = data
+    monkeypatch.setattr(fnm, "_TILE_ELEMENTS", 1)  # several voxel blocks
+    W = sp.csc_matrix(w) if sparse else w
+    maps = finalize_fnm(subject_chunk_sums(unit, scale, W), with_avgr=True)
+    assert set(maps) == {"zmap", "rmap", "tmap", "pmap", "avgr"}
+    assert all(m.dtype == np.float32 and m.shape == (w.shape[1], V) for m in maps.values())
+    assert all(np.isfinite(m).all() for m in maps.values())
+    zmean = z_ref.mean(axis=0)
+    assert np.abs(zmean).max() > 1.0  # strong network correlations
+    np.testing.assert_allclose(maps["zmap"], zmean, atol=1e-4)
+    np.testing.assert_allclose(maps["rmap"], np.tanh(zmean), atol=1e-4)
+    np.testing.assert_allclose(maps["avgr"], r_ref.mean(axis=0), atol=1e-4)
+    # zero-variance cells have no meaningful reference t: seed 2's own voxel, the constant voxel
+    finite = np.ones(t_ref.shape, bool)
+    finite[2, 101] = finite[:, CONST_VOXEL] = False
+    assert np.isfinite(t_ref[finite]).all()
+    np.testing.assert_allclose(maps["tmap"][finite], t_ref[finite], atol=1e-3, rtol=1e-4)
+    np.testing.assert_allclose(maps["pmap"][finite], p_ref[finite], atol=1e-5)
+    # conventions: z identical in all subjects -> |t| = T_MAX, p = 0; constant voxel -> t 0, p 1
+    assert maps["zmap"][2, 101] == np.float32(Z_MAX)
+    assert maps["tmap"][2, 101] == T_MAX and maps["pmap"][2, 101] < 1e-20
+    assert np.all(maps["tmap"][:, CONST_VOXEL] == 0) and np.all(maps["pmap"][:, CONST_VOXEL] == 1)
+
+
+def test_partial_sums_merge_in_any_split(data):
+    _, unit, scale, w, _ = data
+    W = sp.csr_matrix(w)
+    whole = subject_chunk_sums(unit, scale, W)
+    one_by_one = FnmSums.zeros(*whole.shape)
+    for u, s in zip(unit, scale):
+        one_by_one.add_subject(u, s, W)
+    in_place = FnmSums.zeros(*whole.shape)
+    for i in range(S):
+        assert subject_chunk_sums(unit[i:i + 1], scale[i:i + 1], W, sums=in_place) is in_place
+    assert in_place.n == S
+    np.testing.assert_allclose(in_place.sum_z2, whole.sum_z2, rtol=1e-12, atol=1e-12)
+    for split in ([2], [1, 3], [1, 2, 3, 4]):
+        parts = [subject_chunk_sums(u, s, W) for u, s in
+                 zip(np.split(unit, split), np.split(scale, split))]
+        for merged in (sum(parts), parts[0].merge(sum(parts[1:]))):
+            assert merged.n == S
+            for name in ("sum_z", "sum_z2", "sum_r"):
+                np.testing.assert_allclose(getattr(merged, name), getattr(whole, name),
+                                           rtol=1e-12, atol=1e-12)
+                np.testing.assert_allclose(getattr(one_by_one, name), getattr(whole, name),
+                                           rtol=1e-12, atol=1e-12)
+    # the inputs of a merge are left untouched (safe for a Dask reduction)
+    a, b = subject_chunk_sums(unit[:2], scale[:2], W), subject_chunk_sums(unit[2:], scale[2:], W)
+    before = a.sum_z.copy()
+    _ = a + b
+    np.testing.assert_array_equal(a.sum_z, before)
+
+
+def test_weighted_seed_is_not_the_binary_seed(data):
+    raws, unit, scale, w, (r_ref, *_) = data
+    binary = (w[:, [3]] > 0).astype(float)
+    r_w = seed_voxel_r(unit[0], unit_columns(seed_series(unit[0], scale[0], w[:, [3]])))
+    r_b = seed_voxel_r(unit[0], unit_columns(seed_series(unit[0], scale[0], binary)))
+    np.testing.assert_allclose(r_w[0], r_ref[0, 3], atol=1e-5)
+    assert np.abs(r_w - r_b).max() > 1e-3
+
+
+def test_single_subject_and_without_r(data):
+    _, unit, scale, w, (_, z_ref, _, _) = data
+    sums = subject_chunk_sums(unit[:1], scale[:1], w, with_r=False)
+    assert sums.sum_r is None
+    maps = finalize_fnm(sums)
+    np.testing.assert_allclose(maps["zmap"], z_ref[0], atol=1e-4)
+    assert np.all(maps["tmap"] == 0) and np.all(maps["pmap"] == 1)
+    with pytest.raises(ValueError, match="sum_r"):
+        finalize_fnm(sums, with_avgr=True)
+    with pytest.raises(ValueError):
+        finalize_fnm(FnmSums.zeros(2, 3))
+
+
+def test_seed_without_voxel_is_an_input_error(data):
+    _, unit, scale, w, _ = data
+    w = w.copy()
+    w[:, 1] = 0
+    with pytest.raises(InputError, match=r"seed\(s\) \[1\]"):
+        subject_chunk_sums(unit[:1], scale[:1], sp.csc_matrix(w))
+
+
+def test_tile_kernel_matches_fisher_z_float64():
+    r = np.float32([[-1.0000001, -0.99999905, -0.5, 0.0, 0.7, 0.99999899, 0.99999905, 1.0]])
+    acc = [np.empty(r.shape) for _ in range(3)]
+    fnm._r_to_z_terms(r.copy(), np.empty(r.shape), acc, first=True, with_r=True)
+    z64 = np.arctanh(np.clip(r.astype(np.float64), -R_CLIP, R_CLIP))
+    np.testing.assert_allclose(acc[0], z64, rtol=1e-6)
+    assert acc[0][0, 0] == -Z_MAX and acc[0][0, -1] == Z_MAX and acc[0][0, 1] == -Z_MAX
+    np.testing.assert_array_equal(acc[1], acc[0] ** 2)
+    np.testing.assert_array_equal(acc[2], r.astype(np.float64))
+
+
+def test_conventions_are_recorded():
+    assert FNM_CONVENTIONS["r_clip"] == R_CLIP and FNM_CONVENTIONS["ddof"] == 1
+    assert FNM_CONVENTIONS["constant_series_r"] == 0.0
