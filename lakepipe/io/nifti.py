@@ -174,5 +174,11 @@ def write_nifti(data: np.ndarray, affine: np.ndarray, path: str | Path, space: s
     img.set_qform(img.affine, code=code)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(path))
+    if path.name.endswith(".gz"):  # gzip level 1: ~4x faster than nibabel's default for ~10 % more bytes
+        import gzip
+
+        with gzip.open(path, "wb", compresslevel=1) as f:
+            f.write(img.to_bytes())
+    else:
+        nib.save(img, str(path))
     return path

@@ -306,7 +306,7 @@ def seed_map(ds: xr.Dataset, stat: str, i: int) -> np.ndarray:
     grid = ds.attrs["grid"]
     vol = np.full(tuple(grid["shape"]), np.nan, np.float32)
     ijk = ds["ijk"].values.astype(int)
-    vol[tuple(ijk.T)] = ds[stat].values[i] if ds[stat].ndim == 2 else ds[stat].values
+    vol[tuple(ijk.T)] = ds[stat][i].values if ds[stat].ndim == 2 else ds[stat].values  # read one row only
     return vol
 
 
