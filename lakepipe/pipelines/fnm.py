@@ -238,7 +238,8 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
                  n_seeds, n_vox, n_sub, len(batches), size, len(groups))
         from lakepipe.progress import progress
 
-        for batch in progress(batches, desc="fnm seed batches"):
+        uri = stores.relative(lake.url, url)
+        for k, batch in enumerate(progress(batches, desc="fnm seed batches"), 1):
             seedw = prepare_seeds(weight_matrix([voxels[i] for i in batch], n_vox))
             seedw_d = dask.delayed(seedw, traverse=False)
             parts = [dask.delayed(_sums_task, pure=False)(in_ref, [positions[i] for i in g], seedw_d, with_avgr)
@@ -247,15 +248,17 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
             fin = dask.delayed(_finalize_task, pure=False)(merged, out_ref, slice(batch.start, batch.stop),
                                                             names, with_avgr, parcel_avg)
             compute(fin, client=cl)
+            # the batch's maps are complete in the store: publish them now, so a killed run keeps them
+            records = []
+            for i in batch:
+                s = todo[i]
+                seed_cohort = cohort if s.sphere is None else None
+                records += _records(s, con, params, uri, i, names, cohort=seed_cohort)
+                if atl is not None:
+                    records += _records(s, con, params, uri, i, names, atlas, atl.sha256, cohort=seed_cohort)
+            lake.catalog.register(records)
+            log.info("fnm: pass %d/%d published (%d seed(s))", k, len(batches), len(batch))
     result.n_batches = len(batches)
-    uri = stores.relative(lake.url, url)
-    records = []
-    for i, s in enumerate(todo):
-        records += _records(s, con, params, uri, i, names, cohort=cohort if s.sphere is None else None)
-        if atl is not None:
-            records += _records(s, con, params, uri, i, names, atlas, atl.sha256,
-                                cohort=cohort if s.sphere is None else None)
-    lake.catalog.register(records)
     result.store, result.computed = url, [s.key for s in todo]
     if bids_out:
         result.files = write_bids(derivatives.open_derivative(url), bids_out)
