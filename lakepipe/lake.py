@@ -57,6 +57,10 @@ class Lake:
         df = self.catalog.query(kind="lesion", cohort=cohort, participant=participants)
         return df
 
+    def participants(self, cohort: str) -> pd.DataFrame:
+        """The cohort's ``participants.tsv`` as ingested (one row per participant, clinical columns)."""
+        return stores.read_participants(self.url, cohort)
+
     def collect(self, **query):
         """Outputs matching ``query`` as one :class:`xarray.DataArray`; see :func:`lakepipe.pipelines.collect.collect`."""
         from lakepipe.pipelines.collect import collect

@@ -86,6 +86,28 @@ def read_lesion(lake: str, cohort: str, key: str) -> tuple[Mask, dict]:
     return mask, attrs
 
 
+def merge_participants(lake: str, cohort: str, rows: list[dict]) -> None:
+    """Merge participants.tsv rows (by ``participant_id``) into the cohort store's attributes."""
+    root = open_group(lesion_store_url(lake, cohort), mode="a")
+    known = {r["participant_id"]: r for r in root.attrs.get("participants", [])}
+    known.update({r["participant_id"]: r for r in rows})
+    root.attrs["participants"] = [known[k] for k in sorted(known)]
+
+
+def read_participants(lake: str, cohort: str) -> pd.DataFrame:
+    """The cohort's participants table (clinical columns as numbers where they parse)."""
+    url = lesion_store_url(lake, cohort)
+    if not exists(join(url, "zarr.json")):
+        raise NotFoundError(f"no lesion cohort named '{cohort}' in the lake")
+    table = pd.DataFrame(open_group(url).attrs.get("participants", []))
+    for col in table.columns:
+        if col != "participant_id":
+            converted = pd.to_numeric(table[col].replace({"n/a": None, "": None}), errors="coerce")
+            if converted.notna().sum() == (table[col].replace({"n/a": "", None: ""}) != "").sum():
+                table[col] = converted
+    return table
+
+
 # -------------------------------------------------------------------------------------------- connectomes
 
 

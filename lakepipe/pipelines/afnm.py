@@ -139,7 +139,8 @@ def lesion_counts(seeds: list[Seed], atlas: stores.Atlas, table: pd.DataFrame, c
         labels = pos_in_c[atlas_labels_on_grid(atlas, grid)]
         sizes = parcel_sizes(labels, n)
         psize[idxs] = sizes
-        labels_d = dask.delayed(labels, traverse=False)
+        # one copy of the (up to 1 mm, 29 MB) label volume per worker, not one per task in the graph
+        labels_d = client.scatter(labels, broadcast=True) if client is not None else labels
         for a in range(0, len(idxs), chunk):
             sel = idxs[a:a + chunk]
             parts.append(dask.delayed(_counts_task, pure=False)([seeds[i].mask for i in sel], labels_d, n))

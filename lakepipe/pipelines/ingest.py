@@ -169,8 +169,25 @@ def ingest_lesions(lake: Lake, bids_dir: str | Path, *, cohort: str = "default",
         result.written.append(lf.key)
     if records:
         lake.catalog.register(records)
+    store_participants(lake, cohort, bids_dir)
     log.info(result.summary())
     return result
+
+
+def store_participants(lake: Lake, cohort: str, bids_dir: Path) -> None:
+    """Keep the dataset's ``participants.tsv`` (clinical columns) with the cohort, merged by participant."""
+    path = bids_dir / "participants.tsv"
+    if not path.exists():
+        return
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot parse participants.tsv ({exc})", path) from exc
+    if "participant_id" not in table.columns:
+        raise InputError("participants.tsv has no participant_id column", path)
+    stores.merge_participants(lake.url, cohort, table.to_dict(orient="records"))
 
 
 # ----------------------------------------------------------------------------------------- connectomes
