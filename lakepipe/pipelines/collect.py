@@ -113,7 +113,9 @@ def collect(lake: Lake, method: str, *, atlas: str | None = None, label=None, st
 
 def group_entities(da: xr.DataArray) -> dict:
     q = da.attrs.get("query", {})
-    label = q.get("label") if isinstance(q.get("label"), str) else None
+    label = q.get("label")
+    if isinstance(label, list | tuple):
+        label = label[0] if len(label) == 1 else None
     return {"label": label, "method": da.attrs["method"], "atlas": da.attrs.get("atlas"),
             "desc": da.attrs["statistic"]}
 
