@@ -23,7 +23,10 @@ IN_PROCESS = ("synchronous", "threads")
 
 
 def scheduler_address(address: str | None = None) -> str | None:
-    return address or os.environ.get("LAKEPIPE_SCHEDULER") or None
+    """``address``, else ``$LAKEPIPE_SCHEDULER``, else ``$DASK_SCHEDULER_ADDRESS`` (what the Dask
+    Kubernetes operator sets in a DaskJob's pod), else ``None`` (a local cluster)."""
+    return (address or os.environ.get("LAKEPIPE_SCHEDULER") or os.environ.get("DASK_SCHEDULER_ADDRESS")
+            or None)
 
 
 def default_workers() -> int:
