@@ -29,6 +29,27 @@ class Lake:
     def __init__(self, url: str | None = None, catalog: str | None = None):
         self.url = lake_url(url)
         self._catalog_url = catalog
+        self.run_id: str | None = None
+        self._published = [0, 0]  # outputs registered, skipped (already published) in this run
+
+    # ---- publishing ---------------------------------------------------------------------------
+    def publish(self, records):
+        """Register ``records`` in one transaction (the publish step), attributed to the current run."""
+        res = self.catalog.register(records, run_id=self.run_id)
+        self._published[0] += res.inserted
+        self._published[1] += res.skipped
+        return res
+
+    def start_run(self, command: str, params: dict) -> str:
+        """Record a run in the catalog; outputs published until :meth:`finish_run` point to it."""
+        self.run_id = self.catalog.start_run(command, params)
+        self._published = [0, 0]
+        return self.run_id
+
+    def finish_run(self, status: str = "finished") -> None:
+        if self.run_id is not None:
+            self.catalog.finish_run(self.run_id, *self._published, status=status)
+            self.run_id = None
 
     @cached_property
     def catalog(self):

@@ -90,6 +90,7 @@ def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)
     for opt, default in (("lake", None), ("catalog", None), ("scheduler", None), ("s3_endpoint", None),
                          ("verbose", 0), ("quiet", False), ("debug", False)):
         if not hasattr(args, opt):
@@ -99,23 +100,41 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose, args.quiet)
     if args.s3_endpoint:
         os.environ["LAKEPIPE_S3_ENDPOINT"] = args.s3_endpoint
+    status = "failed"
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        status = "finished" if code == 0 else "failed"
+        return code
     except LakepipeError as exc:
         if args.debug:
             raise
         print(f"lakepipe: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        status = "interrupted"
         print("lakepipe: interrupted", file=sys.stderr)
         return 130
+    finally:
+        lake = getattr(args, "_lake", None)
+        if lake is not None and lake.run_id is not None:
+            lake.finish_run(status)
+
+
+#: commands whose work is recorded as a run in the catalog (outputs point to their run)
+RECORDED = ("ingest", "parcellate", "run", "jobs")
 
 
 def lake_from_args(args):
-    """The :class:`~lakepipe.lake.Lake` named by the global options."""
+    """The :class:`~lakepipe.lake.Lake` named by the global options (a recorded run for commands that
+    publish outputs; :func:`main` finishes it with the command's outcome)."""
     from lakepipe.lake import Lake
 
-    return Lake(args.lake, catalog=args.catalog)
+    lake = Lake(args.lake, catalog=args.catalog)
+    if args.command in RECORDED and not getattr(args, "dry_run", False):
+        params = {k: v for k, v in vars(args).items() if k not in ("func", "catalog") and not k.startswith("_")}
+        lake.start_run("lakepipe " + " ".join(map(str, args._argv)), params)
+    args._lake = lake
+    return lake
 
 
 if __name__ == "__main__":  # pragma: no cover

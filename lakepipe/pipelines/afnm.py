@@ -216,8 +216,8 @@ def run_afnm(lake: Lake, cohort: str, atlas: str, *, matrix: str | None = None, 
     url = derivatives.derivative_url(lake.url, METHOD, run_name)
     derivatives.write_derivative(lake.url, METHOD, run_name, ds)
     uri = stores.relative(lake.url, url)
-    lake.catalog.register([_record(cohort, atlas, gm, s, params, atl.sha256, uri, i, len(gm.table))
-                           for i, s in enumerate(todo)], run_id=None)
+    lake.publish([_record(cohort, atlas, gm, s, params, atl.sha256, uri, i, len(gm.table))
+                           for i, s in enumerate(todo)])
     result.scores, result.store, result.computed = ds, url, [s.key for s in todo]
     if bids_out:
         result.files = write_bids(ds, bids_out)

@@ -256,7 +256,7 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
                 records += _records(s, con, params, uri, i, names, cohort=seed_cohort)
                 if atl is not None:
                     records += _records(s, con, params, uri, i, names, atlas, atl.sha256, cohort=seed_cohort)
-            lake.catalog.register(records)
+            lake.publish(records)
             log.info("fnm: pass %d/%d published (%d seed(s))", k, len(batches), len(batch))
     result.n_batches = len(batches)
     result.store, result.computed = url, [s.key for s in todo]

@@ -168,7 +168,7 @@ def ingest_lesions(lake: Lake, bids_dir: str | Path, *, cohort: str = "default",
         records.append(lesion_record(cohort, lf, mask, store_uri))
         result.written.append(lf.key)
     if records:
-        lake.catalog.register(records)
+        lake.publish(records)
     store_participants(lake, cohort, bids_dir)
     log.info(result.summary())
     return result
@@ -219,7 +219,7 @@ def ingest_connectome(lake: Lake, source_dir: str | Path, *, name: str, mask: st
     orphans = [s for s in committed if s not in registered]
     fingerprints = {r.subject_id: r.fingerprint for r in src.subjects}
     if orphans:
-        lake.catalog.register([_subject_record(name, s, fingerprints.get(s, ""), store_uri, src)
+        lake.publish([_subject_record(name, s, fingerprints.get(s, ""), store_uri, src)
                                for s in orphans])
     done = set(committed)
     todo = [r for r in src.subjects if r.subject_id not in done]
@@ -229,7 +229,7 @@ def ingest_connectome(lake: Lake, source_dir: str | Path, *, name: str, mask: st
     def flush() -> None:
         ids = writer.commit()
         if ids:
-            lake.catalog.register([_subject_record(name, s, fingerprints[s], store_uri, src) for s in ids])
+            lake.publish([_subject_record(name, s, fingerprints[s], store_uri, src) for s in ids])
             result.written.extend(ids)
 
     try:
@@ -288,7 +288,7 @@ def ingest_atlas(lake: Lake, nifti: str | Path, *, labels: str | Path, name: str
     stores.write_atlas(lake.url, name, volume, grid, table, space,
                        {"source": str(nifti.name), "labels_source": str(Path(labels).name), "sha256": digest,
                         "absent_labels": absent})
-    lake.catalog.register([OutputRecord(
+    lake.publish([OutputRecord(
         kind="atlas", method="ingest", atlas=name, statistic="dseg",
         params={"atlas": name, "space": space}, inputs={"atlas": digest},
         store_uri=stores.relative(lake.url, url), store_index=name, shape=list(grid.shape))])

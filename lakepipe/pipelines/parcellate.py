@@ -147,7 +147,7 @@ def parcellate(lake: Lake, connectome: str, atlas: str | None, *, out_dir: str |
     ds = _dataset(fcz, fcr, table, n, dropped, params, inputs)
     derivatives.write_derivative(lake.url, METHOD, name, ds)
     uri = stores.relative(lake.url, url)
-    lake.catalog.register([
+    lake.publish([
         OutputRecord(kind="derivative", method=METHOD, statistic=stat, atlas=atlas_name, connectome=connectome,
                      params=params, inputs=inputs, store_uri=uri, store_index=stat,
                      shape=(len(table), len(table)))
