@@ -116,7 +116,7 @@ def test_grid_does_not_match_space(tmp_path, lake, capsys, case):
     grid = mni152_grid(2)
     affine, shape = grid.affine.copy(), grid.shape
     if case == "voxel-size":
-        affine[:3, :3] *= 1.5
+        affine[:3, :3] *= 3  # 6 mm voxels: not a template grid
     elif case == "elsewhere":
         affine[:3, 3] += 120.0  # a box that misses the template brain (native space mislabelled)
     else:
@@ -174,7 +174,7 @@ def test_unsafe_label_in_file_name(tmp_path, lake, capsys):
     bad = path.with_name(path.name.replace("label-acuteinfarct", "label-acute.infarct"))
     path.rename(bad)
     # the entity parser does not recognise the label: it falls back to "lesion" or refuses; never a path
-    code = main(ingest(lake, tmp_path / "bids"))
+    code = main(["-q", *ingest(lake, tmp_path / "bids")])
     err = capsys.readouterr().err
     if code == 0:
         keys = Lake(str(lake)).catalog.query(kind="lesion")["label"].tolist()
