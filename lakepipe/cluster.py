@@ -30,7 +30,10 @@ def scheduler_address(address: str | None = None) -> str | None:
 
 
 def default_workers() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
+    """One worker per core this process may use (container CPU limits included), at most 8."""
+    from dask.system import CPU_COUNT
+
+    return max(1, min(CPU_COUNT or 1, 8))
 
 
 @contextlib.contextmanager

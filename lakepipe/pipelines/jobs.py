@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import re
 import tempfile
 import time
@@ -56,11 +57,15 @@ _SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE|ACCE
 
 
 def schema_dir() -> Path:
-    """``$LAKEPIPE_SCHEMA_DIR``, else the ``schemas/`` folder of the source tree lakepipe runs from."""
+    """``$LAKEPIPE_SCHEMA_DIR``, else the source tree's ``schemas/``, else the installed copy
+    (``<prefix>/share/lakepipe/schemas``, from the wheel's data files)."""
     env = os.environ.get(SCHEMA_DIR_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "schemas"
+    source = Path(__file__).resolve().parents[2] / "schemas"
+    if source.is_dir():
+        return source
+    return Path(sys.prefix) / "share" / "lakepipe" / "schemas"
 
 
 @lru_cache(maxsize=4)
