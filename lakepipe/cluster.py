@@ -86,8 +86,39 @@ def dask_client(scheduler: str | None = None, *, lake_url: str = "", n_workers: 
             cluster.close()
 
 
-def compute(*graphs, client=None):
-    """Compute Dask collections on ``client`` (or the current default scheduler)."""
-    if client is not None:
-        return client.compute(list(graphs), sync=True)
-    return dask.compute(*graphs)
+def compute(*graphs, client=None, desc: str = "compute", log_every_s: float = 10.0):
+    """Compute Dask collections on ``client`` (or the current default scheduler).
+
+    On a terminal a progress bar is shown; otherwise (cron, CI, pipes) a log line every
+    ``log_every_s`` seconds says how many of the results are done.
+    """
+    import sys
+
+    if client is None:
+        if sys.stderr.isatty():
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar(out=sys.stderr):
+                return dask.compute(*graphs)
+        return dask.compute(*graphs)
+    futures = client.compute(list(graphs))
+    if sys.stderr.isatty():
+        from distributed import progress
+
+        progress(futures, notebook=False)
+    else:
+        from distributed import wait
+        from distributed.utils import TimeoutError as DaskTimeout
+
+        import time
+
+        start = time.monotonic()
+        while True:
+            try:
+                wait(futures, timeout=log_every_s)
+                break
+            except (DaskTimeout, TimeoutError):
+                done = sum(f.done() for f in futures)
+                log.info("%s: %d/%d result(s) done after %.0f s", desc, done, len(futures),
+                         time.monotonic() - start)
+    return client.gather(futures)

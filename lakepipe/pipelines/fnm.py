@@ -247,7 +247,7 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
             merged = dask.delayed(_merge, pure=False)(parts)
             fin = dask.delayed(_finalize_task, pure=False)(merged, out_ref, slice(batch.start, batch.stop),
                                                             names, with_avgr, parcel_avg)
-            compute(fin, client=cl)
+            compute(fin, client=cl, desc=f"fnm pass {k}/{len(batches)}")
             # the batch's maps are complete in the store: publish them now, so a killed run keeps them
             records = []
             for i in batch:

@@ -22,7 +22,7 @@ from lakepipe.bids import bids_name
 from lakepipe.catalog import OutputRecord
 from lakepipe.cluster import compute, dask_client
 from lakepipe.compute.correlation import R_CLIP
-from lakepipe.compute.groupfc import finalize_group_fc, parcel_means, subject_fc_z
+from lakepipe.compute.groupfc import ParcelAverager, finalize_group_fc, subject_fc_z
 from lakepipe.errors import InputError
 from lakepipe.io import derivatives, stores
 from lakepipe.io.storage import StoreRef
@@ -57,8 +57,9 @@ def _voxel_group_sum(ref: StoreRef, positions: list[int], labels: np.ndarray, n_
     g = ref.group()
     ts, scale, mean = g["timeseries"], g["scale"], g["mean"]
     total = np.zeros((n_regions, n_regions))
+    averager = ParcelAverager(labels, n_regions)  # built once for all the task's subjects
     for s in positions:
-        total += subject_fc_z(parcel_means(ts[s], scale[s], mean[s], labels, n_regions))
+        total += subject_fc_z(averager(ts[s], scale[s], mean[s]))
     return total
 
 
@@ -139,7 +140,7 @@ def parcellate(lake: Lake, connectome: str, atlas: str | None, *, out_dir: str |
             parts = [dask.delayed(_region_group_sum, pure=False)(ref, [positions[i] for i in g], columns)
                      for g in groups]
         total = dask.delayed(sum)(parts)
-        (sum_z,) = compute(total, client=cl)
+        (sum_z,) = compute(total, client=cl, desc=f"parcellate {connectome} x {atlas_name}")
     if dropped:
         log.warning("parcellate: %d region(s) have no voxel in the connectome mask and are dropped: %s",
                     len(dropped), dropped[:10])
