@@ -11,11 +11,6 @@ import scipy.sparse as sp
 
 from lakepipe.compute.correlation import fisher_z, pearson_matrix
 
-# rows of the (T, V) unit matrix multiplied at once: bounds the float64 temporary to ~32 MB at
-# V = 235,375 voxels
-_TIME_BLOCK = 16
-
-
 def subject_fc_z(parcel_ts: np.ndarray) -> np.ndarray:
     """Fisher z of the Pearson correlation between parcel series, diagonal 0.
 
@@ -57,6 +52,37 @@ def parcel_averaging_matrix(labels: np.ndarray, n_regions: int) -> tuple[sp.csr_
     return w, counts
 
 
+class ParcelAverager:
+    """Parcel means of many subjects' series under one labelling (see :func:`parcel_means`).
+
+    The sparse averaging matrix is built once and reused for every subject.
+    """
+
+    def __init__(self, labels: np.ndarray, n_regions: int):
+        self.w, self.counts = parcel_averaging_matrix(labels, n_regions)
+        self.w_t = self.w.T.tocsr()  # (n_regions, V); per row the parcel's voxels in ascending order
+        self.n_regions = n_regions
+
+    def __call__(self, unit: np.ndarray, scale: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        unit = np.asarray(unit)
+        t, v = unit.shape
+        scale = np.asarray(scale, dtype=np.float64)
+        mean = np.asarray(mean, dtype=np.float64)
+        if scale.shape != (v,) or mean.shape != (v,) or self.w.shape[0] != v:
+            raise ValueError("scale, mean and labels must have one entry per voxel (column of unit)")
+        w_t = self.w_t
+        # W * scale: the same float64 products as (diag(scale) @ W).T
+        ws_t = sp.csr_matrix((w_t.data * scale[w_t.indices], w_t.indices, w_t.indptr), shape=w_t.shape)
+        out = np.empty((t, self.n_regions), dtype=np.float64)
+        # one sparse matrix-vector product per time point on its (contiguous) row of voxels: no
+        # transposed copy of the (T, V) array, and the same float64 sums in the same order
+        for i in range(t):
+            out[i] = ws_t @ unit[i].astype(np.float64)
+        out += self.w.T @ mean
+        out[:, self.counts == 0] = np.nan
+        return out
+
+
 def parcel_means(
     unit: np.ndarray, scale: np.ndarray, mean: np.ndarray, labels: np.ndarray, n_regions: int
 ) -> np.ndarray:
@@ -81,23 +107,14 @@ def parcel_means(
     Notes
     -----
     Computed as ``unit @ (W * scale) + mean @ W`` with the sparse averaging matrix ``W`` of
-    :func:`parcel_averaging_matrix`, in float64, a few time points at a time.
+    :func:`parcel_averaging_matrix`, in float64, one time point at a time. For many subjects under
+    one labelling, build a :class:`ParcelAverager` once instead.
     """
     unit = np.asarray(unit)
-    t, v = unit.shape
-    scale = np.asarray(scale, dtype=np.float64)
-    mean = np.asarray(mean, dtype=np.float64)
-    if scale.shape != (v,) or mean.shape != (v,) or np.shape(labels) != (v,):
+    v = unit.shape[1] if unit.ndim == 2 else -1
+    if np.shape(scale) != (v,) or np.shape(mean) != (v,) or np.shape(labels) != (v,):
         raise ValueError("scale, mean and labels must have one entry per voxel (column of unit)")
-    w, counts = parcel_averaging_matrix(labels, n_regions)
-    ws_t = (sp.diags(scale) @ w).T.tocsr()  # (n_regions, V)
-    out = np.empty((t, n_regions), dtype=np.float64)
-    for start in range(0, t, _TIME_BLOCK):
-        block = np.ascontiguousarray(unit[start:start + _TIME_BLOCK].T, dtype=np.float64)
-        out[start:start + _TIME_BLOCK] = (ws_t @ block).T
-    out += w.T @ mean
-    out[:, counts == 0] = np.nan
-    return out
+    return ParcelAverager(labels, n_regions)(unit, scale, mean)
 
 
 def finalize_group_fc(sum_z: np.ndarray, n_subjects: int) -> tuple[np.ndarray, np.ndarray]:
