@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lakepipe.bids import parse_entities
 from lakepipe.errors import InputError
-from lakepipe.io.nifti import check_affine, load_image, read_data
-from lakepipe.io.sources import ConnectomeSource, SubjectRef, VoxelGeometry, file_fingerprint, safe_subject_id
+from lakepipe.io.nifti import load_image, load_volume, read_data
+from lakepipe.io.sources import ConnectomeSource, SubjectRef, VoxelGeometry
 from lakepipe.space import Grid
 
 
@@ -25,12 +24,7 @@ class NiftiFolderSource(ConnectomeSource):
                 raise InputError("a 4D NIfTI connectome needs one brain mask (*mask*.nii.gz or --mask)", root)
             mask = masks[0]
         mask = Path(mask)
-        img = load_image(mask)
-        check_affine(img.affine, mask)
-        data = read_data(img, mask)
-        if data.ndim != 3:
-            raise InputError(f"brain mask must be 3D, got {data.shape}", mask)
-        grid = Grid(tuple(int(s) for s in data.shape), np.asarray(img.affine, float))
+        data, grid = load_volume(mask, "a brain mask")
         ijk = np.argwhere(data > 0).astype(np.int32)  # C order
         if ijk.size == 0:
             raise InputError("brain mask is empty", mask)
@@ -43,12 +37,7 @@ class NiftiFolderSource(ConnectomeSource):
                 raise InputError(f"expected a 4D time series, got shape {head.shape}", path)
             if not Grid(tuple(head.shape[:3]), np.asarray(head.affine, float)).same_as(grid):
                 raise InputError("grid differs from the brain mask's grid", path)
-            if src.n_time == 0:
-                src.n_time = int(head.shape[3])
-            elif head.shape[3] != src.n_time:
-                raise InputError(f"{head.shape[3]} timepoints, other subjects have {src.n_time}", path)
-            sub = parse_entities(path.name).get("sub") or path.name.split(".")[0]
-            src.subjects.append(SubjectRef(safe_subject_id(sub), path, None, file_fingerprint(path)))
+            src.add_subject_file(path, int(head.shape[3]))
         if not src.subjects:
             raise InputError("no 4D subject files next to the mask", root)
         return src

@@ -96,6 +96,18 @@ def check_affine(affine: np.ndarray, path) -> None:
         raise InputError("the affine is not invertible (degenerate voxel-to-world transform)", path)
 
 
+def load_volume(path: str | Path, what: str) -> tuple[np.ndarray, Grid]:
+    """A validated 3D volume (a 4D file with one volume is accepted) and its grid."""
+    img = load_image(path)
+    check_affine(img.affine, path)
+    data = read_data(img, path)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputError(f"{what} must be a 3D volume, got shape {data.shape}", path)
+    return data, Grid(tuple(int(s) for s in data.shape), np.asarray(img.affine, float))
+
+
 def load_mask(
     path: str | Path,
     *,
@@ -113,14 +125,7 @@ def load_mask(
     allow_weighted
         Accept non-negative non-binary values (weighted masks); otherwise values must be 0/1.
     """
-    img = load_image(path)
-    check_affine(img.affine, path)
-    data = read_data(img, path)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise InputError(f"a mask must be a 3D volume, got shape {data.shape}", path)
-    grid = Grid(tuple(int(s) for s in data.shape), np.asarray(img.affine, float))
+    data, grid = load_volume(path, "a mask")
     if space and not grid_matches_space(grid, space):
         raise InputError(
             f"grid {grid.shape} with voxel size {np.round(grid.voxel_size, 3).tolist()} mm does not "
@@ -147,13 +152,7 @@ def load_mask(
 
 def load_label_volume(path: str | Path) -> tuple[np.ndarray, Grid]:
     """Read an atlas label volume (integer labels stored as int or float) and its grid."""
-    img = load_image(path)
-    check_affine(img.affine, path)
-    data = read_data(img, path)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise InputError(f"an atlas must be a 3D label volume, got shape {data.shape}", path)
+    data, grid = load_volume(path, "an atlas")
     if np.issubdtype(data.dtype, np.floating):
         if not np.all(np.isfinite(data)):
             raise InputError("atlas contains NaN or infinite values", path)
@@ -163,7 +162,7 @@ def load_label_volume(path: str | Path) -> tuple[np.ndarray, Grid]:
         data = rounded
     if data.min() < 0:
         raise InputError("atlas has negative labels", path)
-    return data.astype(np.int32), Grid(tuple(int(s) for s in data.shape), np.asarray(img.affine, float))
+    return data.astype(np.int32), grid
 
 
 def write_nifti(data: np.ndarray, affine: np.ndarray, path: str | Path, space: str | None = None) -> Path:

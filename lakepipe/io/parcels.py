@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lakepipe.bids import parse_entities
 from lakepipe.errors import InputError
 from lakepipe.io.labels import read_label_table
-from lakepipe.io.sources import ConnectomeSource, SubjectRef, file_fingerprint, safe_subject_id
+from lakepipe.io.sources import ConnectomeSource, SubjectRef
 
 
 def _load_array(path: Path) -> np.ndarray:
@@ -39,12 +38,7 @@ class ParcelSource(ConnectomeSource):
             if arr.ndim != 2 or arr.shape[0] != len(table):
                 raise InputError(
                     f"expected (parcels={len(table)}, time) as in the region table, got {arr.shape}", path)
-            if src.n_time == 0:
-                src.n_time = int(arr.shape[1])
-            elif arr.shape[1] != src.n_time:
-                raise InputError(f"{arr.shape[1]} timepoints, other subjects have {src.n_time}", path)
-            sub = parse_entities(path.name).get("sub") or path.name.split(".")[0]
-            src.subjects.append(SubjectRef(safe_subject_id(sub), path, None, file_fingerprint(path)))
+            src.add_subject_file(path, int(arr.shape[1]))
         if not src.subjects:
             raise InputError("no parcel time series files", root)
         return src

@@ -64,6 +64,19 @@ class ConnectomeSource:
     def n_features(self) -> int:
         return self.geometry.n_voxels if self.kind == "voxel" else len(self.regions)
 
+    def add_subject_file(self, path: Path, n_time: int) -> None:
+        """Register a one-subject file (id from its ``sub-`` entity or name), checking the time axis."""
+        if self.n_time == 0:
+            self.n_time = int(n_time)
+        elif n_time != self.n_time:
+            raise InputError(f"{n_time} timepoints, other subjects have {self.n_time}", path)
+        from lakepipe.bids import parse_entities
+
+        sub = safe_subject_id(parse_entities(path.name).get("sub") or path.name.split(".")[0])
+        if any(r.subject_id == sub for r in self.subjects):
+            raise InputError(f"subject id {sub!r} occurs twice", path)
+        self.subjects.append(SubjectRef(sub, path, None, file_fingerprint(path)))
+
     def read(self, ref: SubjectRef) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 

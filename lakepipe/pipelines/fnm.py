@@ -10,7 +10,6 @@ is read once per seed batch; the batch size follows the memory available.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 

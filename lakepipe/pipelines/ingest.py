@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-import lakepipe
 from lakepipe.bids import check_entity, parse_entities
 from lakepipe.catalog import OutputRecord, content_hash
 from lakepipe.compute.correlation import center_unit
