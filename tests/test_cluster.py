@@ -52,8 +52,9 @@ def test_end_to_end_on_cluster_and_s3_equals_local(cluster, tutorial, ingested, 
     for method, kw in (("afnm", {"atlas": "Seitzman2018", "params": {"weighting": "fractional"}}),
                        ("fnm", {"atlas": "Seitzman2018", "params": {"avgr": False}}),
                        ("fnm", {"params": {"avgr": False}})):
-        a = remote.collect(method=method, cohort="tutorial", connectome="tutorial", **kw)
-        b = ingested.collect(method=method, cohort="tutorial", connectome="tutorial", **kw)
+        # read in this process (the session's LocalCluster workers may predate the S3 credentials)
+        a = remote.collect(method=method, cohort="tutorial", connectome="tutorial", **kw).compute(scheduler="threads")
+        b = ingested.collect(method=method, cohort="tutorial", connectome="tutorial", **kw).compute(scheduler="threads")
         assert list(a["seed"].values) == list(b["seed"].values)
         np.testing.assert_allclose(np.asarray(a.values), np.asarray(b.values), atol=1e-5)
 
