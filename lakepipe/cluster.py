@@ -70,9 +70,11 @@ def dask_client(scheduler: str | None = None, *, lake_url: str = "", n_workers: 
         finally:
             client.close()
         return
-    env = blas_environment()
-    config = {"distributed.scheduler.worker-saturation": "inf",
-              "distributed.nanny.pre-spawn-environ": {**env, "MALLOC_TRIM_THRESHOLD_": "65536"}}
+    # added to distributed's own pre-spawn settings (one BLAS/OpenMP thread per single-threaded
+    # worker), not replacing them: two-thread OpenBLAS in every worker oversubscribes the cores
+    env = {**dask.config.get("distributed.nanny.pre-spawn-environ", default={}), **blas_environment(),
+           "MALLOC_TRIM_THRESHOLD_": "65536"}
+    config = {"distributed.scheduler.worker-saturation": "inf", "distributed.nanny.pre-spawn-environ": env}
     with dask.config.set(config):
         cluster = LocalCluster(n_workers=n_workers or default_workers(), threads_per_worker=1,
                                processes=True, memory_limit=memory_limit, dashboard_address=":0",
