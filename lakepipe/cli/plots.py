@@ -1,4 +1,4 @@
-"""``lakepipe plot``, ``lakepipe assign`` and ``lakepipe report``: pictures, region assignment, run reports."""
+"""``lakepipe plot``, ``assign`` and ``report``: pictures, region assignment, run reports."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def _selection(p: argparse.ArgumentParser, *, seed: bool = True, atlas_help: str
     if seed:
         g.add_argument("--participant", help="participant label (sub-<label> accepted)")
         g.add_argument("--session", help="session label")
-        g.add_argument("--seed", help="seed key as stored, e.g. sub-01_ses-01_label-acuteinfarct or sphere-motor")
+        g.add_argument("--seed", help="seed key as stored, e.g. sub-01_ses-01_label-acuteinfarct or "
+                                      "sphere-motor")
     g.add_argument("--label", help="lesion label or sphere name")
     g.add_argument("--atlas", help=atlas_help or "atlas name")
     g.add_argument("--cohort", help="lesion cohort")
@@ -40,7 +41,8 @@ def _map_options(p: argparse.ArgumentParser) -> None:
                                        "largest |value| (default: only zeros hidden)")
     g.add_argument("--view", default="both", choices=("both", "stat", "glass"),
                    help="stat-map slices, glass brain, or both stacked (default)")
-    g.add_argument("--display-mode", help="nilearn display mode, e.g. ortho, x, y, z, mosaic (slices) or lyrz")
+    g.add_argument("--display-mode", help="nilearn display mode, e.g. ortho, x, y, z, mosaic (slices) "
+                                          "or lyrz (glass brain)")
     g.add_argument("--cut-coords", help="slice positions in mm, comma separated (e.g. -40,-20,50)")
     g.add_argument("--vmax", type=float, help="colour scale limit (symmetric)")
     # let "--cut-coords -40,-20,50" read the coordinates as a value, not as an unknown option
@@ -80,8 +82,8 @@ def register(sub) -> None:
     fnm.set_defaults(func=_plot_fnm)
 
     afnm = kinds.add_parser("afnm", help="one lesion's AFNM scores painted onto the atlas",
-                            description="One lesion's AFNM scores painted back onto the atlas volume and drawn "
-                                        "like a voxel map.")
+                            description="One lesion's AFNM scores painted back onto the atlas volume and "
+                                        "drawn like a voxel map.")
     _selection(afnm)
     _map_options(afnm)
     _output(afnm)
@@ -101,9 +103,10 @@ def register(sub) -> None:
     group.set_defaults(func=_plot_group)
 
     nets = kinds.add_parser("networks", help="mean per network and hemisphere (bar plot and TSV)",
-                            description="Mean per network and hemisphere of a parcel-level output whose atlas "
-                                        "has network labels; several seeds: mean of the per-seed means, error "
-                                        "bars SEM. For parcellate: the network block means of the FC matrix.")
+                            description="Mean per network and hemisphere of a parcel-level output whose "
+                                        "atlas has network labels; several seeds: mean of the per-seed "
+                                        "means, error bars SEM. For parcellate: the network block means of "
+                                        "the FC matrix.")
     nets.add_argument("--method", required=True, choices=("afnm", "fnm", "parcellate"))
     _selection(nets, atlas_help="atlas name (required for fnm parcel summaries)")
     nets.add_argument("--participant-label", nargs="+", metavar="ID", help="only these participants")
@@ -115,12 +118,13 @@ def register(sub) -> None:
     nets.set_defaults(func=_plot_networks)
 
     asg = sub.add_parser("assign", help="clusters of a voxel map and the atlas regions they overlap",
-                         description="Region assignment in the manner of siibra's assign: threshold a voxel map, "
-                                     "split it into connected components (26-connectivity), and report per "
-                                     "component its centroid (mm), volume, peak and the atlas regions it overlaps "
-                                     "ranked by overlap fraction, with the correlation of the map with each region "
-                                     "(Pearson r with the region's indicator over the brain). The map is a NIfTI "
-                                     "file (--map), one seed's FNM map, or the group mean of FNM maps (--group).")
+                         description="Region assignment in the manner of siibra's assign: threshold a voxel "
+                                     "map, split it into connected components (26-connectivity), and report "
+                                     "per component its centroid (mm), volume, peak and the atlas regions it "
+                                     "overlaps ranked by overlap fraction, with the correlation of the map "
+                                     "with each region (Pearson r with the region's indicator over the "
+                                     "brain). The map is a NIfTI file (--map), one seed's FNM map, or the "
+                                     "group mean of FNM maps (--group).")
     src = asg.add_argument_group("map")
     src.add_argument("--map", metavar="NIFTI", help="a voxel map file")
     src.add_argument("--group", action="store_true", help="the group mean of the selected FNM maps")
@@ -140,16 +144,19 @@ def register(sub) -> None:
                                      "embedded, tables, catalog provenance. Without --store, the newest run "
                                      "matching the filters.")
     rep.add_argument("--method", required=True, choices=("afnm", "fnm", "parcellate"))
-    rep.add_argument("--store", help="the run's store URI as in `lakepipe catalog ls` (default: newest match)")
+    rep.add_argument("--store", help="the run's store URI as in `lakepipe catalog ls` "
+                                     "(default: the newest match)")
+    rep.add_argument("--run", help="a recorded run id (the command that wrote the store)")
     rep.add_argument("--atlas", help="atlas name")
     rep.add_argument("--connectome", help="connectome name")
     rep.add_argument("--cohort", help="lesion cohort")
     rep.add_argument("--label", help="lesion label or sphere name")
     rep.add_argument("--statistic", help="statistic to show (fnm: zmap by default)")
-    rep.add_argument("--param", action="append", metavar="KEY=VALUE", help="only runs with this parameter value")
+    rep.add_argument("--param", action="append", metavar="KEY=VALUE",
+                     help="only runs with this parameter value")
     rep.add_argument("--threshold", help="map display threshold, a number or a percentage of the largest "
-                                          "|value| (default 20%% for FNM maps, none for AFNM scores); also the "
-                                          "FNM assignment threshold (default 50%%)")
+                                          "|value| (default 20%% for FNM maps, none for AFNM scores); also "
+                                          "the FNM assignment threshold (default: 99th percentile)")
     rep.add_argument("--max-seeds", type=int, default=4, help="per-seed maps drawn (default 4)")
     rep.add_argument("--out", required=True, metavar="FILE.html", help="the HTML file to write")
     add_global_options(rep)
@@ -157,6 +164,13 @@ def register(sub) -> None:
 
 
 # ----------------------------------------------------------------------------------------- helpers
+
+
+def _agg() -> None:
+    """Draw off-screen whatever the environment's matplotlib backend (nilearn imports pyplot)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
 
 
 def _params(args) -> dict | None:
@@ -200,6 +214,7 @@ def _check_out(args) -> None:
 
 
 def _plot_fc(args) -> int:
+    _agg()
     from lakepipe.viz.matrices import plot_fc_matrix
     from lakepipe.viz.select import fc_dataset
 
@@ -209,6 +224,7 @@ def _plot_fc(args) -> int:
 
 
 def _plot_fnm(args) -> int:
+    _agg()
     from lakepipe.viz.maps import plot_fnm
     from lakepipe.viz.select import select_seed
 
@@ -220,6 +236,7 @@ def _plot_fnm(args) -> int:
 
 
 def _plot_afnm(args) -> int:
+    _agg()
     from lakepipe.viz.maps import plot_afnm
     from lakepipe.viz.select import select_seed
 
@@ -235,14 +252,15 @@ def _plot_afnm(args) -> int:
 def _collection(lake, args, method: str):
     from lakepipe.pipelines.collect import collect
 
+    one = getattr(args, "participant", None)
     return collect(lake, method, atlas=args.atlas, label=args.label, statistic=args.statistic,
-                   participants=args.participant_label or ([args.participant] if getattr(args, "participant", None)
-                                                           else None),
+                   participants=args.participant_label or ([one] if one else None),
                    session=getattr(args, "session", None), cohort=args.cohort, connectome=args.connectome,
                    params=_params(args))
 
 
 def _plot_group(args) -> int:
+    _agg()
     from lakepipe.viz.maps import plot_group_mean
     from lakepipe.viz.select import voxel_ijk
 
@@ -255,6 +273,7 @@ def _plot_group(args) -> int:
 
 
 def _plot_networks(args) -> int:
+    _agg()
     from pathlib import Path
 
     import lakepipe
@@ -297,6 +316,7 @@ def _plot_networks(args) -> int:
 
 
 def _assign(args) -> int:
+    _agg()
     from pathlib import Path
 
     import numpy as np
@@ -323,14 +343,14 @@ def _assign(args) -> int:
         from lakepipe.pipelines.collect import collect
 
         da = collect(lake, "fnm", label=args.label, statistic=args.statistic, cohort=args.cohort,
-                     connectome=args.connectome, participants=[args.participant] if args.participant else None,
-                     session=args.session, params=_params(args))
+                     connectome=args.connectome, session=args.session, params=_params(args),
+                     participants=[args.participant] if args.participant else None)
         img = collection_image(group_mean(da), ijk=voxel_ijk(lake, da))
         source = f"group mean of {da.sizes['seed']} FNM {args.statistic} maps"
     else:
         sel = select_seed(lake, "fnm", participant=args.participant, session=args.session, label=args.label,
-                          seed=args.seed, statistic=args.statistic, cohort=args.cohort, connectome=args.connectome,
-                          params=_params(args))
+                          seed=args.seed, statistic=args.statistic, cohort=args.cohort,
+                          connectome=args.connectome, params=_params(args))
         img = fnm_image(sel.dataset, args.statistic, sel.index)
         source = f"FNM {args.statistic} of {sel.key}"
     try:
@@ -339,7 +359,8 @@ def _assign(args) -> int:
     except ValueError as exc:
         raise InputError(str(exc)) from None
     best = component_summary(table)
-    print(f"{source}: {best.shape[0]} cluster(s) above {args.threshold:g} ({args.mode}) on atlas {atlas.name}")
+    print(f"{source}: {best.shape[0]} cluster(s) above {args.threshold:g} ({args.mode}) "
+          f"on atlas {atlas.name}")
     if len(best):
         cols = ["component", "n_voxels", "volume_mm3", "centroid_x", "centroid_y", "centroid_z", "peak_value",
                 "region_name", "overlap_fraction", "correlation"]
@@ -356,12 +377,13 @@ def _assign(args) -> int:
 
 
 def _report(args) -> int:
+    _agg()
     from lakepipe.viz.report import write_report
 
-    path = write_report(lake_from_args(args), args.method, args.out, store=args.store, atlas=args.atlas,
-                        connectome=args.connectome, cohort=args.cohort, statistic=args.statistic,
-                        label=args.label, params=_params(args), threshold=args.threshold,
-                        max_seeds=args.max_seeds)
+    path = write_report(lake_from_args(args), args.method, args.out, store=args.store, run=args.run,
+                        atlas=args.atlas, connectome=args.connectome, cohort=args.cohort,
+                        statistic=args.statistic, label=args.label, params=_params(args),
+                        threshold=args.threshold, max_seeds=args.max_seeds)
     print(f"wrote {path}")
     return 0
 

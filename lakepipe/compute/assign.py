@@ -167,8 +167,9 @@ def assign(values: np.ndarray, affine: np.ndarray, labels: np.ndarray, table: pd
     values = np.asarray(values, dtype=np.float64)
     affine = np.asarray(affine, dtype=np.float64)
     labels = np.asarray(labels)
-    if labels_affine is not None and (labels.shape != values.shape
-                                      or not np.allclose(np.asarray(labels_affine, float), affine, atol=1e-4)):
+    other_grid = labels_affine is not None and (
+        labels.shape != values.shape or not np.allclose(np.asarray(labels_affine, float), affine, atol=1e-4))
+    if other_grid:
         labels = resample_nearest(labels, labels_affine, values.shape, affine, fill=0)
     if labels.shape != values.shape:
         raise ValueError(f"labels {labels.shape} and map {values.shape} differ in shape; pass labels_affine")
@@ -215,9 +216,10 @@ def assign(values: np.ndarray, affine: np.ndarray, labels: np.ndarray, table: pd
         if max_regions is not None:
             order = order[:max_regions]
         for rank, r in enumerate(order, start=1):
-            rows.append({**base, "rank": rank, "region": int(r), "region_name": names[r], "network": networks[r],
-                         "hemisphere": hemis[r], "overlap_voxels": int(overlap[r]),
-                         "overlap_fraction": overlap[r] / n, "region_coverage": overlap[r] / max(region_size[r], 1),
+            rows.append({**base, "rank": rank, "region": int(r), "region_name": names[r],
+                         "network": networks[r], "hemisphere": hemis[r], "overlap_voxels": int(overlap[r]),
+                         "overlap_fraction": overlap[r] / n,
+                         "region_coverage": overlap[r] / max(region_size[r], 1),
                          "mean_value": sums[r] / overlap[r], "correlation": corr[r]})
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     return df.astype({"component": int, "sign": int, "n_voxels": int, "rank": int}) if len(df) else df
@@ -254,8 +256,8 @@ def _lookup(table: pd.DataFrame | None, max_label: int) -> tuple[np.ndarray, np.
         names[idx] = table["name"].astype(str).to_numpy()
         for col, arr in (("network", networks), ("hemisphere", hemis)):
             if col in table:
-                arr[idx] = [None if (x is None or (isinstance(x, float) and np.isnan(x)) or x == "") else str(x)
-                            for x in table[col]]
+                arr[idx] = [None if (x is None or (isinstance(x, float) and np.isnan(x)) or x == "")
+                            else str(x) for x in table[col]]
     return names, networks, hemis
 
 

@@ -70,7 +70,8 @@ def fnm_image(ds: xr.Dataset, statistic: str = "zmap", seed: int | str = 0) -> n
     return to_image(seed_map(ds, statistic, i), np.asarray(ds.attrs["grid"]["affine"]))
 
 
-def sphere_markers(ds: xr.Dataset | xr.DataArray, seed: int | str) -> list[tuple[tuple[float, float, float], float]]:
+def sphere_markers(ds: xr.Dataset | xr.DataArray,
+                   seed: int | str) -> list[tuple[tuple[float, float, float], float]]:
     """``[(centre_mm, radius_mm)]`` when the seed is a sphere (from the store's ``spheres`` attribute)."""
     key = str(ds["seed"].values[seed_position(ds, seed)])
     sphere = (ds.attrs.get("spheres") or {}).get(key)
@@ -114,7 +115,8 @@ def group_mean(da: xr.DataArray) -> xr.DataArray:
     return mean.compute()
 
 
-def collection_image(da: xr.DataArray, *, atlas: Atlas | None = None, ijk: np.ndarray | None = None) -> nib.Nifti1Image:
+def collection_image(da: xr.DataArray, *, atlas: Atlas | None = None,
+                     ijk: np.ndarray | None = None) -> nib.Nifti1Image:
     """A 1D region- or voxel-level result (e.g. :func:`group_mean`) as a NIfTI image.
 
     Region-level values need the ``atlas``; voxel-level values need the grid (``attrs['grid']``)
@@ -164,7 +166,8 @@ def resolve_threshold(threshold: float | str | None, data_max: float) -> float:
         try:
             value = float(text[:-1]) / 100.0 * data_max if text.endswith("%") else float(text)
         except ValueError:
-            raise InputError(f"threshold must be a number or a percentage like 20%, got {threshold!r}") from None
+            raise InputError(f"threshold must be a number or a percentage like 20%, "
+                             f"got {threshold!r}") from None
     else:
         value = float(threshold)
     if not np.isfinite(value) or value < 0:
@@ -220,7 +223,8 @@ def plot_brain_map(img: nib.Nifti1Image, *, view: str = "both", threshold: float
         common = {"figure": fig, "axes": ax, "threshold": thr, "vmax": vmax, "cmap": cmap,
                   "colorbar": colorbar, "annotate": True}
         if panel == "stat":
-            display = plotting.plot_stat_map(img, bg_img=template() if bg_img is None else bg_img, display_mode=display_mode or "ortho",
+            display = plotting.plot_stat_map(img, bg_img=template() if bg_img is None else bg_img,
+                                             display_mode=display_mode or "ortho",
                                              cut_coords=cut_coords, symmetric_cbar=True, draw_cross=False,
                                              black_bg=False, dim=-0.3, **common)
         else:

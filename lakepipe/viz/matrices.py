@@ -39,7 +39,8 @@ def fc_matrix(fc: xr.Dataset | xr.DataArray, statistic: str | None = None) -> xr
 
 def network_layout(da: xr.DataArray) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
     """Region permutation in network order and the (network, start, stop) blocks of that order."""
-    nets = clean_networks(da["region_network"].values if "region_network" in da.coords else [None] * da.sizes["region"])
+    nets = clean_networks(da["region_network"].values if "region_network" in da.coords
+                          else [None] * da.sizes["region"])
     hemis = da["region_hemisphere"].values if "region_hemisphere" in da.coords else None
     order = region_sort_order(nets, hemis)
     sorted_nets = nets[order]

@@ -108,7 +108,8 @@ def network_summary(da: xr.DataArray, *, by_hemisphere: bool = True) -> pd.DataF
     order = network_order(nets)
     keys = ["network", "hemisphere"] if by_hemisphere else "network"
     groups = pd.DataFrame({"network": nets, "hemisphere": hemis}).groupby(keys, sort=False).indices
-    present_hemis = [h for h in HEMISPHERE_ORDER if h in set(hemis)] + sorted(set(hemis) - set(HEMISPHERE_ORDER))
+    present_hemis = ([h for h in HEMISPHERE_ORDER if h in set(hemis)]
+                     + sorted(set(hemis) - set(HEMISPHERE_ORDER)))
     sorted_keys = sorted(groups, key=lambda k: (order.index(k[0] if by_hemisphere else k),
                                                 present_hemis.index(k[1]) if by_hemisphere else 0))
     seed_info = _seed_frame(da) if "seed" in da.dims else None
@@ -150,7 +151,8 @@ def summarize_seeds(summary: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def plot_network_summary(data: xr.DataArray | pd.DataFrame, *, title: str | None = None, ylabel: str | None = None,
+def plot_network_summary(data: xr.DataArray | pd.DataFrame, *, title: str | None = None,
+                         ylabel: str | None = None,
                          figsize: tuple[float, float] | None = None, dpi: int = 100):
     """Bar plot of the mean per network and hemisphere (error bars: SEM across seeds when several).
 
@@ -170,16 +172,19 @@ def plot_network_summary(data: xr.DataArray | pd.DataFrame, *, title: str | None
     hemis = list(dict.fromkeys(h for h in list(HEMISPHERE_ORDER) + ["both"] if h in set(table["hemisphere"])))
     hemis += sorted(set(table["hemisphere"]) - set(hemis))
     width = 0.8 / max(len(hemis), 1)
-    fig = new_figure(figsize or (min(12.0, max(6.0, 1.5 + 0.22 * len(nets) * max(len(hemis), 1))), 4.8), dpi=dpi)
+    width = min(12.0, max(6.0, 1.5 + 0.22 * len(nets) * max(len(hemis), 1)))
+    fig = new_figure(figsize or (width, 4.8), dpi=dpi)
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(nets))
     for j, h in enumerate(hemis):
         sub = table[table["hemisphere"] == h].set_index("network")
-        means = np.array([sub["mean"].get(n, np.nan) for n in nets], dtype=float)
-        errs = np.array([sub["sem"].get(n, np.nan) for n in nets], dtype=float) if "sem" in sub else None
+        present = np.array([n in sub.index for n in nets])
+        means = np.array([sub["mean"].get(n, np.nan) for n in nets], dtype=float)[present]
+        errs = (np.array([sub["sem"].get(n, np.nan) for n in nets], dtype=float)[present]
+                if "sem" in sub else None)
         if errs is not None and not np.isfinite(errs).any():
             errs = None
-        ax.bar(x + (j - (len(hemis) - 1) / 2) * width, np.nan_to_num(means), width, yerr=errs,
+        ax.bar(x[present] + (j - (len(hemis) - 1) / 2) * width, np.nan_to_num(means), width, yerr=errs,
                label={"L": "left", "R": "right", "M": "midline", NO_HEMISPHERE: "n/a"}.get(h, h),
                color=_HEMI_COLOURS.get(h, "#8172B3"), edgecolor="white", linewidth=0.5,
                error_kw={"elinewidth": 0.8, "capsize": 2})

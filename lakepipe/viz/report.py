@@ -15,7 +15,8 @@ Contents per method:
 - ``afnm``: the group mean score painted onto the atlas, one map per seed (the first
   ``max_seeds``), network summary (bar plot and table), the seeds and their top regions;
 - ``fnm``: the group mean map and one map per seed (spheres marked), region assignment of the
-  group mean (or single) map, a network summary when parcel summaries were computed;
+  group mean (or single) map (threshold: ``threshold``, else the 99th percentile of ``|value|``;
+  clusters of 10 voxels or more), a network summary when parcel summaries were computed;
 - always: the run's catalog rows, its parameters and the store's attributes.
 """
 
@@ -43,6 +44,8 @@ from lakepipe.viz.select import open_store
 log = logging.getLogger(__name__)
 
 REPORT_DPI = 72
+#: smallest cluster listed in a report's region assignment
+MIN_CLUSTER_VOXELS = 10
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1d1d1f;
@@ -100,7 +103,8 @@ class Report:
                  f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
                  '<meta name="viewport" content="width=device-width, initial-scale=1">',
                  f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head>",
-                 "<body>", f"<header><h1>{html.escape(self.title)}</h1><p>{html.escape(self.subtitle)}</p></header>",
+                 "<body>",
+                 f"<header><h1>{html.escape(self.title)}</h1><p>{html.escape(self.subtitle)}</p></header>",
                  "<main>"]
         for title, body in self.sections:
             parts.append(f"<section><h2>{html.escape(title)}</h2>")
@@ -151,43 +155,64 @@ def _json_default(obj):
 # --------------------------------------------------------------------------------------- selection
 
 
-def select_run(lake: Lake, method: str, *, store: str | None = None, atlas: str | None = None,
-               connectome: str | None = None, cohort: str | None = None, statistic: str | None = None,
-               label: str | None = None, params: dict | None = None) -> tuple[str, pd.DataFrame]:
-    """The store URI of one run of ``method`` and its catalog rows (``store``, else the newest match)."""
+def select_run(lake: Lake, method: str, *, store: str | None = None, run: str | None = None,
+               atlas: str | None = None, connectome: str | None = None, cohort: str | None = None,
+               statistic: str | None = None, label: str | None = None,
+               params: dict | None = None) -> tuple[str, pd.DataFrame]:
+    """The store URI of one run of ``method`` and its catalog rows.
+
+    ``store`` names the derivative store; ``run`` a recorded command's run id (``lakepipe catalog``
+    runs; it must have written one ``method`` store); otherwise the newest store matching the filters.
+    """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if run is not None:
+        by_run = lake.catalog.query(method=method, run_id=run)
+        stores = sorted(by_run["store_uri"].unique())
+        if not stores:
+            raise NotFoundError(f"run {run!r} published no {method} output")
+        if store is None and len(stores) > 1:
+            raise InputError(f"run {run!r} wrote {len(stores)} {method} stores; choose one with --store: "
+                             f"{stores}")
+        store = store or stores[0]
     if store is not None:
         rows = lake.catalog.query(method=method, store_uri=store)
         if rows.empty:
-            raise NotFoundError(f"no published {method} output in store {store!r} (see `lakepipe catalog ls`)")
-        if statistic:
-            rows = rows[rows["statistic"] == statistic]
+            raise NotFoundError(f"no published {method} output in store {store!r} "
+                                "(see `lakepipe catalog ls`)")
+        for col, value in (("statistic", statistic), ("label", label), ("atlas", atlas), ("cohort", cohort),
+                           ("connectome", connectome)):
+            if value:
+                rows = rows[rows[col] == value]
+        if rows.empty:
+            raise NotFoundError(f"no {method} output in store {store!r} matches the filters")
         return store, rows.reset_index(drop=True)
     rows = select_rows(lake, method, atlas=atlas if method != "fnm" else None, connectome=connectome,
                        cohort=cohort, statistic=statistic, label=label, params=params)
     newest = rows.groupby("store_uri")["created"].max().sort_values()
     uri = str(newest.index[-1])
     if len(newest) > 1:
-        log.info("report: %d %s runs match; reporting the newest (%s); pick another with --store", len(newest),
-                 method, uri)
+        log.info("report: %d %s runs match; reporting the newest (%s); pick another with --store",
+                 len(newest), method, uri)
     return uri, rows[rows["store_uri"] == uri].reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------ report
 
 
-def build_report(lake: Lake, method: str, *, store: str | None = None, atlas: str | None = None,
+def build_report(lake: Lake, method: str, *, store: str | None = None, run: str | None = None,
+                 atlas: str | None = None,
                  connectome: str | None = None, cohort: str | None = None, statistic: str | None = None,
                  label: str | None = None, params: dict | None = None, threshold: float | str | None = None,
                  max_seeds: int = 4) -> str:
     """The HTML report of one run (see the module notes); returns the page as a string."""
-    uri, rows = select_run(lake, method, store=store, atlas=atlas, connectome=connectome, cohort=cohort,
-                           statistic=statistic, label=label, params=params)
+    uri, rows = select_run(lake, method, store=store, run=run, atlas=atlas, connectome=connectome,
+                           cohort=cohort, statistic=statistic, label=label, params=params)
     ds = open_store(lake, uri)
     created = rows["created"].max()
     rep = Report(title=f"lakepipe {method} report: {Path(uri).stem}",
-                 subtitle=f"lake {public_url(lake.url)} · store {uri} · created {created:%Y-%m-%d %H:%M UTC} · "
+                 subtitle=f"lake {public_url(lake.url)} · store {uri} · "
+                          f"created {created:%Y-%m-%d %H:%M UTC} · "
                           f"report made {_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M UTC} with lakepipe "
                           f"{lakepipe.__version__}")
     if method == "parcellate":
@@ -196,7 +221,7 @@ def build_report(lake: Lake, method: str, *, store: str | None = None, atlas: st
         _afnm_sections(rep, lake, ds, rows, threshold, max_seeds)
     else:
         _fnm_sections(rep, lake, ds, rows, statistic, threshold, max_seeds)
-    _provenance_section(rep, ds, rows)
+    _provenance_section(rep, lake, ds, rows)
     return rep.html()
 
 
@@ -217,14 +242,15 @@ def _parcellate_sections(rep: Report, ds: xr.Dataset) -> None:
 
     p = ds.attrs.get("parameters", {})
     body = rep.section("Summary")
-    body.append(facts_html({"method": "parcellate (group functional connectivity)", "connectome": p.get("connectome"),
-                            "atlas": p.get("atlas"), "subjects": ds.attrs.get("n_subjects"),
+    body.append(facts_html({"method": "parcellate (group functional connectivity)",
+                            "connectome": p.get("connectome"), "atlas": p.get("atlas"),
+                            "subjects": ds.attrs.get("n_subjects"),
                             "regions": ds.sizes["region"], "dropped regions": ds.attrs.get("dropped_regions"),
                             "definition": (ds.attrs.get("conventions") or {}).get("fcgroupz")}))
     body = rep.section("Group FC matrix")
     rep.figure(body, plot_fc_matrix(ds, "fcgroupz"), dpi=90,
-               caption="fcgroupz (mean Fisher z over subjects), regions ordered by network; lines mark network "
-                       "boundaries; colour scale symmetric around 0.")
+               caption="fcgroupz (mean Fisher z over subjects), regions ordered by network; lines mark "
+                       "network boundaries; colour scale symmetric around 0.")
     if has_networks(ds):
         blocks = network_block_means(ds, "fcgroupz")
         body = rep.section("Network block means")
@@ -243,8 +269,8 @@ def strongest_pairs(ds: xr.Dataset, statistic: str = "fcgroupz", n: int = 20) ->
     top = np.argsort(-np.abs(np.nan_to_num(vals)), kind="stable")[:n]
     names, nets = ds["region_name"].values, ds["region_network"].values
     a, b = iu[0][top], iu[1][top]
-    return pd.DataFrame({"region_a": names[a], "network_a": nets[a], "region_b": names[b], "network_b": nets[b],
-                         statistic: vals[top]})
+    return pd.DataFrame({"region_a": names[a], "network_a": nets[a], "region_b": names[b],
+                         "network_b": nets[b], statistic: vals[top]})
 
 
 def _seed_table(ds: xr.Dataset, extra: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -275,13 +301,16 @@ def _network_section(rep: Report, da: xr.DataArray, what: str) -> None:
         return
     body = rep.section("Network summary")
     table = summarize_seeds(network_summary(da))
+    several = da.sizes.get("seed", 1) > 1
     rep.figure(body, plot_network_summary(table, ylabel=f"{what} (mean over regions)"),
-               f"Mean {what} per network and hemisphere" + (", mean over seeds of the per-seed means; error bars: "
-                                                            "SEM across seeds." if da.sizes.get("seed", 1) > 1 else "."))
+               f"Mean {what} per network and hemisphere"
+               + (", mean over seeds of the per-seed means; error bars: SEM across seeds." if several
+                  else "."))
     body.append(table_html(table, max_rows=200))
 
 
-def _afnm_sections(rep: Report, lake: Lake, ds: xr.Dataset, rows: pd.DataFrame, threshold, max_seeds: int) -> None:
+def _afnm_sections(rep: Report, lake: Lake, ds: xr.Dataset, rows: pd.DataFrame, threshold,
+                   max_seeds: int) -> None:
     from lakepipe.viz.maps import group_mean, plot_afnm, plot_parcel_map
 
     ds = ds.load()
@@ -289,7 +318,8 @@ def _afnm_sections(rep: Report, lake: Lake, ds: xr.Dataset, rows: pd.DataFrame, 
     p = ds.attrs.get("parameters", {})
     body = rep.section("Summary")
     empty = int((ds["n_touched"].values == 0).sum()) if "n_touched" in ds else None
-    body.append(facts_html({"method": "AFNM (score = m @ C)", "cohort": ds.attrs.get("cohort"), "atlas": atlas.name,
+    body.append(facts_html({"method": "AFNM (score = m @ C)", "cohort": ds.attrs.get("cohort"),
+                            "atlas": atlas.name,
                             "lesion weighting": p.get("weighting"), "matrix": p.get("matrix"),
                             "seeds": ds.sizes["seed"], "lesions touching no region": empty,
                             "definition": ds.attrs.get("description")}))
@@ -325,7 +355,8 @@ def _fnm_sections(rep: Report, lake: Lake, ds: xr.Dataset, rows: pd.DataFrame, s
 
     stat = statistic or ("zmap" if "zmap" in ds else str(rows["statistic"].iloc[0]))
     shown = threshold if threshold is not None else "20%"
-    hidden = f"|value| <= {shown}" + (" of the largest |value|" if str(shown).endswith("%") else "") + " hidden"
+    relative = " of the largest |value|" if str(shown).endswith("%") else ""
+    hidden = f"|value| <= {shown}{relative} hidden"
     if stat not in ds:
         raise InputError(f"this FNM run has no {stat!r} map")
     in_run = sorted(set(int(i) for i in rows["store_index"]))
@@ -336,7 +367,8 @@ def _fnm_sections(rep: Report, lake: Lake, ds: xr.Dataset, rows: pd.DataFrame, s
         "method": "FNM (seed-to-voxel functional network mapping)", "connectome": ds.attrs.get("connectome"),
         "connectome subjects": ds.attrs.get("n_subjects"), "statistic shown": stat,
         "definition": (ds.attrs.get("conventions") or {}).get(stat), "seeds": n,
-        "sphere seeds": len(ds.attrs.get("spheres") or {}), "parcel summaries": ds.attrs.get("atlas") or "none"}))
+        "sphere seeds": sum(str(k) in (ds.attrs.get("spheres") or {}) for k in sub["seed"].values),
+        "parcel summaries": ds.attrs.get("atlas") or "none"}))
     maps = sub[stat]
     atlas_name = ds.attrs.get("atlas")
     atlas = lake.read_atlas(atlas_name) if atlas_name else None
@@ -362,8 +394,8 @@ def _fnm_sections(rep: Report, lake: Lake, ds: xr.Dataset, rows: pd.DataFrame, s
                    f"{stat} of seed {sub['seed'].values[i]}; {hidden}"
                    + (" (green: sphere centre)." if _sphere_text(ds, sub['seed'].values[i]) else "."))
     if n > max_seeds:
-        body.append(f'<p class="note">maps of the first {max_seeds} of {n} seeds; `lakepipe plot fnm` draws any '
-                    "other</p>")
+        body.append(f'<p class="note">maps of the first {max_seeds} of {n} seeds; `lakepipe plot fnm` '
+                    "draws any other</p>")
     if atlas is not None:
         from lakepipe.viz.maps import assign_image
 
@@ -377,24 +409,26 @@ def _fnm_sections(rep: Report, lake: Lake, ds: xr.Dataset, rows: pd.DataFrame, s
             thr = resolve_threshold(threshold, data_max)
         else:  # robust to the seed's own peak (z of r near 1 at the seed)
             nonzero = np.abs(data[np.isfinite(data) & (data != 0)])
-            thr = float(np.percentile(nonzero, 95)) if nonzero.size else 0.0
-        table = assign_image(img, atlas, threshold=thr)
+            thr = float(np.percentile(nonzero, 99)) if nonzero.size else 0.0
+        table = assign_image(img, atlas, threshold=thr, min_voxels=MIN_CLUSTER_VOXELS)
         body = rep.section("Region assignment")
+        how = "given threshold" if threshold is not None else "the 99th percentile of |value| over the brain"
         body.append(f'<p class="note">Clusters of the {"group mean " if n > 1 else ""}{stat} map with '
-                    f"|value| &gt; {thr:.3g} (26-connectivity; "
-                    f'{"given threshold" if threshold is not None else "the 95th percentile of |value| over the brain"}), '
-                    f"and the {html.escape(atlas.name)} regions they overlap, ranked by the share of the cluster "
-                    "inside each region. Correlation: Pearson r between the (signed) map and the region's "
-                    "indicator over the brain: how much higher the map is inside the region than elsewhere.</p>")
+                    f"|value| &gt; {thr:.3g} ({how}; 26-connectivity; clusters of at least "
+                    f"{MIN_CLUSTER_VOXELS} voxels), "
+                    f"and the {html.escape(atlas.name)} regions they overlap, ranked by the share of the "
+                    "cluster inside each region. Correlation: Pearson r between the (signed) map and the "
+                    "region's indicator over the brain: how much higher the map is inside the region than "
+                    "elsewhere.</p>")
         best = component_summary(table)
         best.insert(4, "centroid (mm)", [f"({x:.0f}, {y:.0f}, {z:.0f})" for x, y, z in
                                          best[["centroid_x", "centroid_y", "centroid_z"]].to_numpy()])
         body.append("<h3>Clusters (best region)</h3>" + table_html(
             best[["component", "sign", "n_voxels", "volume_mm3", "centroid (mm)", "peak_value", "region_name",
                   "network", "overlap_fraction", "correlation"]], max_rows=20, digits=3))
-        body.append("<h3>Overlaps</h3>" + table_html(
-            table[["component", "rank", "region_name", "network", "hemisphere", "overlap_voxels",
-                   "overlap_fraction", "region_coverage", "mean_value", "correlation"]], max_rows=40, digits=3))
+        overlaps = table[["component", "rank", "region_name", "network", "hemisphere", "overlap_voxels",
+                          "overlap_fraction", "region_coverage", "mean_value", "correlation"]]
+        body.append("<h3>Overlaps</h3>" + table_html(overlaps, max_rows=40, digits=3))
         parcel = f"parcel_{stat}"
         if parcel in sub:
             _network_section(rep, sub[parcel].assign_attrs(statistic=stat), f"FNM {stat}")
@@ -407,15 +441,24 @@ def _sphere_text(ds: xr.Dataset, key) -> str:
     return f"{tuple(s['center_mm'])} mm, r = {s.get('radius_mm')} mm"
 
 
-def _provenance_section(rep: Report, ds: xr.Dataset, rows: pd.DataFrame) -> None:
+def _provenance_section(rep: Report, lake: Lake, ds: xr.Dataset, rows: pd.DataFrame) -> None:
     body = rep.section("Provenance")
+    run_ids = sorted({str(r) for r in rows.get("run_id", pd.Series(dtype=object)).dropna() if r})
+    if run_ids:
+        runs = lake.catalog.runs()
+        runs = runs[runs["run_id"].isin(run_ids)]
+        if len(runs):
+            body.append("<h3>Recorded runs</h3>" + table_html(
+                runs[["run_id", "command", "started", "finished", "status", "n_outputs", "n_skipped",
+                      "lakepipe_version"]], max_rows=20))
     cols = [c for c in ("id", "participant", "session", "label", "statistic", "atlas", "connectome", "cohort",
-                        "params_hash", "inputs_hash", "store_index", "created", "status", "lakepipe_version")
+                        "params_hash", "inputs_hash", "store_index", "created", "status", "run_id",
+                        "lakepipe_version")
             if c in rows.columns]
     view = rows[cols].copy()
-    for c in ("params_hash", "inputs_hash"):
+    for c in ("params_hash", "inputs_hash", "run_id"):
         if c in view:
-            view[c] = [str(v)[:12] for v in view[c]]
+            view[c] = [str(v)[:12] if isinstance(v, str) else v for v in view[c]]
     body.append(f"<h3>Catalog rows ({len(rows)})</h3>" + table_html(view, max_rows=60))
     if len(rows):
         body.append("<h3>Parameters</h3>" + pre_json(rows["params"].iloc[0]))

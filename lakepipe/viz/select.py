@@ -41,7 +41,8 @@ def open_store(lake: Lake, uri: str) -> xr.Dataset:
     return derivatives.open_derivative(join(lake.url, uri))
 
 
-def fc_dataset(lake: Lake, connectome: str | None = None, atlas: str | None = None) -> tuple[xr.Dataset, pd.Series]:
+def fc_dataset(lake: Lake, connectome: str | None = None,
+               atlas: str | None = None) -> tuple[xr.Dataset, pd.Series]:
     """The group FC derivative of ``connectome`` x ``atlas`` (loaded) and its catalog row."""
     rows = select_rows(lake, "parcellate", atlas=atlas, connectome=connectome, statistic="fcgroupz")
     if rows["store_uri"].nunique() > 1:
