@@ -116,3 +116,22 @@ def test_catalog_ls_and_show(ingested):
     rec = json.loads(show.stdout)
     assert rec["kind"] == "atlas" and rec["inputs_hash"] and rec["lakepipe_version"]
     assert "://" not in rec["store_uri"]
+
+
+def test_collect_voxel_maps_to_4d_nifti(ingested, dask_client, tmp_path):
+    import nibabel as nib
+
+    from lakepipe.pipelines.collect import write_group
+    from lakepipe.pipelines.fnm import run_fnm
+
+    run_fnm(ingested, "tutorial", cohort="tutorial", client=dask_client)
+    da = ingested.collect(method="fnm", statistic="zmap", cohort="tutorial", params={"avgr": False})
+    assert {"i", "j", "k"} <= set(da.coords) and da.attrs["atlas"] is None
+    nii, rows = write_group(da, tmp_path)
+    assert nii.name == "group_method-fnm_desc-zmap_statmap.nii.gz"
+    img = nib.load(str(nii))
+    assert img.shape == (91, 109, 91, da.sizes["seed"])
+    k = 2
+    vol = np.asarray(img.dataobj)[..., k]
+    np.testing.assert_allclose(vol[da["i"].values, da["j"].values, da["k"].values], da.values[k], rtol=1e-6)
+    assert len(pd.read_csv(rows, sep="\t")) == da.sizes["seed"]

@@ -66,7 +66,8 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterable[Sequence[T]]:
 
 
 def _loads(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
+    """JSON text to Python; missing values (None, or NaN from pandas' string columns) to None."""
+    return json.loads(value) if isinstance(value, str) else None
 
 
 def _parse_json_columns(row: dict[str, Any]) -> dict[str, Any]:

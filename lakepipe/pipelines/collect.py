@@ -99,7 +99,8 @@ def collect(lake: Lake, method: str, *, atlas: str | None = None, label=None, st
     combined.name = stat
     attrs0 = pieces[0][2]
     combined.attrs = {
-        "method": method, "statistic": stat, "atlas": atlas or attrs0.get("atlas"),
+        "method": method, "statistic": stat,
+        "atlas": atlas if method == "fnm" else (atlas or attrs0.get("atlas")),  # fnm voxel maps: no atlas
         "n_outputs": len(rows), "parameters": rows["params"].iloc[0],
         "sources": sorted(rows["store_uri"].unique()), "connectome": rows["connectome"].dropna().unique().tolist(),
         "lakepipe_version": lakepipe.__version__,
@@ -108,6 +109,10 @@ def collect(lake: Lake, method: str, *, atlas: str | None = None, label=None, st
     if "grid" in attrs0:
         combined.attrs["grid"] = attrs0["grid"]
         combined.attrs["space"] = attrs0.get("space")
+    if "voxel" in combined.dims:  # voxel positions on the grid, as 1-D coordinates a DataArray can carry
+        ijk = derivatives.open_derivative(join(lake.url, rows["store_uri"].iloc[0]))["ijk"].values.astype(np.int32)
+        combined = combined.drop_vars("ijk", errors="ignore").assign_coords(
+            i=("voxel", ijk[:, 0]), j=("voxel", ijk[:, 1]), k=("voxel", ijk[:, 2]))
     return combined
 
 
@@ -144,13 +149,10 @@ def write_group(da: xr.DataArray, out_dir: str | Path) -> list[Path]:
     from lakepipe.io.nifti import write_nifti
 
     grid = da.attrs["grid"]
-    ijk = None
     vol = np.full((*grid["shape"], da.sizes["seed"]), np.nan, np.float32)
-    ds_ijk = da.coords.get("ijk")
-    if ds_ijk is None:
-        raise InputError("voxel collection has no voxel coordinates to write NIfTI")
-    ijk = ds_ijk.values.astype(int)
-    vol[ijk[:, 0], ijk[:, 1], ijk[:, 2], :] = np.asarray(da.values).T
+    if not {"i", "j", "k"} <= set(da.coords):
+        raise InputError("voxel collection has no voxel coordinates (i, j, k) to write NIfTI")
+    vol[da["i"].values, da["j"].values, da["k"].values, :] = np.asarray(da.values).T
     nii = out / ("group_" + bids_name(ent, "statmap", ".nii.gz"))
     write_nifti(vol, np.asarray(grid["affine"]), nii, da.attrs.get("space"))
     tsv = out / ("group_" + bids_name(ent, "rows", ".tsv"))
