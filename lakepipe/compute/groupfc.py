@@ -52,35 +52,77 @@ def parcel_averaging_matrix(labels: np.ndarray, n_regions: int) -> tuple[sp.csr_
     return w, counts
 
 
+try:  # y += A @ x for a CSR matrix, accumulating into y (what scipy's own ``A @ x`` calls)
+    from scipy.sparse._sparsetools import csr_matvec as _csr_matvec
+except ImportError:  # pragma: no cover - private in scipy; fall back to the public product
+    _csr_matvec = None
+
+# voxels per column block of an in-memory (T, V) array: the float64 copy of one row's block stays in L2
+_BLOCK = 16384
+
+
 class ParcelAverager:
     """Parcel means of many subjects' series under one labelling (see :func:`parcel_means`).
 
-    The sparse averaging matrix is built once and reused for every subject.
+    The sparse averaging matrix is built once (and split into column blocks) and reused for every
+    subject. :meth:`series` takes the series a block of voxels at a time, so a subject can stream
+    from a chunked store without being assembled in memory; ``block`` is then the store's chunk
+    length along the voxel axis.
     """
 
-    def __init__(self, labels: np.ndarray, n_regions: int):
+    def __init__(self, labels: np.ndarray, n_regions: int, block: int | None = None):
         self.w, self.counts = parcel_averaging_matrix(labels, n_regions)
-        self.w_t = self.w.T.tocsr()  # (n_regions, V); per row the parcel's voxels in ascending order
         self.n_regions = n_regions
+        self.n_voxels = int(np.size(labels))
+        self.block = int(block or _BLOCK)
+        w_t = self.w.T.tocsr()  # (n_regions, V); per row the parcel's voxels in ascending order
+        w_t.sort_indices()
+        # column blocks that hold a labelled voxel: (start, stop, csr of the block, voxel of each entry)
+        self.blocks = []
+        for start in range(0, self.n_voxels, self.block):
+            stop = min(start + self.block, self.n_voxels)
+            sub = w_t[:, start:stop].tocsr()
+            sub.sort_indices()
+            if sub.nnz:
+                self.blocks.append((start, stop, sub, sub.indices + start))
 
-    def __call__(self, unit: np.ndarray, scale: np.ndarray, mean: np.ndarray) -> np.ndarray:
-        unit = np.asarray(unit)
-        t, v = unit.shape
+    def series(self, get_block, scale: np.ndarray, mean: np.ndarray, n_time: int) -> np.ndarray:
+        """Parcel means from ``get_block(start, stop)`` -> (T, stop - start) unit series.
+
+        Per parcel the float64 products ``(scale_v / n_p) * unit_tv`` are summed over its voxels in
+        ascending order, block after block: the same sums, in the same order, as
+        ``unit @ (W * scale)`` with scipy.
+        """
         scale = np.asarray(scale, dtype=np.float64)
         mean = np.asarray(mean, dtype=np.float64)
-        if scale.shape != (v,) or mean.shape != (v,) or self.w.shape[0] != v:
+        if scale.shape != (self.n_voxels,) or mean.shape != (self.n_voxels,):
             raise ValueError("scale, mean and labels must have one entry per voxel (column of unit)")
-        w_t = self.w_t
-        # W * scale: the same float64 products as (diag(scale) @ W).T
-        ws_t = sp.csr_matrix((w_t.data * scale[w_t.indices], w_t.indices, w_t.indptr), shape=w_t.shape)
-        out = np.empty((t, self.n_regions), dtype=np.float64)
-        # one sparse matrix-vector product per time point on its (contiguous) row of voxels: no
-        # transposed copy of the (T, V) array, and the same float64 sums in the same order
-        for i in range(t):
-            out[i] = ws_t @ unit[i].astype(np.float64)
+        out = np.zeros((n_time, self.n_regions), dtype=np.float64)
+        row = np.empty(self.block, dtype=np.float64)
+        for start, stop, sub, voxels in self.blocks:
+            x = np.asarray(get_block(start, stop))
+            if x.shape != (n_time, stop - start):
+                raise ValueError(f"voxel block {start}:{stop} has shape {x.shape}, expected {(n_time, stop - start)}")
+            data = sub.data * scale[voxels]  # W * scale, the same float64 products as (diag(scale) @ W)
+            buf = row[: stop - start]
+            if _csr_matvec is None:  # pragma: no cover
+                ws = sp.csr_matrix((data, sub.indices, sub.indptr), shape=sub.shape)
+                for t in range(n_time):
+                    np.copyto(buf, x[t])
+                    out[t] += ws @ buf
+                continue
+            for t in range(n_time):  # one cache-resident row block at a time
+                np.copyto(buf, x[t])
+                _csr_matvec(self.n_regions, stop - start, sub.indptr, sub.indices, data, buf, out[t])
         out += self.w.T @ mean
         out[:, self.counts == 0] = np.nan
         return out
+
+    def __call__(self, unit: np.ndarray, scale: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        unit = np.asarray(unit)
+        if unit.ndim != 2 or unit.shape[1] != self.n_voxels:
+            raise ValueError("scale, mean and labels must have one entry per voxel (column of unit)")
+        return self.series(lambda a, b: unit[:, a:b], scale, mean, unit.shape[0])
 
 
 def parcel_means(
@@ -107,8 +149,8 @@ def parcel_means(
     Notes
     -----
     Computed as ``unit @ (W * scale) + mean @ W`` with the sparse averaging matrix ``W`` of
-    :func:`parcel_averaging_matrix`, in float64, one time point at a time. For many subjects under
-    one labelling, build a :class:`ParcelAverager` once instead.
+    :func:`parcel_averaging_matrix`, in float64, a block of voxels of one time point at a time.
+    For many subjects under one labelling, build a :class:`ParcelAverager` once instead.
     """
     unit = np.asarray(unit)
     v = unit.shape[1] if unit.ndim == 2 else -1

@@ -57,9 +57,11 @@ def _voxel_group_sum(ref: StoreRef, positions: list[int], labels: np.ndarray, n_
     g = ref.group()
     ts, scale, mean = g["timeseries"], g["scale"], g["mean"]
     total = np.zeros((n_regions, n_regions))
-    averager = ParcelAverager(labels, n_regions)  # built once for all the task's subjects
+    # built once for the task's subjects; each subject streams a store chunk (voxel block) at a time
+    averager = ParcelAverager(labels, n_regions, block=ts.chunks[2])
     for s in positions:
-        total += subject_fc_z(averager(ts[s], scale[s], mean[s]))
+        series = averager.series(lambda a, b, s=s: ts[s, :, a:b], scale[s], mean[s], ts.shape[1])
+        total += subject_fc_z(series)
     return total
 
 
