@@ -77,13 +77,17 @@ def seed_voxels(seed: Seed, con: ConnectomeInfo, lut: np.ndarray) -> tuple[np.nd
         flat = sphere_voxels((x, y, z), r, grid.shape, grid.affine)
         values = np.ones(flat.size, np.float32)
         if flat.size == 0:
-            raise InputError(f"sphere seed {seed.label} at {(x, y, z)} mm radius {r} mm contains no voxel "
+            raise InputError(f"sphere seed {seed.key} at {(x, y, z)} mm radius {r} mm contains no voxel "
                              "centre of the connectome grid (outside the field of view?)")
     else:
         require_same_space(seed.mask.space, con.space, f"lesion {seed.key}", f"connectome '{con.name}'")
         flat, values = lesion_to_grid(seed.mask.indices, seed.mask.values, seed.mask.grid.shape,
                                       seed.mask.grid.affine, grid.shape, grid.affine)
         values = np.ones(flat.size, np.float32) if values is None else np.asarray(values, np.float32)
+        if flat.size == 0:  # e.g. a few 1 mm voxels between the centres of 2 mm voxels
+            raise InputError(f"lesion seed {seed.key} covers no voxel centre of the connectome grid after "
+                             f"nearest resampling ({seed.mask.indices.size} voxel(s) on its own grid: too small "
+                             "for this grid, or outside its field of view)")
     pos = lut[flat] if flat.size else np.array([], np.int32)
     inside = pos >= 0
     dropped = int(flat.size - inside.sum())
