@@ -131,3 +131,16 @@ def copy_lake(tmp_path):
         return str(dst)
 
     return _copy
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """``lakepipe.cli.main.main`` configures the root logger onto the (captured) stderr of the test
+    that calls it; put the previous handlers back so later tests do not log to a closed stream."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
