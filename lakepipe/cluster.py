@@ -74,7 +74,11 @@ def dask_client(scheduler: str | None = None, *, lake_url: str = "", n_workers: 
     # worker), not replacing them: two-thread OpenBLAS in every worker oversubscribes the cores
     env = {**dask.config.get("distributed.nanny.pre-spawn-environ", default={}), **blas_environment(),
            "MALLOC_TRIM_THRESHOLD_": "65536"}
-    config = {"distributed.scheduler.worker-saturation": "inf", "distributed.nanny.pre-spawn-environ": env}
+    # forkserver: workers fork from one server process that has done the imports once (and, started
+    # after the environment above is set, loaded numpy with it): a local cluster starts in about a
+    # third of the time of "spawn" and closes at once instead of after ~2 s
+    config = {"distributed.scheduler.worker-saturation": "inf", "distributed.nanny.pre-spawn-environ": env,
+              "distributed.worker.multiprocessing-method": "forkserver"}
     with dask.config.set(config):
         cluster = LocalCluster(n_workers=n_workers or default_workers(), threads_per_worker=1,
                                processes=True, memory_limit=memory_limit, dashboard_address=":0",
