@@ -48,7 +48,9 @@ def dask_client():
 
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                            memory_limit="4GiB")
-    client = Client(cluster)
+    # not the default scheduler: pipelines get it explicitly, while lazy reads in the test process
+    # (memory:// lakes live only here) keep using threads
+    client = Client(cluster, set_as_default=False)
     yield client
     client.close()
     cluster.close()

@@ -83,25 +83,23 @@ def test_afnm_real_atlases_on_shared_masks(ingested, dask_client, tmp_path):
     assert "Subcortex" in nets and "Default" in nets
 
 
-def test_matrix_file_with_reorder(ingested, tmp_path, dask_client):
-    """A .npy matrix listed in another region order is mapped onto the atlas order."""
+def test_matrix_file_with_reorder(ingested, tmp_path, dask_client, tutorial):
+    """A .npy matrix listed in another region order is mapped onto the atlas order.
+
+    Run on a cohort of its own: the shared lake's "tutorial" cohort keeps one parameter set per
+    weighting, which other tests collect."""
+    ingest_lesions(ingested, tutorial.bids, cohort="matrixfile")
     C, labels = fc_matrix(ingested, "Seitzman2018")
     ds = parcellate(ingested, "tutorial", "Seitzman2018", scheduler="synchronous").dataset
     names = ds["region_name"].values.tolist()
     perm = np.random.default_rng(1).permutation(len(names))
     np.save(tmp_path / "m.npy", C[np.ix_(perm, perm)])
     (tmp_path / "order.txt").write_text("\n".join(names[i] for i in perm))
-    from_file = run_afnm(ingested, "tutorial", "Seitzman2018", matrix=str(tmp_path / "m.npy"),
+    from_file = run_afnm(ingested, "matrixfile", "Seitzman2018", matrix=str(tmp_path / "m.npy"),
                          matrix_labels=str(tmp_path / "order.txt"), client=dask_client)
-    from_lake = run_afnm(ingested, "tutorial", "Seitzman2018", connectome="tutorial", client=dask_client)
-    lake_scores = from_lake.scores if from_lake.scores is not None else None
-    if lake_scores is None:  # computed by an earlier test: read it back through collect
-        lake_scores = ingested.collect(method="afnm", atlas="Seitzman2018", params={"weighting": "fractional"},
-                                       connectome="tutorial")
-        lake_vals = lake_scores.values
-    else:
-        lake_vals = lake_scores["score"].values
-    np.testing.assert_allclose(from_file.scores["score"].values, lake_vals, atol=1e-5)
+    from_lake = run_afnm(ingested, "matrixfile", "Seitzman2018", connectome="tutorial", client=dask_client)
+    assert list(from_file.scores["seed"].values) == list(from_lake.scores["seed"].values)
+    np.testing.assert_allclose(from_file.scores["score"].values, from_lake.scores["score"].values, atol=1e-5)
 
 
 def test_on_empty_and_space_checks(tmp_path, ingested, dask_client):
@@ -125,8 +123,9 @@ def test_on_empty_and_space_checks(tmp_path, ingested, dask_client):
     assert not res.scores["score"].values[i].any()
 
 
-def test_bids_parcelstats(ingested, tmp_path, dask_client):
-    res = run_afnm(ingested, "tutorial", "Seitzman2018", connectome="tutorial", weighting="binary",
+def test_bids_parcelstats(ingested, tmp_path, dask_client, tutorial):
+    ingest_lesions(ingested, tutorial.bids, cohort="bidsout")  # a cohort of its own (odd parameters)
+    res = run_afnm(ingested, "bidsout", "Seitzman2018", connectome="tutorial", weighting="binary",
                    participants=["02"], bids_out=tmp_path / "bids", with_weights=True, client=dask_client,
                    matrix="fcgroupr")
     assert res.files, res.summary()
