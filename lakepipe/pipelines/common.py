@@ -28,6 +28,7 @@ class ConnectomeInfo:
     subjects: list[str]
     identity: str
     kind: str  #: "voxel" or "region"
+    store_subjects: list[str]  #: subject ids in store row order (committed rows)
 
     @property
     def grid(self) -> Grid | None:
@@ -41,6 +42,12 @@ class ConnectomeInfo:
     @property
     def ijk(self) -> np.ndarray:
         return self.dataset["ijk"].values
+
+    @property
+    def positions(self) -> list[int]:
+        """Store row of each registered subject (what worker tasks index the Zarr arrays with)."""
+        row = {s: i for i, s in enumerate(self.store_subjects)}
+        return [row[s] for s in self.subjects]
 
 
 def connectome_info(lake: Lake, name: str) -> ConnectomeInfo:
@@ -57,7 +64,7 @@ def connectome_info(lake: Lake, name: str) -> ConnectomeInfo:
     subjects = [stored[i] for i in keep]
     ident = content_hash(sorted(zip(rows["store_index"], rows["inputs_hash"], strict=True)))
     kind = "voxel" if "voxel" in ds.dims else "region"
-    return ConnectomeInfo(name, ds, subjects, ident, kind)
+    return ConnectomeInfo(name, ds, subjects, ident, kind, stored)
 
 
 def require_same_space(a: str | None, b: str | None, what_a: str, what_b: str) -> None:

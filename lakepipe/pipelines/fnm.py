@@ -231,7 +231,7 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
     n_vox, n_seeds, n_sub = con.ijk.shape[0], len(todo), len(con.subjects)
     _create_store(url, con, todo, names, result.dropped_voxels, params, connectome, atlas, table)
     out_ref, in_ref = StoreRef.here(url), StoreRef.here(stores.connectome_url(lake.url, connectome))
-    positions = _positions(con)
+    positions = con.positions
     with dask_client(scheduler, lake_url=lake.url, client=client) as cl:
         n_workers = len(cl.scheduler_info()["workers"]) if cl is not None else 1
         size = batch_size or auto_batch_size(n_vox, n_workers, with_avgr)
@@ -267,11 +267,6 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
         result.files = write_bids(derivatives.open_derivative(url), bids_out)
     log.info(result.summary())
     return result
-
-
-def _positions(con: ConnectomeInfo) -> list[int]:
-    stored = list(map(str, con.dataset["subject"].values))
-    return [stored.index(s) for s in con.subjects]
 
 
 def _create_store(url, con: ConnectomeInfo, seeds: list[Seed], names, dropped, params, connectome,

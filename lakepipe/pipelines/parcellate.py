@@ -129,7 +129,7 @@ def parcellate(lake: Lake, connectome: str, atlas: str | None, *, out_dir: str |
     n = len(con.subjects)
     if n < 1:
         raise InputError(f"connectome '{connectome}' has no subjects")
-    positions = _store_positions(con)
+    positions = con.positions
     ref = StoreRef.here(stores.connectome_url(lake.url, connectome))
     with dask_client(scheduler, lake_url=lake.url, client=client) as cl:
         groups = subject_groups(n, tasks_for(cl, n))
@@ -157,12 +157,6 @@ def parcellate(lake: Lake, connectome: str, atlas: str | None, *, out_dir: str |
         for stat in STATISTICS])
     files = write_bids(ds, out_dir) if out_dir else []
     return ParcellateResult(ds, url, False, files)
-
-
-def _store_positions(con: ConnectomeInfo) -> list[int]:
-    """Store row of each registered subject (rows of the committed part of the store)."""
-    stored = list(map(str, con.dataset["subject"].values))
-    return [stored.index(s) for s in con.subjects] if stored != con.subjects else list(range(len(stored)))
 
 
 def _dataset(fcz, fcr, table, n, dropped, params, inputs) -> xr.Dataset:
