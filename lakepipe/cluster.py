@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
+import time
 from collections.abc import Iterator
 
 import dask
@@ -98,8 +100,6 @@ def compute(*graphs, client=None, desc: str = "compute", log_every_s: float = 10
     On a terminal a progress bar is shown; otherwise (cron, CI, pipes) a log line every
     ``log_every_s`` seconds says how many of the results are done.
     """
-    import sys
-
     if client is None:
         if sys.stderr.isatty():
             from dask.diagnostics import ProgressBar
@@ -108,23 +108,22 @@ def compute(*graphs, client=None, desc: str = "compute", log_every_s: float = 10
                 return dask.compute(*graphs)
         return dask.compute(*graphs)
     futures = client.compute(list(graphs))
-    if sys.stderr.isatty():
-        from distributed import progress
+    with client.as_current():  # progress/wait look up "the" client; it need not be the global default
+        if sys.stderr.isatty():
+            from distributed import progress
 
-        progress(futures, notebook=False)
-    else:
-        from distributed import wait
-        from distributed.utils import TimeoutError as DaskTimeout
+            progress(futures, notebook=False)
+        else:
+            from distributed import wait
+            from distributed.utils import TimeoutError as DaskTimeout
 
-        import time
-
-        start = time.monotonic()
-        while True:
-            try:
-                wait(futures, timeout=log_every_s)
-                break
-            except (DaskTimeout, TimeoutError):
-                done = sum(f.done() for f in futures)
-                log.info("%s: %d/%d result(s) done after %.0f s", desc, done, len(futures),
-                         time.monotonic() - start)
+            start = time.monotonic()
+            while True:
+                try:
+                    wait(futures, timeout=log_every_s)
+                    break
+                except (DaskTimeout, TimeoutError):
+                    done = sum(f.done() for f in futures)
+                    log.info("%s: %d/%d result(s) done after %.0f s", desc, done, len(futures),
+                             time.monotonic() - start)
     return client.gather(futures)
