@@ -48,12 +48,17 @@ def parcel_counts(
     numpy.ndarray
         (n_regions + 1,) float64: voxel count (or summed weight) per label, index 0 = background.
     """
-    atlas_flat = _check_atlas(atlas_flat, n_regions)
+    atlas_flat = np.asarray(atlas_flat).ravel()
+    if atlas_flat.dtype.kind not in "iu":
+        raise InputError(f"atlas labels must be integers, got dtype {atlas_flat.dtype}")
     idx = np.asarray(lesion_flat_idx, dtype=np.int64).ravel()
     weights = None if lesion_values is None else np.asarray(lesion_values, np.float64).ravel()
     if weights is not None and weights.shape != idx.shape:
         raise ValueError("lesion_values must have one value per lesion index")
-    return np.bincount(atlas_flat[idx], weights=weights, minlength=n_regions + 1).astype(np.float64)
+    # only the labels under the lesion are range-checked (the whole 1 mm atlas is 7.2 M voxels,
+    # and this runs once per lesion); :func:`parcel_sizes` checks the whole volume once per grid
+    looked_up = _check_atlas(atlas_flat[idx], n_regions)
+    return np.bincount(looked_up, weights=weights, minlength=n_regions + 1).astype(np.float64)
 
 
 def parcel_sizes(atlas_flat: np.ndarray, n_regions: int) -> np.ndarray:

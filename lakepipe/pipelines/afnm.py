@@ -8,6 +8,7 @@ matrix C in one product. Lesions already mapped with the same inputs and paramet
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +144,10 @@ def lesion_counts(seeds: list[Seed], atlas: stores.Atlas, table: pd.DataFrame, c
         labels_d = client.scatter(labels, broadcast=True) if client is not None else labels
         for a in range(0, len(idxs), chunk):
             sel = idxs[a:a + chunk]
-            parts.append(dask.delayed(_counts_task, pure=False)([seeds[i].mask for i in sel], labels_d, n))
+            # one named graph literal: Dask neither hashes nor walks 64 masks' arrays per task
+            masks = dask.delayed([seeds[i].mask for i in sel], traverse=False,
+                                 name=f"afnm-masks-{uuid.uuid4().hex}")
+            parts.append(dask.delayed(_counts_task, pure=False)(masks, labels_d, n))
             where.append(sel)
     results = compute(*parts, client=client) if parts else []
     for sel, (c, s) in zip(where, results, strict=True):
@@ -181,7 +185,8 @@ def run_afnm(lake: Lake, cohort: str, atlas: str, *, matrix: str | None = None, 
     records = {s.key: _record(cohort, atlas, gm, s, params, atl.sha256, "x", 0) for s in seeds}
     done = lake.catalog.existing_keys(METHOD, [(STATISTIC, r.inputs_hash, r.params_hash) for r in records.values()])
     todo = [s for s in seeds if (STATISTIC, records[s.key].inputs_hash, records[s.key].params_hash) not in done]
-    result = AfnmResult(None, None, skipped=[s.key for s in seeds if s not in todo])
+    todo_keys = {s.key for s in todo}  # (a list's `in` compared whole Seed dataclasses: O(n^2))
+    result = AfnmResult(None, None, skipped=[s.key for s in seeds if s.key not in todo_keys])
     if result.skipped:
         log.info("afnm: %d of %d lesions already mapped with these inputs, skipped", len(result.skipped), len(seeds))
     if not todo:
