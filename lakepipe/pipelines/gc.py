@@ -55,7 +55,8 @@ def unregistered(lake: Lake) -> list[str]:
     for store in listdir(join(lake.url, "lesions")):
         uri = f"lesions/{store}"
         for key in listdir(join(lake.url, "lesions", store)):
-            if key != "zarr.json" and (uri, key) not in keys:
+            # (the cohort's packed index, ``_index-*``, is a cache the store manages itself)
+            if key != "zarr.json" and not key.startswith("_") and (uri, key) not in keys:
                 found.append(join(lake.url, "lesions", store, key))
     return found
 

@@ -168,6 +168,12 @@ def ingest_lesions(lake: Lake, bids_dir: str | Path, *, cohort: str = "default",
         result.written.append(lf.key)
     if records:
         lake.publish(records)
+        # the cohort's packed index (a read cache), so that AFNM/FNM read all its masks in a few reads
+        try:
+            stores.update_lesion_index(lake.url, cohort, {lf.key: (mask, mask.content_hash()) for lf, mask in todo})
+        except Exception as exc:  # noqa: BLE001 - the entries are published; readers fall back to them
+            log.warning("lesion index of cohort %s not updated (%s); masks will be read entry by entry",
+                        cohort, exc)
     store_participants(lake, cohort, bids_dir)
     log.info(result.summary())
     return result

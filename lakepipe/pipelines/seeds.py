@@ -55,12 +55,35 @@ def cohort_seeds(lake: Lake, cohort: str, participants: list[str] | None = None,
     return read_masks(lake, cohort, seeds, threads) if with_masks else seeds
 
 
+#: entries read one by one before :func:`read_masks` refreshes the cohort's packed index
+INDEX_REFRESH = 16
+
+
 def read_masks(lake: Lake, cohort: str, seeds: list[Seed], threads: int = 8) -> list[Seed]:
-    """Fill ``seed.mask`` from the lesion store (threads: many small sparse arrays)."""
-    with ThreadPoolExecutor(threads) as pool:
-        masks = list(pool.map(lambda s: stores.read_lesion(lake.url, cohort, s.key)[0], seeds))
-    for seed, mask in zip(seeds, masks, strict=True):
-        seed.mask = mask
+    """Fill ``seed.mask`` from the lesion store.
+
+    Masks come from the cohort's packed index (:class:`lakepipe.io.stores.LesionIndex`, a few
+    reads for the whole cohort) where it holds the entry with the content hash the catalog
+    registered; any other entry is read on its own (threads: many small sparse arrays), and when
+    there were many of those the index is refreshed for the next run (best effort).
+    """
+    index = stores.read_lesion_index(lake.url, cohort)
+    hits = [s for s in seeds if index is not None and index.has(s.key, s.content_hash)]
+    if hits:
+        for seed, mask in zip(hits, index.masks([s.key for s in hits]), strict=True):
+            seed.mask = mask
+    misses = [s for s in seeds if index is None or not index.has(s.key, s.content_hash)]
+    if misses:
+        with ThreadPoolExecutor(threads) as pool:
+            masks = list(pool.map(lambda s: stores.read_lesion(lake.url, cohort, s.key)[0], misses))
+        for seed, mask in zip(misses, masks, strict=True):
+            seed.mask = mask
+    if len(misses) >= INDEX_REFRESH:
+        good = {s.key: (s.mask, s.content_hash) for s in misses if s.mask.content_hash() == s.content_hash}
+        try:
+            stores.update_lesion_index(lake.url, cohort, good)
+        except Exception as exc:  # noqa: BLE001 - a read-only lake, a concurrent writer: next time
+            log.debug("lesion index of cohort %s not refreshed: %s", cohort, exc)
     return seeds
 
 
