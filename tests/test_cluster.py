@@ -50,8 +50,7 @@ def test_end_to_end_on_cluster_and_s3_equals_local(cluster, tutorial, ingested, 
     run_fnm(ingested, "tutorial", cohort="tutorial", atlas="Seitzman2018", client=dask_client)
     remote = Lake(lake_url, catalog=f"sqlite:///{tmp_path / 'catalog.sqlite'}")
     for method, kw in (("afnm", {"atlas": "Seitzman2018", "params": {"weighting": "fractional"}}),
-                       ("fnm", {"atlas": "Seitzman2018", "params": {"avgr": False}}),
-                       ("fnm", {"params": {"avgr": False}})):
+                       ("fnm", {"atlas": "Seitzman2018"}), ("fnm", {})):
         # read in this process (the session's LocalCluster workers may predate the S3 credentials)
         a = remote.collect(method=method, cohort="tutorial", connectome="tutorial", **kw).compute(scheduler="threads")
         b = ingested.collect(method=method, cohort="tutorial", connectome="tutorial", **kw).compute(scheduler="threads")

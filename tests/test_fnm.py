@@ -362,9 +362,11 @@ def assert_same_maps(a, b, idx, stats_=MAPS) -> dict:
 def test_seed_batches(ingested, cohort, fnm_run, tutorial, dask_client):
     """10 seeds in batches of 3: 4 passes over the connectome, the maps of one pass (to float32 rounding)."""
     _, ds, _ = fnm_run
-    participants = sorted({f.participant for f in find_lesion_files(tutorial.bids)})
-    res = run_fnm(ingested, "tutorial", cohort=cohort, participants=participants, batch_size=3,
-                  client=dask_client)  # no avgr: other parameters, so nothing is skipped
+    from lakepipe.pipelines.ingest import ingest_lesions
+
+    # the same masks as a cohort of their own, so nothing is skipped as already published
+    ingest_lesions(ingested, tutorial.bids, cohort="fnmbatches")
+    res = run_fnm(ingested, "tutorial", cohort="fnmbatches", batch_size=3, client=dask_client)
     assert len(res.computed) == 10 and res.n_batches == 4
     batched = open_derivative(res.store)
     keys = _keys(ds)

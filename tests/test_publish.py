@@ -125,7 +125,7 @@ def test_collect_voxel_maps_to_4d_nifti(ingested, dask_client, tmp_path):
     from lakepipe.pipelines.fnm import run_fnm
 
     run_fnm(ingested, "tutorial", cohort="tutorial", client=dask_client)
-    da = ingested.collect(method="fnm", statistic="zmap", cohort="tutorial", params={"avgr": False})
+    da = ingested.collect(method="fnm", statistic="zmap", cohort="tutorial")
     assert {"i", "j", "k"} <= set(da.coords) and da.attrs["atlas"] is None
     nii, rows = write_group(da, tmp_path)
     assert nii.name == "group_method-fnm_desc-zmap_statmap.nii.gz"

@@ -154,9 +154,19 @@ def _finalize_task(sums: FnmSums, out: StoreRef, rows: slice, names: tuple[str, 
 # ----------------------------------------------------------------------------------------- pipeline
 
 
-def fnm_params(with_avgr: bool) -> dict:
-    return {"conventions": FNM_CONVENTIONS, "resampling": "nearest (seed to connectome grid)",
-            "avgr": with_avgr}
+def fnm_params() -> dict:
+    """Parameters that define the maps (``avgr`` is not one: it only adds a statistic)."""
+    return {"conventions": FNM_CONVENTIONS, "resampling": "nearest (seed to connectome grid)"}
+
+
+def output_keys(seed: Seed, con: ConnectomeInfo, params: dict, names, cohort: str | None,
+                atlas: str | None = None, atlas_hash: str | None = None) -> list[tuple[str, str, str]]:
+    """Catalog keys of every output a run publishes for ``seed``: maps and, with an atlas, parcel summaries."""
+    seed_cohort = cohort if seed.sphere is None else None
+    recs = _records(seed, con, params, "x", 0, names, cohort=seed_cohort)
+    if atlas:
+        recs += _records(seed, con, params, "x", 0, names, atlas, atlas_hash, cohort=seed_cohort)
+    return [(r.statistic, r.inputs_hash, r.params_hash) for r in recs]
 
 
 def _records(seed: Seed, con: ConnectomeInfo, params: dict, uri: str, index: int, names, atlas=None,
@@ -185,7 +195,7 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
     if atl is not None:
         require_same_space(con.space, atl.space, f"connectome '{connectome}'", f"atlas '{atlas}'")
     names = MAPS + (("avgr",) if with_avgr else ())
-    params = fnm_params(with_avgr)
+    params = fnm_params()
     seeds: list[Seed] = []
     if cohort:
         seeds += cohort_seeds(lake, cohort, participants, with_masks=False)
@@ -194,12 +204,9 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
     if len(set(keys)) != len(keys):
         raise InputError("two seeds share one name; name spheres uniquely")
 
-    # what is already published (voxel maps; parcel summaries for this atlas when asked)
-    def key_of(seed, at=None, ah=None):
-        r = _records(seed, con, params, "x", 0, names[:1], at, ah, cohort=cohort if seed.sphere is None else None)[0]
-        return (r.statistic, r.inputs_hash, r.params_hash)
-
-    wanted = {s.key: [key_of(s)] + ([key_of(s, atlas, atl.sha256)] if atl else []) for s in seeds}
+    # what is already published: every requested statistic, and parcel summaries for this atlas
+    wanted = {s.key: output_keys(s, con, params, names, cohort, atlas, atl.sha256 if atl else None)
+              for s in seeds}
     have = lake.catalog.existing_keys(METHOD, [k for ks in wanted.values() for k in ks])
     todo = [s for s in seeds if not all(k in have for k in wanted[s.key])]
     result = FnmResult(skipped=[s.key for s in seeds if s not in todo])

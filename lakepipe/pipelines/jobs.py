@@ -581,15 +581,11 @@ def _plan_fnm(lake: Lake, step: dict, plan: StepPlan, state: _State) -> None:
         con = connectome_info(lake, con_name)
         atl = lake.read_atlas(atlas) if atlas else None
         names = fnm.MAPS + (("avgr",) if step.get("avgr") else ())
-        params = fnm.fnm_params(bool(step.get("avgr")))
-
-        def key(seed, at=None, ah=None):
-            r = fnm._records(seed, con, params, "x", 0, names[:1], at, ah, cohort=step["cohort"])[0]
-            return (r.statistic, r.inputs_hash, r.params_hash)
-
+        params = fnm.fnm_params()
         seeds = [Seed(r.store_index, r.participant, r.session, r.label, r.inputs["mask"])
                  for r in rows.itertuples()]
-        wanted = [[key(s)] + ([key(s, atlas, atl.sha256)] if atl else []) for s in seeds]
+        wanted = [fnm.output_keys(s, con, params, names, step["cohort"], atlas, atl.sha256 if atl else None)
+                  for s in seeds]
         have = lake.catalog.existing_keys(fnm.METHOD, [k for ks in wanted for k in ks])
         done = sum(all(k in have for k in ks) for ks in wanted)
     _fill_counts(plan, state, step["cohort"], rows, planned, done)
