@@ -144,9 +144,10 @@ def lesion_counts(seeds: list[Seed], atlas: stores.Atlas, table: pd.DataFrame, c
         labels_d = client.scatter(labels, broadcast=True) if client is not None else labels
         for a in range(0, len(idxs), chunk):
             sel = idxs[a:a + chunk]
-            # one named graph literal: Dask neither hashes nor walks 64 masks' arrays per task
-            masks = dask.delayed([seeds[i].mask for i in sel], traverse=False,
-                                 name=f"afnm-masks-{uuid.uuid4().hex}")
+            # sent as one object per task, straight to the workers (not hashed, walked, or put in the graph)
+            batch = [seeds[i].mask for i in sel]
+            masks = (client.scatter([batch], hash=False)[0] if client is not None
+                     else dask.delayed(batch, traverse=False, name=f"afnm-masks-{uuid.uuid4().hex}"))
             parts.append(dask.delayed(_counts_task, pure=False)(masks, labels_d, n))
             where.append(sel)
     results = compute(*parts, client=client) if parts else []
