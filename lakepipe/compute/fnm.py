@@ -16,6 +16,7 @@ and :func:`finalize_fnm` turns them into the maps.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -326,8 +327,68 @@ def _t_and_p(mean: np.ndarray, sum_z2: np.ndarray, n: int) -> tuple[np.ndarray, 
     se = np.sqrt(np.where(zero_var, 1.0, ss) / (n - 1) / n)
     t = np.where(zero_var, np.sign(mean) * T_MAX, mean / se)
     np.clip(t, -T_MAX, T_MAX, out=t)
-    p = 2.0 * special.stdtr(n - 1, -np.abs(t))
+    if t.size >= _P_TABLE_MIN:
+        p = _two_sided_p(n - 1)(t).reshape(t.shape)
+    else:
+        p = 2.0 * special.stdtr(n - 1, -np.abs(t))
     return t, p
+
+
+# above this many cells, p comes from a table (scipy's stdtr costs ~300 ns a cell: 7 s for 100 seeds)
+_P_TABLE_MIN = 2**16
+
+
+class _TwoSidedP:
+    """``2 * stdtr(df, -|t|)`` for many t at once, ~10x faster than scipy's ``stdtr``.
+
+    Cubic Hermite interpolation of log p in ``u = log1p(|t|)`` on nodes 1/1024 apart (|t| up to
+    ``T_MAX``), with values and slopes from ``scipy.stats.t.logsf``/``logpdf``: relative error below
+    1e-11 for df from 1 to 5000 (float32 p equal to scipy's). p below 1e-52 (0 in float32) is 0.
+    """
+
+    H = 1.0 / 1024
+    BLOCK = 2**15  # cells per pass: the temporaries stay in cache
+
+    def __init__(self, df: int):
+        from scipy import stats
+
+        u = np.arange(int(np.ceil(np.log1p(T_MAX) / self.H)) + 2) * self.H
+        x = np.expm1(u)
+        logsf = stats.t.logsf(x, df)
+        f = np.log(2.0) + logsf
+        d = -np.exp(stats.t.logpdf(x, df) - logsf) * (1.0 + x) * self.H  # d log p / du, per node step
+        low = ~(f > -120.0)
+        f[low], d[low] = -120.0, 0.0
+        f0, f1, d0, d1 = f[:-1], f[1:], d[:-1], d[1:]
+        self.coef = (f0, d0, 3 * (f1 - f0) - 2 * d0 - d1, 2 * (f0 - f1) + d0 + d1)
+        self.last = f0.size - 1
+
+    def __call__(self, t: np.ndarray) -> np.ndarray:
+        t = np.asarray(t, np.float64).ravel()
+        out = np.empty(t.size)
+        n = min(self.BLOCK, max(t.size, 1))
+        w, i, acc, tmp = np.empty(n), np.empty(n, np.intp), np.empty(n), np.empty(n)
+        c0, c1, c2, c3 = self.coef
+        for a in range(0, t.size, n):
+            k = min(n, t.size - a)
+            w_, i_, acc_, tmp_ = w[:k], i[:k], acc[:k], tmp[:k]
+            np.abs(t[a:a + k], out=w_)
+            np.log1p(w_, out=w_)
+            np.multiply(w_, 1.0 / self.H, out=w_)
+            np.copyto(i_, w_, casting="unsafe")  # node below (truncation of a non-negative value)
+            np.minimum(i_, self.last, out=i_)
+            np.subtract(w_, i_, out=w_)  # position within the interval, 0..1
+            np.take(c3, i_, out=acc_)
+            for c in (c2, c1, c0):  # Horner
+                np.multiply(acc_, w_, out=acc_)
+                np.add(acc_, np.take(c, i_, out=tmp_), out=acc_)
+            np.exp(acc_, out=out[a:a + k])
+        return out
+
+
+@functools.lru_cache(maxsize=8)
+def _two_sided_p(df: int) -> _TwoSidedP:
+    return _TwoSidedP(df)
 
 
 def finalize_fnm(sums: FnmSums, with_avgr: bool = False) -> dict[str, np.ndarray]:
