@@ -132,15 +132,20 @@ def seed_series(unit: np.ndarray, scale: np.ndarray, W) -> np.ndarray:
     if unit.ndim != 2 or unit.shape[1] != seeds.n_voxels:
         raise ValueError(f"unit has shape {unit.shape}, seed weights have {seeds.n_voxels} voxels")
     scale_k = np.asarray(scale, dtype=np.float32)[seeds.rows]
-    sub = np.take(unit, seeds.rows, axis=1)  # (T, K): the seed voxels only
     if isinstance(seeds.weights, np.ndarray):  # dense (K, L): one float32 GEMM
+        sub = np.take(unit, seeds.rows, axis=1)  # (T, K): the seed voxels only
         out = sub @ (seeds.weights * scale_k[:, None])
         return out.astype(np.float64) / seeds.total
-    # sparse (L, K) with the scale folded into its values (O(nnz)), times (K, T)
+    # sparse (L, K) with the scale folded into its values (O(nnz)), on the voxel axis of unit; one
+    # sparse mat-vec per time point on its contiguous row: the float32 sums of the (L, K) x (K, T)
+    # product, in the same order, without gathering and transposing the seed voxels' columns
     w = seeds.weights
-    w_scaled = sp.csr_matrix((w.data * scale_k[w.indices], w.indices, w.indptr), shape=w.shape)
-    out_t = w_scaled @ np.ascontiguousarray(sub.T)
-    return out_t.T.astype(np.float64) / seeds.total
+    w_full = sp.csr_matrix((w.data * scale_k[w.indices], seeds.rows[w.indices], w.indptr),
+                           shape=(w.shape[0], seeds.n_voxels))
+    out = np.empty((unit.shape[0], w.shape[0]), np.result_type(w_full.dtype, unit.dtype))
+    for t in range(unit.shape[0]):
+        out[t] = w_full @ unit[t]
+    return out.astype(np.float64) / seeds.total
 
 
 def seed_voxel_r(unit: np.ndarray, seeds_unit: np.ndarray) -> np.ndarray:
@@ -270,10 +275,15 @@ def _r_to_z_terms(r: np.ndarray, z: np.ndarray, acc: list[np.ndarray], first: bo
     add = np.copyto if first else (lambda dst, src: np.add(dst, src, out=dst))
     if with_r:
         add(acc[2], r)
-    np.clip(r, -hi, hi, out=r)
+    # both clips are no-ops unless some |r| reaches hi (float32 arctanh of the value below hi is
+    # 7.2477 < Z_MAX): two reductions instead of two full passes in the usual case
+    clip = r.size and (r.max() >= hi or r.min() <= -hi)
+    if clip:
+        np.clip(r, -hi, hi, out=r)
     np.arctanh(r, out=r)
     np.copyto(z, r)
-    np.clip(z, -Z_MAX, Z_MAX, out=z)
+    if clip:
+        np.clip(z, -Z_MAX, Z_MAX, out=z)
     add(acc[0], z)
     np.multiply(z, z, out=z)  # exact: the square of a float32 fits in float64
     add(acc[1], z)

@@ -124,11 +124,18 @@ def auto_batch_size(n_voxels: int, n_workers: int, with_r: bool, memory_bytes: i
 
 
 def _sums_task(ref: StoreRef, positions: list[int], seedw, with_r: bool) -> FnmSums:
+    from zarr.core.buffer import default_buffer_prototype
+
     g = ref.group()
     ts, scale = g["timeseries"], g["scale"]
     sums = FnmSums.zeros(seedw.n_seeds, seedw.n_voxels, with_r=with_r)
+    # each subject is read (all its chunks at once) into one buffer reused for the whole task:
+    # no fresh 100 MB array, and its page faults, per subject
+    buf = np.empty(ts.shape[1:], np.float32)
+    out = default_buffer_prototype().nd_buffer.from_numpy_array(buf)
     for s in positions:
-        sums.add_subject(ts[s], scale[s], seedw)
+        ts.get_basic_selection(s, out=out)
+        sums.add_subject(buf, scale[s], seedw)
     return sums
 
 
