@@ -51,8 +51,8 @@ FNM_CONVENTIONS: dict = {
 }
 
 # seeds x voxels per tile of the r = S.T @ U GEMM: the float32 tile, its float64 z and the three
-# float64 tile accumulators (~10 MB) stay in cache while z and the sums are updated
-_TILE_ELEMENTS = 2**18
+# float64 tile accumulators (~2.5 MB) stay in cache while z and the sums are updated
+_TILE_ELEMENTS = 2**16
 # seeds' weight matrices denser than this use a dense GEMM for the seed series
 _DENSE_FRACTION = 0.05
 
@@ -329,19 +329,43 @@ def subject_chunk_sums(
 
 def _t_and_p(mean: np.ndarray, sum_z2: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """One-sample t (mean z against 0) and its two-sided p, with the zero-variance convention."""
-    if n < 2:
-        return np.zeros_like(mean), np.ones_like(mean)
-    ss = sum_z2 - n * mean * mean  # sum of squared deviations
-    # below this, ss is rounding noise of identical values (the sums are float64)
-    zero_var = ss <= 64 * np.finfo(np.float64).eps * sum_z2
-    se = np.sqrt(np.where(zero_var, 1.0, ss) / (n - 1) / n)
-    t = np.where(zero_var, np.sign(mean) * T_MAX, mean / se)
-    np.clip(t, -T_MAX, T_MAX, out=t)
-    if t.size >= _P_TABLE_MIN:
-        p = _two_sided_p(n - 1)(t).reshape(t.shape)
-    else:
-        p = 2.0 * special.stdtr(n - 1, -np.abs(t))
+    mean = np.asarray(mean, np.float64)
+    t, p = np.empty(mean.shape), np.empty(mean.shape)
+    _t_and_p_into(mean.reshape(-1), np.asarray(sum_z2, np.float64).reshape(-1), n, t.reshape(-1), p.reshape(-1),
+                  mean.size >= _P_TABLE_MIN)
     return t, p
+
+
+def _t_and_p_into(mean, sum_z2, n: int, t, p, table: bool, tmp=None, ss=None, zv=None, work=None) -> None:
+    """:func:`_t_and_p` of 1-d arrays into ``t`` and ``p``, with optional work buffers (in workers,
+    where glibc's trim setting makes every large temporary a fresh mmap, buffers save ~40%)."""
+    if n < 2:
+        t[...] = 0.0
+        p[...] = 1.0
+        return
+    k = mean.size
+    tmp = np.empty(k) if tmp is None else tmp[:k]
+    ss = np.empty(k) if ss is None else ss[:k]
+    zv = np.empty(k, bool) if zv is None else zv[:k]
+    np.multiply(mean, n, out=tmp)
+    np.multiply(tmp, mean, out=tmp)
+    np.subtract(sum_z2, tmp, out=ss)  # sum of squared deviations
+    # below this, ss is rounding noise of identical values (the sums are float64)
+    np.multiply(sum_z2, 64 * np.finfo(np.float64).eps, out=tmp)
+    np.less_equal(ss, tmp, out=zv)
+    np.copyto(ss, 1.0, where=zv)
+    np.divide(ss, n - 1, out=ss)
+    np.divide(ss, n, out=ss)
+    np.sqrt(ss, out=ss)  # the standard error
+    np.divide(mean, ss, out=t)
+    np.sign(mean, out=tmp)
+    np.multiply(tmp, T_MAX, out=tmp)
+    np.copyto(t, tmp, where=zv)
+    np.clip(t, -T_MAX, T_MAX, out=t)
+    if table:
+        _two_sided_p(n - 1)(t, out=p, work=work)
+    else:
+        p[...] = 2.0 * special.stdtr(n - 1, -np.abs(t))
 
 
 # above this many cells, p comes from a table (scipy's stdtr costs ~300 ns a cell: 7 s for 100 seeds)
@@ -352,7 +376,7 @@ class _TwoSidedP:
     """``2 * stdtr(df, -|t|)`` for many t at once, ~10x faster than scipy's ``stdtr``.
 
     Cubic Hermite interpolation of log p in ``u = log1p(|t|)`` on nodes 1/1024 apart (|t| up to
-    ``T_MAX``), with values and slopes from ``scipy.stats.t.logsf``/``logpdf``: relative error below
+    ``T_MAX``), with values from ``stdtr`` and slopes from the density: relative error below
     1e-11 for df from 1 to 5000 (float32 p equal to scipy's). p below 1e-52 (0 in float32) is 0.
     """
 
@@ -360,24 +384,31 @@ class _TwoSidedP:
     BLOCK = 2**15  # cells per pass: the temporaries stay in cache
 
     def __init__(self, df: int):
-        from scipy import stats
-
         u = np.arange(int(np.ceil(np.log1p(T_MAX) / self.H)) + 2) * self.H
         x = np.expm1(u)
-        logsf = stats.t.logsf(x, df)
+        with np.errstate(divide="ignore"):  # sf underflows to 0 far beyond the -120 floor below
+            logsf = np.log(special.stdtr(df, -x))
+        logpdf = (special.gammaln((df + 1) / 2) - special.gammaln(df / 2) - 0.5 * np.log(df * np.pi)
+                  - (df + 1) / 2 * np.log1p(x * x / df))
         f = np.log(2.0) + logsf
-        d = -np.exp(stats.t.logpdf(x, df) - logsf) * (1.0 + x) * self.H  # d log p / du, per node step
+        with np.errstate(over="ignore", invalid="ignore"):
+            d = -np.exp(logpdf - logsf) * (1.0 + x) * self.H  # d log p / du, per node step
         low = ~(f > -120.0)
         f[low], d[low] = -120.0, 0.0
         f0, f1, d0, d1 = f[:-1], f[1:], d[:-1], d[1:]
         self.coef = (f0, d0, 3 * (f1 - f0) - 2 * d0 - d1, 2 * (f0 - f1) + d0 + d1)
         self.last = f0.size - 1
 
-    def __call__(self, t: np.ndarray) -> np.ndarray:
+    def work(self, size: int) -> tuple[np.ndarray, ...]:
+        """Work buffers for calls on up to ``size`` cells at a time (callers may keep them)."""
+        n = min(self.BLOCK, max(size, 1))
+        return np.empty(n), np.empty(n, np.intp), np.empty(n), np.empty(n)
+
+    def __call__(self, t: np.ndarray, out: np.ndarray | None = None, work=None) -> np.ndarray:
         t = np.asarray(t, np.float64).ravel()
-        out = np.empty(t.size)
-        n = min(self.BLOCK, max(t.size, 1))
-        w, i, acc, tmp = np.empty(n), np.empty(n, np.intp), np.empty(n), np.empty(n)
+        out = np.empty(t.size) if out is None else out
+        w, i, acc, tmp = work if work is not None else self.work(t.size)
+        n = w.size
         c0, c1, c2, c3 = self.coef
         for a in range(0, t.size, n):
             k = min(n, t.size - a)
@@ -431,15 +462,29 @@ def finalize_fnm(sums: FnmSums, with_avgr: bool = False) -> dict[str, np.ndarray
         raise ValueError("avgr asked but sum_r was not accumulated (FnmSums.zeros(with_r=False))")
     names = ["zmap", "rmap", "tmap", "pmap"] + (["avgr"] if with_avgr else [])
     out = {k: np.empty(sums.shape, np.float32) for k in names}
-    rows = max(1, 2**22 // max(sums.shape[1], 1))  # bounded float64 temporaries
-    for a in range(0, sums.shape[0], rows):
-        sl = slice(a, a + rows)
-        mean = sums.sum_z[sl] / n
-        t, p = _t_and_p(mean, sums.sum_z2[sl], n)
-        out["zmap"][sl] = mean
-        out["rmap"][sl] = np.tanh(mean)
-        out["tmap"][sl] = t
-        out["pmap"][sl] = p
+    flat = {k: v.reshape(-1) for k, v in out.items()}
+    sum_z = np.ascontiguousarray(sums.sum_z).reshape(-1)
+    sum_z2 = np.ascontiguousarray(sums.sum_z2).reshape(-1)
+    sum_r = np.ascontiguousarray(sums.sum_r).reshape(-1) if with_avgr else None
+    table = sum_z.size >= _P_TABLE_MIN
+    # cells a block at a time, every float64 temporary in a buffer made once (each cell is computed
+    # on its own, so the blocks change nothing)
+    size = min(_FINALIZE_BLOCK, max(sum_z.size, 1))
+    mean, t, p, tmp, ss = (np.empty(size) for _ in range(5))
+    zv = np.empty(size, bool)
+    work = _two_sided_p(n - 1).work(size) if table and n >= 2 else None
+    for a in range(0, sum_z.size, size):
+        sl = slice(a, a + size)
+        k = min(size, sum_z.size - a)
+        m = np.divide(sum_z[sl], n, out=mean[:k])
+        _t_and_p_into(m, sum_z2[sl], n, t[:k], p[:k], table, tmp, ss, zv, work)
+        flat["zmap"][sl] = m
+        flat["rmap"][sl] = np.tanh(m, out=tmp[:k])
+        flat["tmap"][sl] = t[:k]
+        flat["pmap"][sl] = p[:k]
         if with_avgr:
-            out["avgr"][sl] = sums.sum_r[sl] / n
+            flat["avgr"][sl] = np.divide(sum_r[sl], n, out=tmp[:k])
     return out
+
+
+_FINALIZE_BLOCK = 2**16

@@ -24,7 +24,8 @@ import lakepipe
 from lakepipe.bids import bids_name, subject_dir
 from lakepipe.catalog import OutputRecord
 from lakepipe.cluster import compute, dask_client
-from lakepipe.compute.fnm import FNM_CONVENTIONS, FnmSums, finalize_fnm, prepare_seeds
+from lakepipe.compute.correlation import unit_columns
+from lakepipe.compute.fnm import FNM_CONVENTIONS, FnmSums, finalize_fnm, prepare_seeds, seed_series
 from lakepipe.compute.groupfc import parcel_averaging_matrix
 from lakepipe.compute.resample import lesion_to_grid, sphere_voxels
 from lakepipe.errors import InputError
@@ -123,20 +124,38 @@ def auto_batch_size(n_voxels: int, n_workers: int, with_r: bool, memory_bytes: i
 # ------------------------------------------------------------------------------------ worker tasks
 
 
+#: memory for the subjects a task holds at once: their r, z and z^2 go through cache-resident
+#: accumulators, and the large float64 sums are updated once per group instead of once per subject
+#: (4 subjects of 120 x 235,375 voxels: ~20% less time per subject than one at a time)
+GROUP_BYTES = 512 * 2**20
+
+
 def _sums_task(ref: StoreRef, positions: list[int], seedw, with_r: bool) -> FnmSums:
     from zarr.core.buffer import default_buffer_prototype
 
     g = ref.group()
     ts, scale = g["timeseries"], g["scale"]
     sums = FnmSums.zeros(seedw.n_seeds, seedw.n_voxels, with_r=with_r)
-    # each subject is read (all its chunks at once) into one buffer reused for the whole task:
-    # no fresh 100 MB array, and its page faults, per subject
-    buf = np.empty(ts.shape[1:], np.float32)
-    out = default_buffer_prototype().nd_buffer.from_numpy_array(buf)
-    for s in positions:
-        ts.get_basic_selection(s, out=out)
-        sums.add_subject(buf, scale[s], seedw)
+    n_time, n_vox = ts.shape[1:]
+    k = int(max(1, min(len(positions), GROUP_BYTES // (4 * n_time * n_vox))))
+    # subjects are read (all their chunks at once) into buffers reused for the whole task: no fresh
+    # 100 MB array, and its page faults, per subject
+    bufs = [np.empty((n_time, n_vox), np.float32) for _ in range(k)]
+    outs = [default_buffer_prototype().nd_buffer.from_numpy_array(b) for b in bufs]
+    for a in range(0, len(positions), k):
+        group = positions[a:a + k]
+        seeds_units = []
+        for j, s in enumerate(group):
+            ts.get_basic_selection(s, out=outs[j])
+            seeds_units.append(unit_columns(seed_series(bufs[j], scale[s], seedw)))
+        sums.add_many(bufs[:len(group)], seeds_units)
     return sums
+
+
+def _rows(sums: FnmSums, rows: range) -> FnmSums:
+    """The sums of some seeds (rows) only."""
+    sl = slice(rows.start, rows.stop)
+    return FnmSums(sums.sum_z[sl], sums.sum_z2[sl], None if sums.sum_r is None else sums.sum_r[sl], sums.n)
 
 
 def _merge(parts: list[FnmSums]) -> FnmSums:
@@ -258,13 +277,21 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
         uri = stores.relative(lake.url, url)
         for k, batch in enumerate(progress(batches, desc="fnm seed batches"), 1):
             seedw = prepare_seeds(weight_matrix([voxels[i] for i in batch], n_vox))
-            seedw_d = dask.delayed(seedw, traverse=False)
+            # on every worker at once (not built on one worker and copied when the other asks)
+            seedw_d = (cl.scatter(seedw, broadcast=True, hash=False) if cl is not None
+                       else dask.delayed(seedw, traverse=False))
             parts = [dask.delayed(_sums_task, pure=False)(in_ref, [positions[i] for i in g], seedw_d, with_avgr)
                      for g in groups]
-            merged = dask.delayed(_merge, pure=False)(parts)
-            fin = dask.delayed(_finalize_task, pure=False)(merged, out_ref, slice(batch.start, batch.stop),
-                                                            names, with_avgr, parcel_avg)
-            compute(fin, client=cl, desc=f"fnm pass {k}/{len(batches)}")
+            # the maps are finalised and written in row blocks, one per worker, each from the matching
+            # rows of every part: both workers work and each moves only its share of the sums
+            fins = []
+            for rows in subject_groups(len(batch), n_workers):
+                pieces = [dask.delayed(_rows, pure=False)(part, rows) for part in parts]
+                merged = dask.delayed(_merge, pure=False)(pieces)
+                fins.append(dask.delayed(_finalize_task, pure=False)(
+                    merged, out_ref, slice(batch.start + rows.start, batch.start + rows.stop), names, with_avgr,
+                    parcel_avg))
+            compute(*fins, client=cl, desc=f"fnm pass {k}/{len(batches)}")
             # the batch's maps are complete in the store: publish them now, so a killed run keeps them
             records = []
             for i in batch:
