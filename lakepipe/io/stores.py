@@ -121,10 +121,14 @@ class LesionIndex:
         a, b = self.start[pos], self.start[np.asarray(pos) + 1]
         total = int(self.start[-1])
         want_values = bool(self.weighted[pos].any())
-        if int((b - a).sum()) * 4 >= total:  # most of the cohort: read the packed arrays whole
-            voxels = self.group["voxels"][:].astype(np.int64)
-            values = self.group["values"][:] if want_values else None
-            spans = [(int(x), int(y)) for x, y in zip(a, b, strict=True)]
+        want = int((b - a).sum())
+        lo, hi = (int(a.min()), int(b.max())) if len(pos) else (0, 0)
+        if want * 4 >= total or (hi - lo) <= 4 * want:  # one read: the whole cohort, or a dense span
+            if want * 4 >= total:
+                lo, hi = 0, total
+            voxels = self.group["voxels"][lo:hi].astype(np.int64)
+            values = self.group["values"][lo:hi] if want_values else None
+            spans = [(int(x) - lo, int(y) - lo) for x, y in zip(a, b, strict=True)]
         else:  # a few entries: one slice each
             voxels, values, spans, offset = [], [], [], 0
             for x, y in zip(a, b, strict=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -39,8 +40,10 @@ class ConnectomeInfo:
     def space(self) -> str | None:
         return self.dataset.attrs.get("space")
 
-    @property
+    @functools.cached_property
     def ijk(self) -> np.ndarray:
+        """(V, 3) voxel coordinates, read once (a lazy array: each ``.values`` is a Dask computation,
+        on the cluster when a client is active)."""
         return self.dataset["ijk"].values
 
     @property
