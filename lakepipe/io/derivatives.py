@@ -50,11 +50,12 @@ def strings_as_objects(ds: xr.Dataset) -> xr.Dataset:
 
 
 def write_sidecar(path: Path, meta: dict) -> Path:
-    path.write_text(json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n")
+    path.write_text(json.dumps(meta, indent=2, sort_keys=True, default=json_default) + "\n")
     return path
 
 
-def _json_default(obj):
+def json_default(obj):
+    """``json.dumps`` fallback: numpy scalars and arrays as Python values, anything else as text."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):

@@ -35,6 +35,7 @@ import xarray as xr
 
 import lakepipe
 from lakepipe.errors import InputError, NotFoundError
+from lakepipe.io.derivatives import json_default
 from lakepipe.io.storage import public_url
 from lakepipe.lake import Lake
 from lakepipe.pipelines.collect import METHODS, select_rows
@@ -141,15 +142,7 @@ def _fmt(v) -> str:
 
 
 def pre_json(obj) -> str:
-    return f"<pre>{html.escape(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))}</pre>"
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
+    return f"<pre>{html.escape(json.dumps(obj, indent=2, sort_keys=True, default=json_default))}</pre>"
 
 
 # --------------------------------------------------------------------------------------- selection
