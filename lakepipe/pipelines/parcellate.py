@@ -56,11 +56,18 @@ def _voxel_group_sum(ref: StoreRef, positions: list[int], labels: np.ndarray, n_
     """Sum over ``positions`` of per-subject Fisher-z FC between parcels (runs on a worker)."""
     g = ref.group()
     ts, scale, mean = g["timeseries"], g["scale"], g["mean"]
+    from zarr.core.buffer import default_buffer_prototype
+
     total = np.zeros((n_regions, n_regions))
-    # built once for the task's subjects; each subject streams a store chunk (voxel block) at a time
+    # built once for the task's subjects; parcel sums a store chunk (voxel block) at a time
     averager = ParcelAverager(labels, n_regions, block=ts.chunks[2])
+    # each subject is read (its chunks fetched concurrently) into one buffer reused by the task: in a
+    # worker (glibc trim setting) every fresh array is a new mmap, page faults and all
+    buf = np.empty(ts.shape[1:], np.float32)
+    out = default_buffer_prototype().nd_buffer.from_numpy_array(buf)
     for s in positions:
-        series = averager.series(lambda a, b, s=s: ts[s, :, a:b], scale[s], mean[s], ts.shape[1])
+        ts.get_basic_selection(s, out=out)
+        series = averager.series(lambda a, b: buf[:, a:b], scale[s], mean[s], ts.shape[1])
         total += subject_fc_z(series)
     return total
 
