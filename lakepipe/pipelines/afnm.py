@@ -141,7 +141,7 @@ def lesion_counts(seeds: list[Seed], atlas: stores.Atlas, table: pd.DataFrame, c
         sizes = parcel_sizes(labels, n)
         psize[idxs] = sizes
         # one copy of the (up to 1 mm, 29 MB) label volume per worker, not one per task in the graph
-        labels_d = client.scatter(labels, broadcast=True) if client is not None else labels
+        labels_d = client.scatter(labels) if client is not None else labels  # no broadcast: see fnm
         for a in range(0, len(idxs), chunk):
             sel = idxs[a:a + chunk]
             # sent as one object per task, straight to the workers (not hashed, walked, or put in the graph)

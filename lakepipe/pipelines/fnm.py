@@ -34,8 +34,14 @@ from lakepipe.io.nifti import write_nifti
 from lakepipe.io.storage import StoreRef, zarr_store
 from lakepipe.lake import Lake
 from lakepipe.pipelines.common import (
-    ConnectomeInfo, connectome_info, region_coords, require_same_space, subject_groups, tasks_for,
-    voxel_parcels)
+    ConnectomeInfo,
+    connectome_info,
+    region_coords,
+    require_same_space,
+    subject_groups,
+    tasks_for,
+    voxel_parcels,
+)
 from lakepipe.pipelines.seeds import Seed, cohort_seeds, read_masks
 
 log = logging.getLogger(__name__)
@@ -277,9 +283,9 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
         uri = stores.relative(lake.url, url)
         for k, batch in enumerate(progress(batches, desc="fnm seed batches"), 1):
             seedw = prepare_seeds(weight_matrix([voxels[i] for i in batch], n_vox))
-            # on every worker at once (not built on one worker and copied when the other asks)
-            seedw_d = (cl.scatter(seedw, broadcast=True, hash=False) if cl is not None
-                       else dask.delayed(seedw, traverse=False))
+            # in the graph, not scattered: if a worker dies mid-pass its tasks are rerun elsewhere with it
+            # (a broadcast scatter waits on the dead worker; scattered data die with their holder)
+            seedw_d = dask.delayed(seedw, traverse=False)
             parts = [dask.delayed(_sums_task, pure=False)(in_ref, [positions[i] for i in g], seedw_d, with_avgr)
                      for g in groups]
             # the maps are finalised and written in row blocks, one per worker, each from the matching
