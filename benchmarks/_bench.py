@@ -274,28 +274,38 @@ def timed(fn, *a, **kw):
 # ------------------------------------------------------------------------------------------ I/O floor
 
 
-def read_subjects(url: str, positions: list[int], chunkwise: bool) -> int:
-    """Read every chunk of the given subjects' timeseries, scale and mean (a worker task): whole
-    subjects at once (zarr fetches a subject's chunks concurrently), or one chunk after another."""
+def read_subjects(url: str, positions: list[int], how: str) -> int:
+    """Read every chunk of the given subjects' timeseries, scale and mean (a worker task): ``whole``
+    subjects (zarr fetches a subject's chunks concurrently), whole subjects into one reused
+    ``buffer``, or one ``chunk`` after another."""
+    import numpy as np
     import zarr
+    from zarr.core.buffer import default_buffer_prototype
     from zarr.storage import LocalStore
 
     g = zarr.open_group(LocalStore(url, read_only=True), mode="r", zarr_format=3)
     ts = g["timeseries"]
+    buf = np.empty(ts.shape[1:], ts.dtype) if how == "buffer" else None
+    out = default_buffer_prototype().nd_buffer.from_numpy_array(buf) if how == "buffer" else None
     n = 0
     for s in positions:
-        if chunkwise:
+        if how == "chunk":
             step = ts.chunks[2]
             for a in range(0, ts.shape[2], step):
                 n += ts[s, :, a:a + step].nbytes
+        elif how == "buffer":
+            ts.get_basic_selection(s, out=out)
+            n += buf.nbytes
         else:
             n += ts[s].nbytes
         n += g["scale"][s].nbytes + g["mean"][s].nbytes
     return n
 
 
-READ_MODES = ("whole subjects, 1 task per subject", "whole subjects, 2 tasks per worker",
-              "chunk by chunk, 1 task per subject", "chunk by chunk, 2 tasks per worker")
+#: ways of reading the store once: (how, tasks); the floor is the fastest
+READ_MODES = {"whole subjects, 1 task per subject": ("whole", "each"),
+              "whole subjects into a reused buffer, 2 tasks per worker": ("buffer", "grouped"),
+              "chunk by chunk, 2 tasks per worker": ("chunk", "grouped")}
 
 
 def read_floor(client, url: str, n_subjects: int) -> dict:
@@ -309,11 +319,11 @@ def read_floor(client, url: str, n_subjects: int) -> dict:
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import this file
     out = {}
-    for mode in READ_MODES:
-        groups = ([[s] for s in range(n_subjects)] if "1 task" in mode
+    for mode, (how, split) in READ_MODES.items():
+        groups = ([[s] for s in range(n_subjects)] if split == "each"
                   else subject_groups(n_subjects, tasks_for(client, n_subjects)))
         c0, t0 = tree_cpu(), time.perf_counter()
-        parts = [dask.delayed(read_subjects, pure=False)(url, list(g), mode.startswith("chunk")) for g in groups]
+        parts = [dask.delayed(read_subjects, pure=False)(url, list(g), how) for g in groups]
         total = compute(dask.delayed(sum)(parts), client=client)[0]
         out[mode] = {"wall_s": time.perf_counter() - t0, "cpu_s": tree_cpu() - c0, "bytes": total}
     return out
@@ -392,9 +402,10 @@ def bench_lake(args):
     return lake
 
 
-def catalog_copy(lake, dest: Path):
+def catalog_copy(lake, dest: Path, forget: tuple[str, ...] = ()):
     """The lake with a private copy of its catalog: a re-run computes everything again instead of
-    skipping what the benchmark lake already holds (outputs go to new derivative stores)."""
+    skipping what the benchmark lake already holds (outputs go to new derivative stores); outputs of
+    the methods in ``forget`` are left out of the copy (computed again too)."""
     from lakepipe.lake import Lake
 
     src = Path(lake.url) / "catalog.sqlite"
@@ -403,6 +414,9 @@ def catalog_copy(lake, dest: Path):
         dest.unlink()
     with contextlib.closing(sqlite3.connect(str(src))) as a, contextlib.closing(sqlite3.connect(str(dest))) as b:
         a.backup(b)
+        if forget:
+            b.execute(f"DELETE FROM outputs WHERE method IN ({','.join('?' * len(forget))})", forget)
+            b.commit()
     return Lake(lake.url, catalog=f"sqlite:///{dest}")
 
 

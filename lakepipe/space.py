@@ -6,8 +6,8 @@ so every comparison here goes through the affine, never the shape alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 

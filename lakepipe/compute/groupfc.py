@@ -11,6 +11,7 @@ import scipy.sparse as sp
 
 from lakepipe.compute.correlation import fisher_z, pearson_matrix
 
+
 def subject_fc_z(parcel_ts: np.ndarray) -> np.ndarray:
     """Fisher z of the Pearson correlation between parcel series, diagonal 0.
 

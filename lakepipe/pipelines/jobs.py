@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable

@@ -28,8 +28,15 @@ from lakepipe.io import derivatives, stores
 from lakepipe.io.storage import StoreRef
 from lakepipe.lake import Lake
 from lakepipe.pipelines.common import (
-    ConnectomeInfo, connectome_info, region_coords, region_table, require_same_space,
-    subject_groups, tasks_for, voxel_parcels)
+    ConnectomeInfo,
+    connectome_info,
+    region_coords,
+    region_table,
+    require_same_space,
+    subject_groups,
+    tasks_for,
+    voxel_parcels,
+)
 
 log = logging.getLogger(__name__)
 METHOD = "parcellate"

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import numpy as np
 import nibabel as nib
+import numpy as np
 import xarray as xr
 
 from lakepipe.errors import InputError
