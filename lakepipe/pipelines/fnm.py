@@ -172,15 +172,18 @@ def _merge(parts: list[FnmSums]) -> FnmSums:
 
 
 def _finalize_task(sums: FnmSums, out: StoreRef, rows: slice, names: tuple[str, ...], with_avgr: bool,
-                   parcel_avg) -> int:
-    """Maps (and parcel summaries) from sums, written into the batch's rows of the derivative store."""
+                   parcel_avg) -> tuple[slice, dict[str, np.ndarray]]:
+    """Maps from sums, written into their rows of the derivative store (one chunk per seed row, so
+    tasks for other rows write other chunks); the small parcel summaries are returned, for the
+    caller to write (their chunks hold many seed rows: concurrent writers would overwrite each other)."""
     maps = finalize_fnm(sums, with_avgr=with_avgr)
     g = out.group(mode="a")
+    parcels = {}
     for name in names:
         g[name][rows] = maps[name]
         if parcel_avg is not None:
-            g[f"parcel_{name}"][rows] = np.asarray((parcel_avg.T @ maps[name].T.astype(np.float64)).T, np.float32)
-    return rows.stop - rows.start
+            parcels[name] = np.asarray((parcel_avg.T @ maps[name].T.astype(np.float64)).T, np.float32)
+    return rows, parcels
 
 
 # ----------------------------------------------------------------------------------------- pipeline
@@ -284,9 +287,10 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
         for k, batch in enumerate(progress(batches, desc="fnm seed batches"), 1):
             seedw = prepare_seeds(weight_matrix([voxels[i] for i in batch], n_vox))
             # in the graph, not scattered: if a worker dies mid-pass its tasks are rerun elsewhere with it
-            # (a broadcast scatter waits on the dead worker; scattered data die with their holder)
-            seedw_d = dask.delayed(seedw, traverse=False)
-            parts = [dask.delayed(_sums_task, pure=False)(in_ref, [positions[i] for i in g], seedw_d, with_avgr)
+            # (a broadcast scatter waits on the dead worker; scattered data die with their holder); an
+            # argument of each task (a few MB), not a key of its own: one worker would hold that key and
+            # the other would start only once it had fetched it
+            parts = [dask.delayed(_sums_task, pure=False)(in_ref, [positions[i] for i in g], seedw, with_avgr)
                      for g in groups]
             # the maps are finalised and written in row blocks, one per worker, each from the matching
             # rows of every part: both workers work and each moves only its share of the sums
@@ -297,7 +301,12 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
                 fins.append(dask.delayed(_finalize_task, pure=False)(
                     merged, out_ref, slice(batch.start + rows.start, batch.start + rows.stop), names, with_avgr,
                     parcel_avg))
-            compute(*fins, client=cl, desc=f"fnm pass {k}/{len(batches)}")
+            done = compute(*fins, client=cl, desc=f"fnm pass {k}/{len(batches)}")
+            if parcel_avg is not None:
+                g = out_ref.group(mode="a")
+                for rows, parcels in done:
+                    for name, values in parcels.items():
+                        g[f"parcel_{name}"][rows] = values
             # the batch's maps are complete in the store: publish them now, so a killed run keeps them
             records = []
             for i in batch:
