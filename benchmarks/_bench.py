@@ -55,10 +55,15 @@ MB = 1e6
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="tiny version (< 1 min), for the smoke test")
-    p.add_argument("--repeats", type=int, default=None, help="repetitions per figure (median; default 3, quick 1)")
+    p.add_argument(
+        "--repeats", type=int, default=None, help="repetitions per figure (median; default 3, quick 1)"
+    )
     p.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
-    p.add_argument("--cache", default=os.environ.get("LAKEPIPE_BENCH_DIR", "/tmp/lakepipe-bench"),
-                   help="benchmark data cache (default $LAKEPIPE_BENCH_DIR or /tmp/lakepipe-bench)")
+    p.add_argument(
+        "--cache",
+        default=os.environ.get("LAKEPIPE_BENCH_DIR", "/tmp/lakepipe-bench"),
+        help="benchmark data cache (default $LAKEPIPE_BENCH_DIR or /tmp/lakepipe-bench)",
+    )
     p.add_argument("--results", default=str(HERE / "results"), help="folder for <name>.json")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return p
@@ -102,15 +107,21 @@ def machine() -> dict:
     import psutil
 
     model = ""
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
     from lakepipe.blas import cpu_has_avx512
 
-    return {"cpu": model, "cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / GB, 1),
-            "avx512": cpu_has_avx512(), "python": platform.python_version(), "host": platform.node()}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / GB, 1),
+        "avx512": cpu_has_avx512(),
+        "python": platform.python_version(),
+        "host": platform.node(),
+    }
 
 
 def blas_info() -> dict:
@@ -119,8 +130,11 @@ def blas_info() -> dict:
 
     for lib in threadpool_info():
         if lib.get("internal_api") == "openblas":
-            return {"architecture": lib.get("architecture"), "threads": lib.get("num_threads"),
-                    "version": lib.get("version")}
+            return {
+                "architecture": lib.get("architecture"),
+                "threads": lib.get("num_threads"),
+                "version": lib.get("version"),
+            }
     return {}
 
 
@@ -190,7 +204,7 @@ class PeakRSS:
             if self._stop.wait(self.interval):
                 return
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.start = tree_rss(self.pid)[0]
         self.peak = self.start
         self._thread.start()
@@ -215,10 +229,12 @@ def run_child(script: str, spec: dict, env: dict | None = None, timeout: float =
         if v is None:
             full_env.pop(k, None)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env,
-                            cwd=str(ROOT))
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=str(ROOT)
+    )
     out: list[str] = []
     err: list[str] = []
+
     def forward(stream, buf, echo):
         for line in stream:
             buf.append(line)
@@ -226,8 +242,10 @@ def run_child(script: str, spec: dict, env: dict | None = None, timeout: float =
                 sys.stderr.write(line)
                 sys.stderr.flush()
 
-    readers = [threading.Thread(target=forward, args=(proc.stdout, out, False), daemon=True),
-               threading.Thread(target=forward, args=(proc.stderr, err, True), daemon=True)]
+    readers = [
+        threading.Thread(target=forward, args=(proc.stdout, out, False), daemon=True),
+        threading.Thread(target=forward, args=(proc.stderr, err, True), daemon=True),
+    ]
     for r in readers:
         r.start()
     peak = peak_single = 0
@@ -249,7 +267,7 @@ def run_child(script: str, spec: dict, env: dict | None = None, timeout: float =
     lines = [ln for ln in out if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"benchmark child {script} {spec} failed with status {proc.returncode}")
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = json.loads(lines[-1][len("RESULT ") :])
     result.update(tree_peak_rss=peak, tree_peak_single_rss=peak_single, maxrss=maxrss, child_wall_s=wall)
     return result
 
@@ -292,7 +310,7 @@ def read_subjects(url: str, positions: list[int], how: str) -> int:
         if how == "chunk":
             step = ts.chunks[2]
             for a in range(0, ts.shape[2], step):
-                n += ts[s, :, a:a + step].nbytes
+                n += ts[s, :, a : a + step].nbytes
         elif how == "buffer":
             ts.get_basic_selection(s, out=out)
             n += buf.nbytes
@@ -303,9 +321,11 @@ def read_subjects(url: str, positions: list[int], how: str) -> int:
 
 
 #: ways of reading the store once: (how, tasks); the floor is the fastest
-READ_MODES = {"whole subjects, 1 task per subject": ("whole", "each"),
-              "whole subjects into a reused buffer, 2 tasks per worker": ("buffer", "grouped"),
-              "chunk by chunk, 2 tasks per worker": ("chunk", "grouped")}
+READ_MODES = {
+    "whole subjects, 1 task per subject": ("whole", "each"),
+    "whole subjects into a reused buffer, 2 tasks per worker": ("buffer", "grouped"),
+    "chunk by chunk, 2 tasks per worker": ("chunk", "grouped"),
+}
 
 
 def read_floor(client, url: str, n_subjects: int) -> dict:
@@ -320,8 +340,11 @@ def read_floor(client, url: str, n_subjects: int) -> dict:
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import this file
     out = {}
     for mode, (how, split) in READ_MODES.items():
-        groups = ([[s] for s in range(n_subjects)] if split == "each"
-                  else subject_groups(n_subjects, tasks_for(client, n_subjects)))
+        groups = (
+            [[s] for s in range(n_subjects)]
+            if split == "each"
+            else subject_groups(n_subjects, tasks_for(client, n_subjects))
+        )
         c0, t0 = tree_cpu(), time.perf_counter()
         parts = [dask.delayed(read_subjects, pure=False)(url, list(g), how) for g in groups]
         total = compute(dask.delayed(sum)(parts), client=client)[0]
@@ -339,9 +362,14 @@ def tutorial(args, participants: int = TUTORIAL_PARTICIPANTS):
     s = sizes(args)
     root = Path(args.cache) / f"tutorial-s{s['subjects']}-t{s['timepoints']}"
     with locked(Path(args.cache) / ".tutorial.lock"):
-        return write_tutorial(root, participants=participants, subjects=s["subjects"],
-                              timepoints=s["timepoints"], batch_size=1 if args.quick else 10,
-                              parcel_timeseries=False)
+        return write_tutorial(
+            root,
+            participants=participants,
+            subjects=s["subjects"],
+            timepoints=s["timepoints"],
+            batch_size=1 if args.quick else 10,
+            parcel_timeseries=False,
+        )
 
 
 def schaefer(n: int = 400, networks: int = 7) -> tuple[Path, Path]:
@@ -366,7 +394,9 @@ def schaefer_tian(out: Path, n: int = 400) -> tuple[Path, Path]:
     t_img = nib.load(str(ATLASES / f"{stem}.nii.gz"))
     s_img = nib.load(str(s_path))
     cortex = np.asarray(s_img.dataobj).astype(np.int32)
-    sub = resample_nearest(np.asarray(t_img.dataobj).astype(np.int32), t_img.affine, cortex.shape, s_img.affine)
+    sub = resample_nearest(
+        np.asarray(t_img.dataobj).astype(np.int32), t_img.affine, cortex.shape, s_img.affine
+    )
     combined = np.where((cortex == 0) & (sub > 0), sub + n, cortex).astype(np.int16)
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.nii.gz")
@@ -374,7 +404,8 @@ def schaefer_tian(out: Path, n: int = 400) -> tuple[Path, Path]:
     names = s_txt.read_text().split() + (ATLASES / f"{stem}.txt").read_text().split()
     n_tian = len(names) - n
     pd.DataFrame({"index": list(range(1, n + 1)) + list(range(n + 1, n + n_tian + 1)), "name": names}).to_csv(
-        labels, sep="\t", index=False)
+        labels, sep="\t", index=False
+    )
     os.replace(tmp, path)
     return path, labels
 
@@ -412,7 +443,10 @@ def catalog_copy(lake, dest: Path, forget: tuple[str, ...] = ()):
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
         dest.unlink()
-    with contextlib.closing(sqlite3.connect(str(src))) as a, contextlib.closing(sqlite3.connect(str(dest))) as b:
+    with (
+        contextlib.closing(sqlite3.connect(str(src))) as a,
+        contextlib.closing(sqlite3.connect(str(dest))) as b,
+    ):
         a.backup(b)
         if forget:
             b.execute(f"DELETE FROM outputs WHERE method IN ({','.join('?' * len(forget))})", forget)
@@ -447,8 +481,13 @@ def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
 def write_results(args, name: str, payload: dict) -> Path:
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": name, "quick": bool(args.quick),
-               "date": _dt.datetime.now().isoformat(timespec="seconds"), "machine": machine(), **payload}
+    payload = {
+        "benchmark": name,
+        "quick": bool(args.quick),
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        **payload,
+    }
     path = out / f"{name}{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps(payload, indent=1, default=_json_default) + "\n")
     print(f"\nresults written to {path}")

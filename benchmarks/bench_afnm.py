@@ -42,7 +42,9 @@ def _sources(tutorial_bids: Path) -> list[Path]:
     """The 1 mm example masks: tutorial masks on the 1 mm grid and the shared ones."""
     import nibabel as nib
 
-    paths = sorted(tutorial_bids.glob("sub-*/**/*_mask.nii.gz")) + sorted(B.SHARED_LESIONS.glob("sub-*/**/*_mask.nii.gz"))
+    paths = sorted(tutorial_bids.glob("sub-*/**/*_mask.nii.gz")) + sorted(
+        B.SHARED_LESIONS.glob("sub-*/**/*_mask.nii.gz")
+    )
     return [p for p in paths if nib.load(str(p)).shape[:3] == (182, 218, 182)]
 
 
@@ -88,7 +90,7 @@ def make_cohort(out: Path, n: int, tutorial_bids: Path, seed: int = 0) -> Path:
         elif op < 0 and box.sum() > 2000:
             box = ndimage.binary_erosion(box)
         vol = np.zeros(g1.shape, np.uint8)
-        vol[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = box
+        vol[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = box
         vol &= brain
         if vol.sum() < 10:  # moved out of the brain: draw again
             continue
@@ -96,11 +98,21 @@ def make_cohort(out: Path, n: int, tutorial_bids: Path, seed: int = 0) -> Path:
         sub = f"b{k:04d}"
         d = out / f"sub-{sub}" / "anat"
         d.mkdir(parents=True)
-        nib.save(nib.Nifti1Image(vol, g1.affine), str(d / f"sub-{sub}_space-{SPACE}_label-lesion_mask.nii.gz"))
+        nib.save(
+            nib.Nifti1Image(vol, g1.affine), str(d / f"sub-{sub}_space-{SPACE}_label-lesion_mask.nii.gz")
+        )
         rows.append(f"sub-{sub}\t{int(vol.sum())}")
-    (out / "dataset_description.json").write_text(json.dumps(
-        {"Name": "lakepipe AFNM benchmark cohort", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-         "GeneratedBy": [{"Name": "lakepipe benchmarks/bench_afnm.py"}]}, indent=1))
+    (out / "dataset_description.json").write_text(
+        json.dumps(
+            {
+                "Name": "lakepipe AFNM benchmark cohort",
+                "BIDSVersion": "1.9.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "lakepipe benchmarks/bench_afnm.py"}],
+            },
+            indent=1,
+        )
+    )
     (out / "participants.tsv").write_text("participant_id\tlesion_voxels\n" + "\n".join(rows) + "\n")
     done.write_text(str(n))
     return out
@@ -162,9 +174,16 @@ def child(spec: dict) -> None:
                 rec["cpu_s"].append(cpu)
                 rec["peak_rss"].append(peak)
                 rec["empty"] = empty
-            print(f"  repeat {rep + 1}: " + ", ".join(
-                f"{a} {spec['n'] / out['atlases'][a]['wall_s'][-1]:.0f} lesions/s" for a in spec["atlases"])
-                + f" (load {B.load()})", file=sys.stderr, flush=True)
+            print(
+                f"  repeat {rep + 1}: "
+                + ", ".join(
+                    f"{a} {spec['n'] / out['atlases'][a]['wall_s'][-1]:.0f} lesions/s"
+                    for a in spec["atlases"]
+                )
+                + f" (load {B.load()})",
+                file=sys.stderr,
+                flush=True,
+            )
     for atlas in spec["atlases"]:  # as the command line runs it: its own LocalCluster
         dt, _, peak, _ = one(atlas, "own")
         out["atlases"][atlas]["wall_own_cluster_s"] = dt
@@ -183,29 +202,71 @@ def main() -> None:
     B.remove_tree(work)
     print(f"afnm: {n} lesions (1 mm), {args.workers} workers; load {B.load()}", flush=True)
     load_before = B.load()
-    r = B.run_child("bench_afnm.py", {"lake": lake.url, "work": str(work), "atlases": list(ATLASES), "n": n,
-                                      "repeats": B.repeats(args), "workers": args.workers})
+    r = B.run_child(
+        "bench_afnm.py",
+        {
+            "lake": lake.url,
+            "work": str(work),
+            "atlases": list(ATLASES),
+            "n": n,
+            "repeats": B.repeats(args),
+            "workers": args.workers,
+        },
+    )
     load_after = B.load()
     B.remove_tree(work)
     rows = []
     for atlas, rec in r["atlases"].items():
         wall = B.median(rec["wall_s"])
-        rows.append({"atlas": atlas, "lesions": n, "wall_s": wall, "lesions_per_s": n / wall,
-                     "cpu_s": B.median(rec["cpu_s"]), "peak_rss_mb": max(rec["peak_rss"]) / B.MB,
-                     "own_cluster_s": rec["wall_own_cluster_s"],
-                     "own_cluster_lesions_per_s": n / rec["wall_own_cluster_s"],
-                     "target_met": n / wall >= TARGET, "walls_s": rec["wall_s"], "empty": rec["empty"]})
-    print(B.table(rows, [("atlas", "atlas", ""), ("lesions", "lesions", "d"),
-                         ("wall_s", "wall s (median)", ".2f"), ("lesions_per_s", "lesions/s", ".0f"),
-                         ("cpu_s", "CPU s", ".2f"), ("peak_rss_mb", "peak RSS MB (tree)", ".0f"),
-                         ("own_cluster_s", "incl. own cluster s", ".2f"),
-                         ("own_cluster_lesions_per_s", "lesions/s incl. cluster", ".0f"),
-                         ("target_met", ">= 100/s", "")]))
-    print(f"\nLocalCluster start {r['cluster_start_s']:.2f} s; load before {load_before}, after {load_after}; "
-          f"repeats {B.repeats(args)}")
-    B.write_results(args, NAME, {"lesions": n, "workers": args.workers, "repeats": B.repeats(args),
-                                 "target_lesions_per_s": TARGET, "cluster_start_s": r["cluster_start_s"],
-                                 "rows": rows, "load_before": load_before, "load_after": load_after})
+        rows.append(
+            {
+                "atlas": atlas,
+                "lesions": n,
+                "wall_s": wall,
+                "lesions_per_s": n / wall,
+                "cpu_s": B.median(rec["cpu_s"]),
+                "peak_rss_mb": max(rec["peak_rss"]) / B.MB,
+                "own_cluster_s": rec["wall_own_cluster_s"],
+                "own_cluster_lesions_per_s": n / rec["wall_own_cluster_s"],
+                "target_met": n / wall >= TARGET,
+                "walls_s": rec["wall_s"],
+                "empty": rec["empty"],
+            }
+        )
+    print(
+        B.table(
+            rows,
+            [
+                ("atlas", "atlas", ""),
+                ("lesions", "lesions", "d"),
+                ("wall_s", "wall s (median)", ".2f"),
+                ("lesions_per_s", "lesions/s", ".0f"),
+                ("cpu_s", "CPU s", ".2f"),
+                ("peak_rss_mb", "peak RSS MB (tree)", ".0f"),
+                ("own_cluster_s", "incl. own cluster s", ".2f"),
+                ("own_cluster_lesions_per_s", "lesions/s incl. cluster", ".0f"),
+                ("target_met", ">= 100/s", ""),
+            ],
+        )
+    )
+    print(
+        f"\nLocalCluster start {r['cluster_start_s']:.2f} s; load before {load_before}, after {load_after}; "
+        f"repeats {B.repeats(args)}"
+    )
+    B.write_results(
+        args,
+        NAME,
+        {
+            "lesions": n,
+            "workers": args.workers,
+            "repeats": B.repeats(args),
+            "target_lesions_per_s": TARGET,
+            "cluster_start_s": r["cluster_start_s"],
+            "rows": rows,
+            "load_before": load_before,
+            "load_after": load_after,
+        },
+    )
 
 
 if __name__ == "__main__":

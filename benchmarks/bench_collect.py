@@ -31,8 +31,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def build(lake: Lake, n: int, n_regions: int, n_runs: int) -> None:
     rng = np.random.default_rng(0)
-    table = pd.DataFrame({"index": np.arange(1, n_regions + 1), "name": [f"R{i}" for i in range(n_regions)],
-                          "network": [f"N{i % 7}" for i in range(n_regions)], "hemisphere": "L"})
+    table = pd.DataFrame(
+        {
+            "index": np.arange(1, n_regions + 1),
+            "name": [f"R{i}" for i in range(n_regions)],
+            "network": [f"N{i % 7}" for i in range(n_regions)],
+            "hemisphere": "L",
+        }
+    )
     from lakepipe.pipelines.common import region_coords
 
     params = {"weighting": "fractional", "matrix": {"kind": "parcellate", "statistic": "fcgroupz"}}
@@ -42,19 +48,38 @@ def build(lake: Lake, n: int, n_regions: int, n_runs: int) -> None:
         if not len(ids):
             break
         seeds = [f"sub-{i:05d}_ses-01_label-acuteinfarct" for i in ids]
-        ds = xr.Dataset({"score": (("seed", "region"), rng.standard_normal((len(ids), n_regions), np.float32))},
-                        coords={"seed": seeds, "participant": ("seed", [f"{i:05d}" for i in ids]),
-                                "session": ("seed", ["01"] * len(ids)),
-                                "label": ("seed", ["acuteinfarct"] * len(ids)), **region_coords(table)},
-                        attrs={"method": "afnm", "atlas": "Bench", "cohort": "bench", "parameters": params})
+        ds = xr.Dataset(
+            {"score": (("seed", "region"), rng.standard_normal((len(ids), n_regions), np.float32))},
+            coords={
+                "seed": seeds,
+                "participant": ("seed", [f"{i:05d}" for i in ids]),
+                "session": ("seed", ["01"] * len(ids)),
+                "label": ("seed", ["acuteinfarct"] * len(ids)),
+                **region_coords(table),
+            },
+            attrs={"method": "afnm", "atlas": "Bench", "cohort": "bench", "parameters": params},
+        )
         name = f"afnm-bench{r:03d}"
         url = derivatives.write_derivative(lake.url, "afnm", name, ds)
-        lake.catalog.register([
-            OutputRecord(kind="derivative", method="afnm", statistic="afnmap", cohort="bench",
-                         participant=f"{i:05d}", session="01", label="acuteinfarct", atlas="Bench",
-                         params=params, inputs={"lesion": f"{i:064x}", "atlas": "a", "matrix": "m"},
-                         store_uri=stores.relative(lake.url, url), store_index=str(k))
-            for k, i in enumerate(ids)])
+        lake.catalog.register(
+            [
+                OutputRecord(
+                    kind="derivative",
+                    method="afnm",
+                    statistic="afnmap",
+                    cohort="bench",
+                    participant=f"{i:05d}",
+                    session="01",
+                    label="acuteinfarct",
+                    atlas="Bench",
+                    params=params,
+                    inputs={"lesion": f"{i:064x}", "atlas": "a", "matrix": "m"},
+                    store_uri=stores.relative(lake.url, url),
+                    store_index=str(k),
+                )
+                for k, i in enumerate(ids)
+            ]
+        )
 
 
 def timed(fn, repeat: int) -> tuple[float, object]:
@@ -83,22 +108,35 @@ def main() -> None:
         t_build = time.perf_counter() - t0
         t_query, rows = timed(lambda: lake.catalog.query(method="afnm", atlas="Bench"), args.repeat)
         t_collect, da = timed(lambda: collect(lake, "afnm", atlas="Bench").load(), args.repeat)
-        t_tsv, files = timed(lambda: write_group(collect(lake, "afnm", atlas="Bench"), Path(tmp) / "group"),
-                             args.repeat)
+        t_tsv, files = timed(
+            lambda: write_group(collect(lake, "afnm", atlas="Bench"), Path(tmp) / "group"), args.repeat
+        )
         assert da.sizes["seed"] == args.outputs == len(rows)
     load = os.getloadavg()[0]
-    result = {"outputs": args.outputs, "regions": args.regions, "stores": args.runs, "repeat": args.repeat,
-              "build_s": round(t_build, 2), "catalog_query_s": round(t_query, 3),
-              "collect_dataarray_s": round(t_collect, 3), "collect_group_tsv_s": round(t_tsv, 3),
-              "target_s": 5.0, "met": t_collect < 5.0 and t_tsv < 5.0, "load_avg_1min": round(load, 1)}
-    print(f"collect over {args.outputs:,} AFNM outputs x {args.regions} regions in {args.runs} stores "
-          f"(medians of {args.repeat}; load {load:.1f})")
+    result = {
+        "outputs": args.outputs,
+        "regions": args.regions,
+        "stores": args.runs,
+        "repeat": args.repeat,
+        "build_s": round(t_build, 2),
+        "catalog_query_s": round(t_query, 3),
+        "collect_dataarray_s": round(t_collect, 3),
+        "collect_group_tsv_s": round(t_tsv, 3),
+        "target_s": 5.0,
+        "met": t_collect < 5.0 and t_tsv < 5.0,
+        "load_avg_1min": round(load, 1),
+    }
+    print(
+        f"collect over {args.outputs:,} AFNM outputs x {args.regions} regions in {args.runs} stores "
+        f"(medians of {args.repeat}; load {load:.1f})"
+    )
     for k in ("catalog_query_s", "collect_dataarray_s", "collect_group_tsv_s"):
         print(f"  {k:<22} {result[k]:>8.3f} s")
     print(f"  target < 5 s: {'met' if result['met'] else 'NOT met'}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / ("bench_collect_quick.json" if args.quick else "bench_collect.json")).write_text(
-        json.dumps(result, indent=2) + "\n")
+        json.dumps(result, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":

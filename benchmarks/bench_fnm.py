@@ -51,7 +51,6 @@ GEMM_N = 3072
 def gemm_rate(n: int = GEMM_N, repeats: int = 5) -> dict:
     """float32 (n x n) @ (n x n) in this process with its BLAS threads: median GFLOP/s, and the
     OpenBLAS kernel and threads threadpoolctl reports. Self-contained: it also runs on workers."""
-    import os
     import statistics
     import time
 
@@ -68,14 +67,21 @@ def gemm_rate(n: int = GEMM_N, repeats: int = 5) -> dict:
         np.matmul(a, b, out=c)
         ts.append(time.perf_counter() - t0)
     lib = next((x for x in threadpool_info() if x.get("internal_api") == "openblas"), {})
-    return {"gflops": 2 * n**3 / statistics.median(ts) / 1e9, "best_gflops": 2 * n**3 / min(ts) / 1e9,
-            "architecture": lib.get("architecture"), "threads": lib.get("num_threads"),
-            "version": lib.get("version"), "coretype_env": os.environ.get("OPENBLAS_CORETYPE")}
+    return {
+        "gflops": 2 * n**3 / statistics.median(ts) / 1e9,
+        "best_gflops": 2 * n**3 / min(ts) / 1e9,
+        "architecture": lib.get("architecture"),
+        "threads": lib.get("num_threads"),
+        "version": lib.get("version"),
+        "coretype_env": os.environ.get("OPENBLAS_CORETYPE"),
+    }
 
 
 def cpu_flags() -> set[str]:
     try:
-        for line in open("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            lines = f.readlines()
+        for line in lines:
             if line.startswith("flags"):
                 return set(line.split(":", 1)[1].split())
     except OSError:
@@ -85,7 +91,6 @@ def cpu_flags() -> set[str]:
 
 def worker_probe() -> dict:
     """On a Dask worker: its BLAS environment and single-thread float32 GEMM rate."""
-    import os
 
     out = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
     out.update(gemm_rate(2048, 3))
@@ -117,8 +122,12 @@ def reference_child(spec: dict) -> None:
     k = spec["subjects"]
     t0 = time.perf_counter()
     # raw series of k subjects (the reference works on raw float64 series, as read from the source)
-    raw = np.stack([(g["timeseries"][s].values.astype(np.float64) * g["scale"][s].values
-                     + g["mean"][s].values) for s in range(k)])
+    raw = np.stack(
+        [
+            (g["timeseries"][s].values.astype(np.float64) * g["scale"][s].values + g["mean"][s].values)
+            for s in range(k)
+        ]
+    )
     load_s = time.perf_counter() - t0
     per_seed = []
     for seed in seeds:
@@ -153,8 +162,9 @@ def fnm_child(spec: dict) -> None:
         lk = B.catalog_copy(lake, work / f"cat-{tag}-{n_seeds}.sqlite")
         c0 = B.tree_cpu()
         with B.PeakRSS() as m:
-            dt, res = B.timed(run_fnm, lk, "bench", cohort="bench500", participants=participants[:n_seeds],
-                              client=client)
+            dt, res = B.timed(
+                run_fnm, lk, "bench", cohort="bench500", participants=participants[:n_seeds], client=client
+            )
         assert len(res.computed) == n_seeds and not res.skipped, (len(res.computed), len(res.skipped))
         for d in set(deriv.iterdir()) - before:  # this run's maps (registered only in the copy)
             B.remove_tree(d)
@@ -182,9 +192,13 @@ def fnm_child(spec: dict) -> None:
                 rec["cpu_s"].append(cpu)
                 rec["peak_rss"].append(peak)
                 rec["passes"] = batches
-            print(f"  repeat {rep + 1}: floor {out['floor_s'][-1]:.2f} s, " + ", ".join(
-                f"{n} seeds {out['runs'][str(n)]['wall_s'][-1]:.2f} s" for n in spec["seeds"])
-                + f" (load {B.load()})", file=sys.stderr, flush=True)
+            print(
+                f"  repeat {rep + 1}: floor {out['floor_s'][-1]:.2f} s, "
+                + ", ".join(f"{n} seeds {out['runs'][str(n)]['wall_s'][-1]:.2f} s" for n in spec["seeds"])
+                + f" (load {B.load()})",
+                file=sys.stderr,
+                flush=True,
+            )
     n = spec["seeds"][-1]  # as the command line runs it: its own LocalCluster
     dt, _, peak, _ = one(n, "own", None)
     out["runs"][str(n)]["wall_own_cluster_s"] = dt
@@ -214,30 +228,62 @@ def main() -> None:
     work = Path(args.cache) / "fnm-work"
     B.remove_tree(work)
     load_before = B.load()
-    print(f"fnm: {s['subjects']} subjects x {s['timepoints']} time points x 235,375 voxels, seeds {seeds}, "
-          f"{args.workers} workers; load {load_before}", flush=True)
+    print(
+        f"fnm: {s['subjects']} subjects x {s['timepoints']} time points x 235,375 voxels, seeds {seeds}, "
+        f"{args.workers} workers; load {load_before}",
+        flush=True,
+    )
 
     # float32 GEMM in fresh processes: the kernel is chosen when numpy loads
     blas = {}
     flags = cpu_flags()
-    kernels = [("unset", None)] + [(k, k) for k, need in (("SkylakeX", "avx512f"), ("Haswell", "avx2"))
-                                   if need in flags]  # forcing a kernel the CPU lacks kills the process
+    kernels = [("unset", None)] + [
+        (k, k) for k, need in (("SkylakeX", "avx512f"), ("Haswell", "avx2")) if need in flags
+    ]  # forcing a kernel the CPU lacks kills the process
     for label, value in kernels:
-        runs = [B.run_child("bench_fnm.py", {"what": "blas", "repeats": 3 if args.quick else 5},
-                            env={"OPENBLAS_CORETYPE": value, "LAKEPIPE_BLAS_TUNING": "0"})
-                for _ in range(1 if args.quick else 2)]
-        blas[label] = {"gflops": B.median([r["gflops"] for r in runs]), "architecture": runs[0]["architecture"],
-                       "threads": runs[0]["threads"], "openblas": runs[0]["version"]}
-        print(f"  float32 GEMM {GEMM_N}^2, OPENBLAS_CORETYPE {label}: {blas[label]['gflops']:.0f} GFLOP/s "
-              f"(kernel {blas[label]['architecture']}, {blas[label]['threads']} threads)", flush=True)
+        runs = [
+            B.run_child(
+                "bench_fnm.py",
+                {"what": "blas", "repeats": 3 if args.quick else 5},
+                env={"OPENBLAS_CORETYPE": value, "LAKEPIPE_BLAS_TUNING": "0"},
+            )
+            for _ in range(1 if args.quick else 2)
+        ]
+        blas[label] = {
+            "gflops": B.median([r["gflops"] for r in runs]),
+            "architecture": runs[0]["architecture"],
+            "threads": runs[0]["threads"],
+            "openblas": runs[0]["version"],
+        }
+        print(
+            f"  float32 GEMM {GEMM_N}^2, OPENBLAS_CORETYPE {label}: {blas[label]['gflops']:.0f} GFLOP/s "
+            f"(kernel {blas[label]['architecture']}, {blas[label]['threads']} threads)",
+            flush=True,
+        )
 
-    r = B.run_child("bench_fnm.py", {"what": "fnm", "lake": lake.url, "work": str(work), "seeds": list(seeds),
-                                     "participants": participants, "repeats": B.repeats(args),
-                                     "workers": args.workers})
+    r = B.run_child(
+        "bench_fnm.py",
+        {
+            "what": "fnm",
+            "lake": lake.url,
+            "work": str(work),
+            "seeds": list(seeds),
+            "participants": participants,
+            "repeats": B.repeats(args),
+            "workers": args.workers,
+        },
+    )
     ref_seeds = 2 if args.quick else 3
     ref_subjects = 2 if args.quick else 4
-    ref = B.run_child("bench_fnm.py", {"what": "reference", "lake": lake.url, "participants": participants[:ref_seeds],
-                                       "subjects": ref_subjects})
+    ref = B.run_child(
+        "bench_fnm.py",
+        {
+            "what": "reference",
+            "lake": lake.url,
+            "participants": participants[:ref_seeds],
+            "subjects": ref_subjects,
+        },
+    )
     load_after = B.load()
     B.remove_tree(work)
 
@@ -252,47 +298,110 @@ def main() -> None:
         wall = B.median(rec["wall_s"])
         flops = 2.0 * n * t * v * n_sub
         floor = max(read_floor, flops / rate)
-        row = {"seeds": n, "wall_s": wall, "s_per_seed": wall / n, "cpu_s": B.median(rec["cpu_s"]),
-               "floor_s": floor, "gemm_floor_s": flops / rate, "x_floor": wall / floor,
-               "peak_rss_gb": max(rec["peak_rss"]) / B.GB, "passes": rec["passes"],
-               "ref_s_per_seed": ref_per_seed, "speedup_per_seed": ref_per_seed / (wall / n),
-               "walls_s": rec["wall_s"]}
+        row = {
+            "seeds": n,
+            "wall_s": wall,
+            "s_per_seed": wall / n,
+            "cpu_s": B.median(rec["cpu_s"]),
+            "floor_s": floor,
+            "gemm_floor_s": flops / rate,
+            "x_floor": wall / floor,
+            "peak_rss_gb": max(rec["peak_rss"]) / B.GB,
+            "passes": rec["passes"],
+            "ref_s_per_seed": ref_per_seed,
+            "speedup_per_seed": ref_per_seed / (wall / n),
+            "walls_s": rec["wall_s"],
+        }
         if "wall_own_cluster_s" in rec:
             row["own_cluster_s"] = rec["wall_own_cluster_s"]
         rows.append(row)
     last = rows[-1]
-    targets = {"within_2x_floor": last["x_floor"] <= TARGET_FLOOR,
-               "speedup_ge_50x": last["speedup_per_seed"] >= TARGET_SPEEDUP,
-               "peak_rss_lt_4gb": max(r_["peak_rss_gb"] for r_ in rows) < TARGET_RSS_GB}
-    print(B.table(rows, [("seeds", "seeds", "d"), ("wall_s", "wall s (median)", ".2f"),
-                         ("s_per_seed", "s/seed", ".3f"), ("cpu_s", "CPU s", ".1f"),
-                         ("floor_s", "floor s", ".2f"), ("gemm_floor_s", "GEMM s", ".2f"),
-                         ("x_floor", "x floor", ".2f"), ("peak_rss_gb", "peak RSS GB (tree)", ".2f"),
-                         ("ref_s_per_seed", "per-seed loop s/seed", ".1f"),
-                         ("speedup_per_seed", "speed-up per seed", ".0f"), ("own_cluster_s", "incl. own cluster s", ".2f")]))
+    targets = {
+        "within_2x_floor": last["x_floor"] <= TARGET_FLOOR,
+        "speedup_ge_50x": last["speedup_per_seed"] >= TARGET_SPEEDUP,
+        "peak_rss_lt_4gb": max(r_["peak_rss_gb"] for r_ in rows) < TARGET_RSS_GB,
+    }
+    print(
+        B.table(
+            rows,
+            [
+                ("seeds", "seeds", "d"),
+                ("wall_s", "wall s (median)", ".2f"),
+                ("s_per_seed", "s/seed", ".3f"),
+                ("cpu_s", "CPU s", ".1f"),
+                ("floor_s", "floor s", ".2f"),
+                ("gemm_floor_s", "GEMM s", ".2f"),
+                ("x_floor", "x floor", ".2f"),
+                ("peak_rss_gb", "peak RSS GB (tree)", ".2f"),
+                ("ref_s_per_seed", "per-seed loop s/seed", ".1f"),
+                ("speedup_per_seed", "speed-up per seed", ".0f"),
+                ("own_cluster_s", "incl. own cluster s", ".2f"),
+            ],
+        )
+    )
     w = list(r["workers"].values())
-    print(f"\ntargets at {last['seeds']} seeds: <= {TARGET_FLOOR}x floor {targets['within_2x_floor']}, "
-          f">= {TARGET_SPEEDUP:.0f}x per seed {targets['speedup_ge_50x']}, peak RSS < {TARGET_RSS_GB} GB "
-          f"{targets['peak_rss_lt_4gb']}")
-    print(f"read floor {read_floor:.2f} s ({r['bytes'] / B.GB:.2f} GB, {B.median(r['floor_cpu_s']):.1f} CPU s); "
-          f"GEMM rate used {rate / 1e9:.0f} GFLOP/s; per-seed loop: {B.median(ref['seconds']):.2f} s per seed over "
-          f"{ref['subjects']} subjects -> {ref_per_seed:.1f} s per seed over {n_sub} (+ {ref_load_per_seed:.1f} s "
-          f"to load the raw series, not counted)")
-    ratios = "".join(f"; SkylakeX / {k} = {blas['SkylakeX']['gflops'] / blas[k]['gflops']:.2f}"
-                     for k in ("unset", "Haswell") if "SkylakeX" in blas and k in blas)
-    print("float32 GEMM (GFLOP/s, 2 threads): " + ", ".join(f"{k} {b['gflops']:.0f} ({b['architecture']})"
-                                                             for k, b in blas.items()) + ratios)
-    print("Dask workers: " + "; ".join(
-        f"OPENBLAS_CORETYPE={x['OPENBLAS_CORETYPE']} kernel {x.get('architecture')} threads {x.get('threads')} "
-        f"{x['gflops']:.0f} GFLOP/s" for x in w))
-    print(f"LocalCluster start {r['cluster_start_s']:.2f} s; load before {load_before}, after {load_after}; "
-          f"repeats {B.repeats(args)}")
-    B.write_results(args, NAME, {
-        "subjects": n_sub, "timepoints": t, "voxels": v, "workers": args.workers, "repeats": B.repeats(args),
-        "rows": rows, "targets": targets, "read_floor_s": read_floor, "read_floor_all_s": r["floor_s"],
-        "floor_modes": r["floor_mode"], "gemm_rate_gflops": rate / 1e9, "blas": blas, "dask_workers": w,
-        "reference": {**ref, "per_seed_extrapolated_s": ref_per_seed, "load_per_seed_extrapolated_s": ref_load_per_seed},
-        "cluster_start_s": r["cluster_start_s"], "load_before": load_before, "load_after": load_after})
+    print(
+        f"\ntargets at {last['seeds']} seeds: <= {TARGET_FLOOR}x floor {targets['within_2x_floor']}, "
+        f">= {TARGET_SPEEDUP:.0f}x per seed {targets['speedup_ge_50x']}, peak RSS < {TARGET_RSS_GB} GB "
+        f"{targets['peak_rss_lt_4gb']}"
+    )
+    print(
+        f"read floor {read_floor:.2f} s ({r['bytes'] / B.GB:.2f} GB, "
+        f"{B.median(r['floor_cpu_s']):.1f} CPU s); GEMM rate used {rate / 1e9:.0f} GFLOP/s; "
+        f"per-seed loop: {B.median(ref['seconds']):.2f} s per seed over {ref['subjects']} subjects -> "
+        f"{ref_per_seed:.1f} s per seed over {n_sub} (+ {ref_load_per_seed:.1f} s to load the raw series, "
+        "not counted)"
+    )
+    ratios = "".join(
+        f"; SkylakeX / {k} = {blas['SkylakeX']['gflops'] / blas[k]['gflops']:.2f}"
+        for k in ("unset", "Haswell")
+        if "SkylakeX" in blas and k in blas
+    )
+    print(
+        "float32 GEMM (GFLOP/s, 2 threads): "
+        + ", ".join(f"{k} {b['gflops']:.0f} ({b['architecture']})" for k, b in blas.items())
+        + ratios
+    )
+    print(
+        "Dask workers: "
+        + "; ".join(
+            f"OPENBLAS_CORETYPE={x['OPENBLAS_CORETYPE']} kernel {x.get('architecture')} "
+            f"threads {x.get('threads')} "
+            f"{x['gflops']:.0f} GFLOP/s"
+            for x in w
+        )
+    )
+    print(
+        f"LocalCluster start {r['cluster_start_s']:.2f} s; load before {load_before}, after {load_after}; "
+        f"repeats {B.repeats(args)}"
+    )
+    B.write_results(
+        args,
+        NAME,
+        {
+            "subjects": n_sub,
+            "timepoints": t,
+            "voxels": v,
+            "workers": args.workers,
+            "repeats": B.repeats(args),
+            "rows": rows,
+            "targets": targets,
+            "read_floor_s": read_floor,
+            "read_floor_all_s": r["floor_s"],
+            "floor_modes": r["floor_mode"],
+            "gemm_rate_gflops": rate / 1e9,
+            "blas": blas,
+            "dask_workers": w,
+            "reference": {
+                **ref,
+                "per_seed_extrapolated_s": ref_per_seed,
+                "load_per_seed_extrapolated_s": ref_load_per_seed,
+            },
+            "cluster_start_s": r["cluster_start_s"],
+            "load_before": load_before,
+            "load_after": load_after,
+        },
+    )
 
 
 if __name__ == "__main__":

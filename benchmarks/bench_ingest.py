@@ -25,15 +25,13 @@ NAME = "bench_ingest"
 
 
 def child(spec: dict) -> None:
-    import psutil
-
-    from lakepipe.lake import Lake
-    from lakepipe.pipelines.ingest import ingest_connectome
-
     import h5py  # noqa: F401 - imported before the baseline: it measures data, not code
+    import psutil
     import zarr  # noqa: F401
 
     from lakepipe.io.sources import open_source
+    from lakepipe.lake import Lake
+    from lakepipe.pipelines.ingest import ingest_connectome
 
     lake = Lake(spec["lake"])
     lake.catalog  # noqa: B018 - open the catalog before timing
@@ -44,7 +42,9 @@ def child(spec: dict) -> None:
     wall = time.perf_counter() - t0
     store = Path(spec["lake"]) / "connectomes" / "bench.zarr"
     stored = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
-    B.child_result({"wall_s": wall, "n_written": len(res.written), "baseline_rss": base, "stored_bytes": stored})
+    B.child_result(
+        {"wall_s": wall, "n_written": len(res.written), "baseline_rss": base, "stored_bytes": stored}
+    )
 
 
 def main() -> None:
@@ -59,8 +59,10 @@ def main() -> None:
     work = Path(args.cache) / "ingest-work"
     subject_bytes = s["timepoints"] * 235375 * 4
     rows = []
-    print(f"ingest: {s['timepoints']} time points x 235,375 voxels = {subject_bytes / B.MB:.0f} MB float32 per "
-          f"subject; load {B.load()}")
+    print(
+        f"ingest: {s['timepoints']} time points x 235,375 voxels = {subject_bytes / B.MB:.0f} MB float32 per "
+        f"subject; load {B.load()}"
+    )
     for n in counts:
         src = work / f"source-{n}"
         B.remove_tree(src)
@@ -83,33 +85,63 @@ def main() -> None:
             B.remove_tree(lake)
         B.remove_tree(src)
         wall = B.median([r["wall_s"] for r in runs])
-        row = {"subjects": n, "input_gb": n * subject_bytes / B.GB, "wall_s": wall,
-               "mb_per_s": n * subject_bytes / B.MB / wall, "s_per_subject": wall / n,
-               "peak_rss_mb": max(r["maxrss"] for r in runs) / B.MB,
-               "baseline_rss_mb": B.median([r["baseline_rss"] for r in runs]) / B.MB,
-               "tree_peak_rss_mb": max(r["tree_peak_rss"] for r in runs) / B.MB,
-               "stored_gb": runs[0]["stored_bytes"] / B.GB, "walls_s": [r["wall_s"] for r in runs],
-               "load_before": load_before, "load_after": B.load()}
+        row = {
+            "subjects": n,
+            "input_gb": n * subject_bytes / B.GB,
+            "wall_s": wall,
+            "mb_per_s": n * subject_bytes / B.MB / wall,
+            "s_per_subject": wall / n,
+            "peak_rss_mb": max(r["maxrss"] for r in runs) / B.MB,
+            "baseline_rss_mb": B.median([r["baseline_rss"] for r in runs]) / B.MB,
+            "tree_peak_rss_mb": max(r["tree_peak_rss"] for r in runs) / B.MB,
+            "stored_gb": runs[0]["stored_bytes"] / B.GB,
+            "walls_s": [r["wall_s"] for r in runs],
+            "load_before": load_before,
+            "load_after": B.load(),
+        }
         row["added_rss_mb"] = row["peak_rss_mb"] - row["baseline_rss_mb"]
         row["added_per_subject_size"] = row["added_rss_mb"] / (subject_bytes / B.MB)
         rows.append(row)
-        print(f"  {n} subjects: {wall:.1f} s, peak RSS {row['peak_rss_mb']:.0f} MB (load {row['load_after']})",
-              flush=True)
+        print(
+            f"  {n} subjects: {wall:.1f} s, peak RSS {row['peak_rss_mb']:.0f} MB (load {row['load_after']})",
+            flush=True,
+        )
     B.remove_tree(work)
     print()
-    print(B.table(rows, [("subjects", "subjects", "d"), ("input_gb", "input GB", ".2f"),
-                         ("wall_s", "wall s (median)", ".1f"), ("mb_per_s", "MB/s", ".0f"),
-                         ("peak_rss_mb", "peak RSS MB", ".0f"), ("baseline_rss_mb", "before data MB", ".0f"),
-                         ("added_rss_mb", "added MB", ".0f"),
-                         ("added_per_subject_size", "added / one subject", ".2f"),
-                         ("load_after", "load 1/5/15 min", "")]))
+    print(
+        B.table(
+            rows,
+            [
+                ("subjects", "subjects", "d"),
+                ("input_gb", "input GB", ".2f"),
+                ("wall_s", "wall s (median)", ".1f"),
+                ("mb_per_s", "MB/s", ".0f"),
+                ("peak_rss_mb", "peak RSS MB", ".0f"),
+                ("baseline_rss_mb", "before data MB", ".0f"),
+                ("added_rss_mb", "added MB", ".0f"),
+                ("added_per_subject_size", "added / one subject", ".2f"),
+                ("load_after", "load 1/5/15 min", ""),
+            ],
+        )
+    )
     peaks = [r["peak_rss_mb"] for r in rows]
     flat = max(peaks) / min(peaks)
-    print(f"\npeak RSS ratio largest/smallest connectome: {flat:.2f} (flat = 1.0) over a "
-          f"{counts[-1] / counts[0]:.0f}x range of subjects; one subject = {subject_bytes / B.MB:.0f} MB")
-    B.write_results(args, NAME, {"subject_mb": subject_bytes / B.MB, "timepoints": s["timepoints"],
-                                 "voxels": 235375, "repeats": B.repeats(args), "rows": rows,
-                                 "peak_ratio_largest_smallest": flat})
+    print(
+        f"\npeak RSS ratio largest/smallest connectome: {flat:.2f} (flat = 1.0) over a "
+        f"{counts[-1] / counts[0]:.0f}x range of subjects; one subject = {subject_bytes / B.MB:.0f} MB"
+    )
+    B.write_results(
+        args,
+        NAME,
+        {
+            "subject_mb": subject_bytes / B.MB,
+            "timepoints": s["timepoints"],
+            "voxels": 235375,
+            "repeats": B.repeats(args),
+            "rows": rows,
+            "peak_ratio_largest_smallest": flat,
+        },
+    )
 
 
 if __name__ == "__main__":

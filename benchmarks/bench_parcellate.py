@@ -41,8 +41,15 @@ def child(spec: dict) -> None:
     n = lake.catalog.count(kind="connectome", connectome="bench")
     url = connectome_url(lake.url, "bench")
     work = Path(spec["work"])
-    out = {"floor_s": [], "floor_cpu_s": [], "floor_mode": [], "read_modes": [], "floor_peak_rss": [],
-           "bytes": 0, "atlases": {}}
+    out = {
+        "floor_s": [],
+        "floor_cpu_s": [],
+        "floor_mode": [],
+        "read_modes": [],
+        "floor_peak_rss": [],
+        "bytes": 0,
+        "atlases": {},
+    }
     t0 = time.perf_counter()
     with lakepipe.cluster.dask_client(n_workers=spec["workers"]) as client:
         out["cluster_start_s"] = time.perf_counter() - t0
@@ -61,7 +68,9 @@ def child(spec: dict) -> None:
             out["floor_peak_rss"].append(m.peak)
             out["bytes"] = modes[best]["bytes"]
             for atlas in spec["atlases"]:
-                rec = out["atlases"].setdefault(atlas, {"wall_s": [], "cpu_s": [], "peak_rss": [], "start_rss": []})
+                rec = out["atlases"].setdefault(
+                    atlas, {"wall_s": [], "cpu_s": [], "peak_rss": [], "start_rss": []}
+                )
                 lk = B.catalog_copy(lake, work / f"cat-{rep}-{atlas}.sqlite", FORGET)
                 c0 = B.tree_cpu()
                 with B.PeakRSS() as m:
@@ -72,9 +81,13 @@ def child(spec: dict) -> None:
                 rec["peak_rss"].append(m.peak)
                 rec["start_rss"].append(m.start)
                 rec["n_regions"] = int(res.dataset.sizes["region"])
-            print(f"  repeat {rep + 1}: floor {out['floor_s'][-1]:.2f} s ({best}), "
-                  + ", ".join(f"{a} {out['atlases'][a]['wall_s'][-1]:.2f} s" for a in spec["atlases"])
-                  + f" (load {B.load()})", file=sys.stderr, flush=True)
+            print(
+                f"  repeat {rep + 1}: floor {out['floor_s'][-1]:.2f} s ({best}), "
+                + ", ".join(f"{a} {out['atlases'][a]['wall_s'][-1]:.2f} s" for a in spec["atlases"])
+                + f" (load {B.load()})",
+                file=sys.stderr,
+                flush=True,
+            )
     # as the command line runs it: parcellate starts (and stops) its own LocalCluster
     for atlas in spec["atlases"]:
         lk = B.catalog_copy(lake, work / f"cat-cli-{atlas}.sqlite", FORGET)
@@ -92,45 +105,103 @@ def main() -> None:
     s = B.sizes(args)
     work = Path(args.cache) / "parcellate-work"
     B.remove_tree(work)
-    print(f"parcellate: {s['subjects']} subjects x {s['timepoints']} time points x 235,375 voxels, "
-          f"{args.workers} workers; load {B.load()}", flush=True)
+    print(
+        f"parcellate: {s['subjects']} subjects x {s['timepoints']} time points x 235,375 voxels, "
+        f"{args.workers} workers; load {B.load()}",
+        flush=True,
+    )
     load_before = B.load()
-    r = B.run_child("bench_parcellate.py", {"lake": lake.url, "work": str(work), "atlases": list(ATLASES),
-                                            "repeats": B.repeats(args), "workers": args.workers})
+    r = B.run_child(
+        "bench_parcellate.py",
+        {
+            "lake": lake.url,
+            "work": str(work),
+            "atlases": list(ATLASES),
+            "repeats": B.repeats(args),
+            "workers": args.workers,
+        },
+    )
     load_after = B.load()
     B.remove_tree(work)
     floor = B.median(r["floor_s"])
     floor_cpu = B.median(r["floor_cpu_s"])
-    rows = [{"what": "I/O floor (read store once)", "wall_s": floor, "ratio": 1.0, "cpu_s": floor_cpu,
-             "cpu_ratio": 1.0, "gb_per_s": r["bytes"] / B.GB / floor,
-             "peak_rss_mb": max(r["floor_peak_rss"]) / B.MB}]
+    rows = [
+        {
+            "what": "I/O floor (read store once)",
+            "wall_s": floor,
+            "ratio": 1.0,
+            "cpu_s": floor_cpu,
+            "cpu_ratio": 1.0,
+            "gb_per_s": r["bytes"] / B.GB / floor,
+            "peak_rss_mb": max(r["floor_peak_rss"]) / B.MB,
+        }
+    ]
     for atlas, rec in r["atlases"].items():
         wall = B.median(rec["wall_s"])
         paired = B.median([w / f for w, f in zip(rec["wall_s"], r["floor_s"], strict=True)])
-        rows.append({"what": f"parcellate {atlas} ({rec['n_regions']} regions)", "wall_s": wall,
-                     "ratio": wall / floor, "paired_ratio": paired, "cpu_s": B.median(rec["cpu_s"]),
-                     "cpu_ratio": B.median(rec["cpu_s"]) / floor_cpu, "gb_per_s": r["bytes"] / B.GB / wall,
-                     "peak_rss_mb": max(rec["peak_rss"]) / B.MB,
-                     "own_cluster_s": rec["wall_own_cluster_s"], "target_met": wall / floor <= TARGET,
-                     "walls_s": rec["wall_s"]})
-    print(B.table(rows, [("what", "", ""), ("wall_s", "wall s (median)", ".2f"),
-                         ("ratio", "x floor", ".2f"), ("paired_ratio", "x floor (paired)", ".2f"),
-                         ("cpu_s", "CPU s", ".1f"), ("cpu_ratio", "CPU x floor", ".2f"),
-                         ("gb_per_s", "GB/s", ".2f"), ("peak_rss_mb", "peak RSS MB (tree)", ".0f"),
-                         ("own_cluster_s", "incl. own cluster s", ".2f"), ("target_met", "<= 1.5x", "")]))
+        rows.append(
+            {
+                "what": f"parcellate {atlas} ({rec['n_regions']} regions)",
+                "wall_s": wall,
+                "ratio": wall / floor,
+                "paired_ratio": paired,
+                "cpu_s": B.median(rec["cpu_s"]),
+                "cpu_ratio": B.median(rec["cpu_s"]) / floor_cpu,
+                "gb_per_s": r["bytes"] / B.GB / wall,
+                "peak_rss_mb": max(rec["peak_rss"]) / B.MB,
+                "own_cluster_s": rec["wall_own_cluster_s"],
+                "target_met": wall / floor <= TARGET,
+                "walls_s": rec["wall_s"],
+            }
+        )
+    print(
+        B.table(
+            rows,
+            [
+                ("what", "", ""),
+                ("wall_s", "wall s (median)", ".2f"),
+                ("ratio", "x floor", ".2f"),
+                ("paired_ratio", "x floor (paired)", ".2f"),
+                ("cpu_s", "CPU s", ".1f"),
+                ("cpu_ratio", "CPU x floor", ".2f"),
+                ("gb_per_s", "GB/s", ".2f"),
+                ("peak_rss_mb", "peak RSS MB (tree)", ".0f"),
+                ("own_cluster_s", "incl. own cluster s", ".2f"),
+                ("target_met", "<= 1.5x", ""),
+            ],
+        )
+    )
     modes = {m: B.median([rm[m]["wall_s"] for rm in r["read_modes"]]) for m in r["read_modes"][0]}
-    print("\nreading the store once, by way of reading (median wall s): "
-          + "; ".join(f"{m}: {v:.2f}" for m, v in modes.items()))
-    print(f"store: {r['bytes'] / B.GB:.2f} GB; LocalCluster start {r['cluster_start_s']:.2f} s; "
-          f"workers' OPENBLAS_CORETYPE {sorted(set(map(str, r['worker_blas'].values())))}; "
-          f"load before {load_before}, after {load_after}; repeats {B.repeats(args)}")
-    B.write_results(args, NAME, {"subjects": r["n_subjects"], "timepoints": s["timepoints"], "voxels": 235375,
-                                 "workers": args.workers, "repeats": B.repeats(args), "target_ratio": TARGET,
-                                 "store_bytes": r["bytes"], "floor_s": r["floor_s"], "floor_cpu_s": r["floor_cpu_s"],
-                                 "read_modes_median_s": modes,
-                                 "cluster_start_s": r["cluster_start_s"], "rows": rows,
-                                 "tree_peak_rss_child_mb": r["tree_peak_rss"] / B.MB,
-                                 "load_before": load_before, "load_after": load_after})
+    print(
+        "\nreading the store once, by way of reading (median wall s): "
+        + "; ".join(f"{m}: {v:.2f}" for m, v in modes.items())
+    )
+    print(
+        f"store: {r['bytes'] / B.GB:.2f} GB; LocalCluster start {r['cluster_start_s']:.2f} s; "
+        f"workers' OPENBLAS_CORETYPE {sorted(set(map(str, r['worker_blas'].values())))}; "
+        f"load before {load_before}, after {load_after}; repeats {B.repeats(args)}"
+    )
+    B.write_results(
+        args,
+        NAME,
+        {
+            "subjects": r["n_subjects"],
+            "timepoints": s["timepoints"],
+            "voxels": 235375,
+            "workers": args.workers,
+            "repeats": B.repeats(args),
+            "target_ratio": TARGET,
+            "store_bytes": r["bytes"],
+            "floor_s": r["floor_s"],
+            "floor_cpu_s": r["floor_cpu_s"],
+            "read_modes_median_s": modes,
+            "cluster_start_s": r["cluster_start_s"],
+            "rows": rows,
+            "tree_peak_rss_child_mb": r["tree_peak_rss"] / B.MB,
+            "load_before": load_before,
+            "load_after": load_after,
+        },
+    )
 
 
 if __name__ == "__main__":

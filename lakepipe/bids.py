@@ -28,11 +28,9 @@ def check_entity(value: str, entity: str = "label", source: str | None = None) -
         value = str(value)
     prefix = f"{entity}-"
     if value.startswith(prefix):
-        value = value[len(prefix):]
+        value = value[len(prefix) :]
     if not _SAFE.match(value):
-        raise InputError(
-            f"{entity} value {value!r} is not BIDS-safe (letters and digits only)", source
-        )
+        raise InputError(f"{entity} value {value!r} is not BIDS-safe (letters and digits only)", source)
     return value
 
 

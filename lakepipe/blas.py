@@ -40,5 +40,3 @@ def tune_blas_for_this_process() -> None:
     """Apply :func:`blas_environment` to this process; effective only before numpy is imported."""
     for k, v in blas_environment().items():
         os.environ.setdefault(k, v)
-
-

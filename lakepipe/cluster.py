@@ -27,8 +27,7 @@ IN_PROCESS = ("synchronous", "threads")
 def scheduler_address(address: str | None = None) -> str | None:
     """``address``, else ``$LAKEPIPE_SCHEDULER``, else ``$DASK_SCHEDULER_ADDRESS`` (what the Dask
     Kubernetes operator sets in a DaskJob's pod), else ``None`` (a local cluster)."""
-    return (address or os.environ.get("LAKEPIPE_SCHEDULER") or os.environ.get("DASK_SCHEDULER_ADDRESS")
-            or None)
+    return address or os.environ.get("LAKEPIPE_SCHEDULER") or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
 
 
 def default_workers() -> int:
@@ -39,8 +38,14 @@ def default_workers() -> int:
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str | None = None, *, lake_url: str = "", n_workers: int | None = None,
-                memory_limit: str | None = "auto", client=None) -> Iterator[object | None]:
+def dask_client(
+    scheduler: str | None = None,
+    *,
+    lake_url: str = "",
+    n_workers: int | None = None,
+    memory_limit: str | None = "auto",
+    client=None,
+) -> Iterator[object | None]:
     """Context with a ``distributed.Client`` (or ``None`` for in-process lakes).
 
     A ``client`` already at hand is passed through untouched (one cluster for several pipelines).
@@ -74,17 +79,28 @@ def dask_client(scheduler: str | None = None, *, lake_url: str = "", n_workers: 
         return
     # added to distributed's own pre-spawn settings (one BLAS/OpenMP thread per single-threaded
     # worker), not replacing them: two-thread OpenBLAS in every worker oversubscribes the cores
-    env = {**dask.config.get("distributed.nanny.pre-spawn-environ", default={}), **blas_environment(),
-           "MALLOC_TRIM_THRESHOLD_": "65536"}
+    env = {
+        **dask.config.get("distributed.nanny.pre-spawn-environ", default={}),
+        **blas_environment(),
+        "MALLOC_TRIM_THRESHOLD_": "65536",
+    }
     # forkserver: workers fork from one server process that has done the imports once (and, started
     # after the environment above is set, loaded numpy with it): a local cluster starts in about a
     # third of the time of "spawn" and closes at once instead of after ~2 s
-    config = {"distributed.scheduler.worker-saturation": "inf", "distributed.nanny.pre-spawn-environ": env,
-              "distributed.worker.multiprocessing-method": "forkserver"}
+    config = {
+        "distributed.scheduler.worker-saturation": "inf",
+        "distributed.nanny.pre-spawn-environ": env,
+        "distributed.worker.multiprocessing-method": "forkserver",
+    }
     with dask.config.set(config):
-        cluster = LocalCluster(n_workers=n_workers or default_workers(), threads_per_worker=1,
-                               processes=True, memory_limit=memory_limit, dashboard_address=":0",
-                               silence_logs=logging.WARNING)
+        cluster = LocalCluster(
+            n_workers=n_workers or default_workers(),
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=memory_limit,
+            dashboard_address=":0",
+            silence_logs=logging.WARNING,
+        )
         client = Client(cluster)
         log.info("local Dask cluster: %d workers, dashboard %s", len(cluster.workers), client.dashboard_link)
         try:
@@ -124,6 +140,11 @@ def compute(*graphs, client=None, desc: str = "compute", log_every_s: float = 10
                     break
                 except (DaskTimeout, TimeoutError):
                     done = sum(f.done() for f in futures)
-                    log.info("%s: %d/%d result(s) done after %.0f s", desc, done, len(futures),
-                             time.monotonic() - start)
+                    log.info(
+                        "%s: %d/%d result(s) done after %.0f s",
+                        desc,
+                        done,
+                        len(futures),
+                        time.monotonic() - start,
+                    )
     return client.gather(futures)

@@ -83,7 +83,10 @@ class Lake:
         return stores.read_participants(self.url, cohort)
 
     def collect(self, **query):
-        """Outputs matching ``query`` as one :class:`xarray.DataArray`; see :func:`lakepipe.pipelines.collect.collect`."""
+        """Outputs matching ``query`` as one :class:`xarray.DataArray`.
+
+        See :func:`lakepipe.pipelines.collect.collect`.
+        """
         from lakepipe.pipelines.collect import collect
 
         return collect(self, **query)

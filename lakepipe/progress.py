@@ -12,8 +12,9 @@ T = TypeVar("T")
 log = logging.getLogger("lakepipe.progress")
 
 
-def progress(items: Iterable[T], *, total: int | None = None, desc: str = "",
-             every_s: float = 10.0) -> Iterator[T]:
+def progress(
+    items: Iterable[T], *, total: int | None = None, desc: str = "", every_s: float = 10.0
+) -> Iterator[T]:
     """Iterate ``items`` showing a tqdm bar on a terminal, or a log line every ``every_s`` seconds."""
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]

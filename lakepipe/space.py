@@ -24,10 +24,8 @@ class Grid:
     shape: tuple[int, int, int]
     affine: np.ndarray
 
-    def same_as(self, other: "Grid", atol: float = 1e-3) -> bool:
-        return tuple(self.shape) == tuple(other.shape) and np.allclose(
-            self.affine, other.affine, atol=atol
-        )
+    def same_as(self, other: Grid, atol: float = 1e-3) -> bool:
+        return tuple(self.shape) == tuple(other.shape) and np.allclose(self.affine, other.affine, atol=atol)
 
     @property
     def voxel_size(self) -> np.ndarray:
@@ -41,11 +39,13 @@ class Grid:
 def mni152_grid(res_mm: int = 2) -> Grid:
     """The MNI152NLin6Asym grid used by FSL and GSP1000 (91x109x91 at 2 mm, 182x218x182 at 1 mm)."""
     if res_mm == 2:
-        return Grid((91, 109, 91), np.array(
-            [[-2.0, 0, 0, 90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]]))
+        return Grid(
+            (91, 109, 91), np.array([[-2.0, 0, 0, 90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]])
+        )
     if res_mm == 1:
-        return Grid((182, 218, 182), np.array(
-            [[-1.0, 0, 0, 90], [0, 1, 0, -126], [0, 0, 1, -72], [0, 0, 0, 1]]))
+        return Grid(
+            (182, 218, 182), np.array([[-1.0, 0, 0, 90], [0, 1, 0, -126], [0, 0, 1, -72], [0, 0, 0, 1]])
+        )
     raise ValueError(f"no standard MNI152 grid at {res_mm} mm")
 
 

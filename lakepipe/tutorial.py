@@ -78,8 +78,15 @@ _STREAM_MODEL, _STREAM_SUBJECT, _STREAM_LESION, _STREAM_COHORT = 1, 2, 3, 4
 
 #: Hidden file marking a folder as written by :func:`write_tutorial` (only such folders are cleared).
 _MARKER = ".lakepipe-tutorial"
-_OUR_ENTRIES = ("bids", "connectome", "atlas", "parcel_timeseries", "nifti_connectome",
-                "README.md", "tutorial.json")
+_OUR_ENTRIES = (
+    "bids",
+    "connectome",
+    "atlas",
+    "parcel_timeseries",
+    "nifti_connectome",
+    "README.md",
+    "tutorial.json",
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,8 +226,9 @@ def _correlation_matrix(networks: Sequence[Network]) -> np.ndarray:
     return c
 
 
-def _network_maps(rng: np.random.Generator, model_xyz: np.ndarray, mask: np.ndarray,
-                  networks: Sequence[Network]) -> np.ndarray:
+def _network_maps(
+    rng: np.random.Generator, model_xyz: np.ndarray, mask: np.ndarray, networks: Sequence[Network]
+) -> np.ndarray:
     """Smooth irregular loadings (K, V): max of Gaussian blobs times a smooth log-normal field."""
     maps = np.zeros((len(networks), model_xyz.shape[0]), np.float32)
     for k, net in enumerate(networks):
@@ -262,9 +270,16 @@ def build_latent_model(seed: int = 0, networks: Sequence[Network] = NETWORKS) ->
     scale = 0.01 * baseline * rng.uniform(0.8, 1.2, v)
     noise_sd = rng.uniform(0.8, 1.2, v)
     return LatentModel(
-        grid=grid, mask=mask, ijk=ijk, xyz=xyz, loadings=loadings, phi=phi,
-        correlation=_correlation_matrix(networks), baseline=baseline.astype(np.float32),
-        scale=scale.astype(np.float32), noise_sd=noise_sd.astype(np.float32),
+        grid=grid,
+        mask=mask,
+        ijk=ijk,
+        xyz=xyz,
+        loadings=loadings,
+        phi=phi,
+        correlation=_correlation_matrix(networks),
+        baseline=baseline.astype(np.float32),
+        scale=scale.astype(np.float32),
+        noise_sd=noise_sd.astype(np.float32),
         networks=tuple(networks),
     )
 
@@ -415,19 +430,26 @@ def write_hdf5_batch(
             f.attrs["mask_shape"] = np.asarray(mask_shape, dtype=np.int64)
             if space:
                 f.attrs["space"] = space
-            f.create_dataset("mask_indices", data=(idx.T if indices_orientation == "3V" else idx)
-                             .astype(np.int32))
+            f.create_dataset(
+                "mask_indices", data=(idx.T if indices_orientation == "3V" else idx).astype(np.int32)
+            )
             f.create_dataset("mask_affine", data=np.asarray(mask_affine, dtype=np.float64))
             dset = None
             for x in _iter_subjects(timeseries):
                 x = np.asarray(x, dtype=np.float32)
                 if dset is None:
                     if validate and (x.ndim != 2 or x.shape[1] != idx.shape[0]):
-                        raise InputError(f"subject series {x.shape} do not match {idx.shape[0]} mask "
-                                         "voxels", path)
+                        raise InputError(
+                            f"subject series {x.shape} do not match {idx.shape[0]} mask voxels", path
+                        )
                     dset = f.create_dataset(
-                        "timeseries", shape=(0, *x.shape), maxshape=(None, *x.shape), dtype=np.float32,
-                        chunks=_subject_chunks(*x.shape, chunk_mb), compression=compression)
+                        "timeseries",
+                        shape=(0, *x.shape),
+                        maxshape=(None, *x.shape),
+                        dtype=np.float32,
+                        chunks=_subject_chunks(*x.shape, chunk_mb),
+                        compression=compression,
+                    )
                 elif validate and x.shape != dset.shape[1:]:
                     raise InputError(f"subject {n} has shape {x.shape}, expected {dset.shape[1:]}", path)
                 dset.resize(n + 1, axis=0)
@@ -471,21 +493,26 @@ def seitzman_table():
 
     d = fetch_coords_seitzman_2018(ordered_regions=False)
     rois = d.rois.reset_index(drop=True)
-    table = pd.DataFrame({
-        "index": np.arange(1, len(rois) + 1),
-        "network": [str(n) for n in d.networks],
-        "region": [str(r) for r in d.regions],
-        "x": rois["x"].to_numpy(float), "y": rois["y"].to_numpy(float), "z": rois["z"].to_numpy(float),
-        "radius_mm": np.asarray(d.radius, float),
-    })
+    table = pd.DataFrame(
+        {
+            "index": np.arange(1, len(rois) + 1),
+            "network": [str(n) for n in d.networks],
+            "region": [str(r) for r in d.regions],
+            "x": rois["x"].to_numpy(float),
+            "y": rois["y"].to_numpy(float),
+            "z": rois["z"].to_numpy(float),
+            "radius_mm": np.asarray(d.radius, float),
+        }
+    )
     counter = table.groupby("network").cumcount() + 1
-    table.insert(1, "name", [f"Seitzman_{net}_{c}" for net, c in zip(table["network"], counter)])
+    table.insert(1, "name", [f"Seitzman_{net}_{c}" for net, c in zip(table["network"], counter, strict=True)])
     table.insert(3, "hemisphere", [_hemisphere(x) for x in table["x"]])
     return table
 
 
-def sphere_labels(centres_mm: np.ndarray, radius_mm: float, grid: Grid,
-                  mask: np.ndarray | None = None) -> np.ndarray:
+def sphere_labels(
+    centres_mm: np.ndarray, radius_mm: float, grid: Grid, mask: np.ndarray | None = None
+) -> np.ndarray:
     """Label volume of spheres (label k+1 for centre k); overlaps go to the nearest centre.
 
     Parameters
@@ -535,17 +562,28 @@ def _write_atlas(atlas_dir: Path, model: LatentModel) -> tuple[Path, Path, np.nd
     counts = np.bincount(vol.ravel(), minlength=len(table) + 1)[1:]
     table["n_voxels"] = counts
     empty = table.loc[counts == 0, "index"].tolist()
-    logger.info("atlas %s: %d spheres of %g mm on the 2 mm grid, %d labelled voxels", ATLAS_NAME,
-                len(table), ATLAS_RADIUS_MM, int(counts.sum()))
+    logger.info(
+        "atlas %s: %d spheres of %g mm on the 2 mm grid, %d labelled voxels",
+        ATLAS_NAME,
+        len(table),
+        ATLAS_RADIUS_MM,
+        int(counts.sum()),
+    )
     if empty:
-        logger.info("atlas %s: %d of %d ROIs have no voxel inside the brain mask (kept in the table): %s",
-                    ATLAS_NAME, len(empty), len(table), empty)
+        logger.info(
+            "atlas %s: %d of %d ROIs have no voxel inside the brain mask (kept in the table): %s",
+            ATLAS_NAME,
+            len(empty),
+            len(table),
+            empty,
+        )
     stem = f"tpl-{SPACE}_res-02_atlas-{ATLAS_NAME}_dseg"
     nii = atlas_dir / f"{stem}.nii.gz"
     _save_nifti(vol, model.grid.affine, nii, intent="label")
     tsv = atlas_dir / f"{stem}.tsv"
     table[["index", "name", "network", "hemisphere", "region", "x", "y", "z", "n_voxels"]].to_csv(
-        tsv, sep="\t", index=False, lineterminator="\n")
+        tsv, sep="\t", index=False, lineterminator="\n"
+    )
     return nii, tsv, vol, table
 
 
@@ -554,8 +592,9 @@ def _write_atlas(atlas_dir: Path, model: LatentModel) -> tuple[Path, Path, np.nd
 # ----------------------------------------------------------------------------------------------
 
 
-def _save_nifti(data: np.ndarray, affine: np.ndarray, path: Path, *, intent: str | None = None,
-                tr: float | None = None) -> Path:
+def _save_nifti(
+    data: np.ndarray, affine: np.ndarray, path: Path, *, intent: str | None = None, tr: float | None = None
+) -> Path:
     """Save ``data`` with ``affine`` as MNI-coded NIfTI-1 (sform and qform), units mm (and s)."""
     import nibabel as nib
 
@@ -632,8 +671,9 @@ def _upsampled_brain_mask_1mm(mask2: np.ndarray) -> np.ndarray:
 _MAX_GROWTH = 1.5
 
 
-def _blob_score(rng: np.random.Generator, centre_vox: np.ndarray, n_voxels: float,
-                shape: tuple[int, int, int]) -> tuple[tuple[slice, ...], np.ndarray]:
+def _blob_score(
+    rng: np.random.Generator, centre_vox: np.ndarray, n_voxels: float, shape: tuple[int, int, int]
+) -> tuple[tuple[slice, ...], np.ndarray]:
     """Smooth irregular score around ``centre_vox`` in a box: higher = more likely lesioned.
 
     The score is a negative anisotropic squared distance (axes 0.75-1.35 of the equivalent radius)
@@ -646,8 +686,8 @@ def _blob_score(rng: np.random.Generator, centre_vox: np.ndarray, n_voxels: floa
     half = int(np.ceil(1.8 * radius * axes.max())) + 4
     lo = np.maximum(np.rint(centre_vox).astype(int) - half, 0)
     hi = np.minimum(np.rint(centre_vox).astype(int) + half + 1, np.array(shape))
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    axis = [(np.arange(a, b) - c).astype(np.float32) for a, b, c in zip(lo, hi, centre_vox)]
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    axis = [(np.arange(a, b) - c).astype(np.float32) for a, b, c in zip(lo, hi, centre_vox, strict=True)]
     open_axes = np.ix_(*axis)
     d2 = np.zeros(tuple(hi - lo), np.float32)
     for j in range(3):  # squared length of the rotated, axis-scaled offset, built by broadcasting
@@ -700,8 +740,9 @@ def _draw_lesion(plan: _LesionPlan, seed: int, brain: dict[int, np.ndarray]) -> 
     return out
 
 
-def _jitter_site(rng: np.random.Generator, site_mm: tuple[float, float, float], left: bool,
-                 sd_mm: float = 3.0) -> tuple[float, float, float]:
+def _jitter_site(
+    rng: np.random.Generator, site_mm: tuple[float, float, float], left: bool, sd_mm: float = 3.0
+) -> tuple[float, float, float]:
     """A site mirrored to the chosen hemisphere and jittered by a few mm."""
     x, y, z = np.asarray(site_mm, float) + rng.normal(0, sd_mm, 3)
     x = abs(x) if x != 0 else 10.0
@@ -732,8 +773,10 @@ def _cohort_plan(participants: int, seed: int) -> tuple[list[_LesionPlan], dict]
     second = set(singles[:n_second]) if participants > 1 else set()
 
     # sites cycle through a shuffled list, so a cohort covers many networks
-    cycles = {id(pool): [str(x) for x in rng.permutation(sorted(pool))]
-              for pool in (CORTICAL_SITES, SUBCORTICAL_SITES)}
+    cycles = {
+        id(pool): [str(x) for x in rng.permutation(sorted(pool))]
+        for pool in (CORTICAL_SITES, SUBCORTICAL_SITES)
+    }
     plans: list[_LesionPlan] = []
     clinical: dict[str, dict] = {}
     key = 0
@@ -752,8 +795,20 @@ def _cohort_plan(participants: int, seed: int) -> tuple[list[_LesionPlan], dict]
         if p in two_sessions:
             radius_mm = (3 * volume[p] / (4 * np.pi)) ** (1 / 3)
             shift = tuple(float(round(s, 1)) for s in rng.normal(0, max(0.5, 0.1 * radius_mm), 3))
-            plans.append(_LesionPlan(p, "02", MAIN_LABEL, res, site, centre, volume[p], key,
-                                     grow=float(rng.uniform(1.1, 1.4)), shift_mm=shift))
+            plans.append(
+                _LesionPlan(
+                    p,
+                    "02",
+                    MAIN_LABEL,
+                    res,
+                    site,
+                    centre,
+                    volume[p],
+                    key,
+                    grow=float(rng.uniform(1.1, 1.4)),
+                    shift_mm=shift,
+                )
+            )
             sessions["02"] = onset + int(rng.integers(3, 8))
         if p in second:
             key += 1
@@ -763,8 +818,12 @@ def _cohort_plan(participants: int, seed: int) -> tuple[list[_LesionPlan], dict]
             for ses in sessions:
                 plans.append(_LesionPlan(p, ses, SECOND_LABEL, res, old_site, old_centre, old_volume, key))
         key += 1
-        clinical[p] = {"age": int(rng.integers(38, 89)), "sex": str(rng.choice(["F", "M"])),
-                       "sessions": sessions, "nihss_noise": float(rng.normal(0, 1.5))}
+        clinical[p] = {
+            "age": int(rng.integers(38, 89)),
+            "sex": str(rng.choice(["F", "M"])),
+            "sessions": sessions,
+            "nihss_noise": float(rng.normal(0, 1.5)),
+        }
     return plans, clinical
 
 
@@ -776,8 +835,17 @@ def _nihss(volume_mm3: float, noise: float) -> int:
 def _lesion_path(bids_dir: Path, plan: _LesionPlan) -> Path:
     """``sub-X/ses-Y/anat/sub-X_ses-Y_space-S[_res-2]_label-L_mask.nii.gz`` (1 mm files carry no res)."""
     sub, ses = check_entity(plan.participant, "sub"), check_entity(plan.session, "ses")
-    name = bids_name({"sub": sub, "ses": ses, "space": SPACE, "res": "2" if plan.res == 2 else None,
-                      "label": check_entity(plan.label, "label")}, "mask", ".nii.gz")
+    name = bids_name(
+        {
+            "sub": sub,
+            "ses": ses,
+            "space": SPACE,
+            "res": "2" if plan.res == 2 else None,
+            "label": check_entity(plan.label, "label"),
+        },
+        "mask",
+        ".nii.gz",
+    )
     return bids_dir / f"sub-{sub}" / f"ses-{ses}" / "anat" / name
 
 
@@ -792,27 +860,37 @@ def _bids_metadata(bids_dir: Path, clinical: dict, acute_volume: dict[str, float
         "License": "CC0",
         "Authors": ["lakepipe"],
         "Description": "Synthetic binary lesion masks in MNI152NLin6Asym space generated by "
-                       "lakepipe.tutorial for examples and tests. Not real patients.",
+        "lakepipe.tutorial for examples and tests. Not real patients.",
         "GeneratedBy": [{"Name": "lakepipe.tutorial", "Version": lakepipe.__version__}],
     }
     _write_json(bids_dir / "dataset_description.json", description)
     rows = ["participant_id\tage\tsex\tnihss\tdays_since_onset"]
     for p, c in clinical.items():
-        rows.append(f"sub-{p}\t{c['age']}\t{c['sex']}\t{_nihss(acute_volume[p], c['nihss_noise'])}"
-                    f"\t{c['sessions']['01']}")
+        rows.append(
+            f"sub-{p}\t{c['age']}\t{c['sex']}\t{_nihss(acute_volume[p], c['nihss_noise'])}"
+            f"\t{c['sessions']['01']}"
+        )
         ses_rows = ["session_id\tdays_since_onset"] + [f"ses-{s}\t{d}" for s, d in c["sessions"].items()]
         (bids_dir / f"sub-{p}" / f"sub-{p}_sessions.tsv").write_text("\n".join(ses_rows) + "\n")
     (bids_dir / "participants.tsv").write_text("\n".join(rows) + "\n")
-    _write_json(bids_dir / "participants.json", {
-        "participant_id": {"Description": "Participant label"},
-        "age": {"Description": "Age at stroke onset", "Units": "year"},
-        "sex": {"Description": "Sex", "Levels": {"F": "female", "M": "male"}},
-        "nihss": {"Description": "NIH Stroke Scale at the first session (synthetic; increases with "
-                                 "the log of the acute lesion volume)", "Units": "score (0-42)"},
-        "days_since_onset": {"Description": "Days from stroke onset to the first session (ses-01); "
-                                            "see sub-<label>_sessions.tsv for every session",
-                             "Units": "day"},
-    })
+    _write_json(
+        bids_dir / "participants.json",
+        {
+            "participant_id": {"Description": "Participant label"},
+            "age": {"Description": "Age at stroke onset", "Units": "year"},
+            "sex": {"Description": "Sex", "Levels": {"F": "female", "M": "male"}},
+            "nihss": {
+                "Description": "NIH Stroke Scale at the first session (synthetic; increases with "
+                "the log of the acute lesion volume)",
+                "Units": "score (0-42)",
+            },
+            "days_since_onset": {
+                "Description": "Days from stroke onset to the first session (ses-01); "
+                "see sub-<label>_sessions.tsv for every session",
+                "Units": "day",
+            },
+        },
+    )
 
 
 def _write_lesions(bids_dir: Path, participants: int, seed: int) -> list[dict]:
@@ -832,14 +910,28 @@ def _write_lesions(bids_dir: Path, participants: int, seed: int) -> list[dict]:
         volume = n * float(np.prod(mni152_grid(plan.res).voxel_size))
         if plan.label == MAIN_LABEL and plan.session == "01":
             acute_volume[plan.participant] = volume
-        rows.append({"participant": plan.participant, "session": plan.session, "label": plan.label,
-                     "res_mm": plan.res, "site": plan.site, "centre_mm": list(plan.centre_mm),
-                     "n_voxels": n, "volume_mm3": volume,
-                     "path": path.relative_to(bids_dir.parent).as_posix()})
+        rows.append(
+            {
+                "participant": plan.participant,
+                "session": plan.session,
+                "label": plan.label,
+                "res_mm": plan.res,
+                "site": plan.site,
+                "centre_mm": list(plan.centre_mm),
+                "n_voxels": n,
+                "volume_mm3": volume,
+                "path": path.relative_to(bids_dir.parent).as_posix(),
+            }
+        )
     _bids_metadata(bids_dir, clinical, acute_volume)
-    logger.info("lesions: %d masks for %d participants (%d at 2 mm), %d to %d voxels",
-                len(rows), participants, sum(r["res_mm"] == 2 for r in rows),
-                min(r["n_voxels"] for r in rows), max(r["n_voxels"] for r in rows))
+    logger.info(
+        "lesions: %d masks for %d participants (%d at 2 mm), %d to %d voxels",
+        len(rows),
+        participants,
+        sum(r["res_mm"] == 2 for r in rows),
+        min(r["n_voxels"] for r in rows),
+        max(r["n_voxels"] for r in rows),
+    )
     return rows
 
 
@@ -871,17 +963,20 @@ def _subject_ids(subjects: int) -> list[str]:
 
 def _parcel_sink(out_dir: Path, ids: list[str], means: _ParcelMeans) -> Callable[[int, np.ndarray], None]:
     """Write each subject's parcel series as ``sub-<id>_timeseries.npy`` (the last one as ``.tsv``)."""
+
     def sink(s: int, x: np.ndarray) -> None:
         ts = means(x)
         if s == len(ids) - 1 and len(ids) > 1:  # one TSV (no header, parcels x time) for that reader
             np.savetxt(out_dir / f"sub-{ids[s]}_timeseries.tsv", ts, delimiter="\t", fmt="%.9g")
         else:
             np.save(out_dir / f"sub-{ids[s]}_timeseries.npy", ts)
+
     return sink
 
 
-def _nifti_sink(out_dir: Path, ids: list[str], model: LatentModel,
-                n_subjects: int) -> Callable[[int, np.ndarray], None]:
+def _nifti_sink(
+    out_dir: Path, ids: list[str], model: LatentModel, n_subjects: int
+) -> Callable[[int, np.ndarray], None]:
     """Write the first ``n_subjects`` subjects as 4D NIfTI (zeros outside the brain mask)."""
     flat = np.ravel_multi_index(tuple(model.ijk.T), model.grid.shape, order="F")
 
@@ -893,11 +988,19 @@ def _nifti_sink(out_dir: Path, ids: list[str], model: LatentModel,
         for t in range(x.shape[0]):
             columns[flat, t] = x[t]
         _save_nifti(vol, model.grid.affine, out_dir / f"sub-{ids[s]}_bold.nii.gz", tr=REPETITION_TIME)
+
     return sink
 
 
-def _write_connectome(conn_dir: Path, model: LatentModel, seed: int, subjects: int, timepoints: int,
-                      batch_size: int, sinks: Sequence[Callable[[int, np.ndarray], None]]) -> list[dict]:
+def _write_connectome(
+    conn_dir: Path,
+    model: LatentModel,
+    seed: int,
+    subjects: int,
+    timepoints: int,
+    batch_size: int,
+    sinks: Sequence[Callable[[int, np.ndarray], None]],
+) -> list[dict]:
     """Generate subjects one at a time into HDF5 batches, feeding each to ``sinks`` too."""
     conn_dir.mkdir(parents=True)
     ids = _subject_ids(subjects)
@@ -913,11 +1016,22 @@ def _write_connectome(conn_dir: Path, model: LatentModel, seed: int, subjects: i
                 yield x
 
         path = conn_dir / f"batch-{b + 1:03d}.h5"
-        write_hdf5_batch(path, stream(), model.ijk, model.grid.affine, model.grid.shape,
-                         subject_ids=[ids[s] for s in members])
+        write_hdf5_batch(
+            path,
+            stream(),
+            model.ijk,
+            model.grid.affine,
+            model.grid.shape,
+            subject_ids=[ids[s] for s in members],
+        )
         batches.append({"file": path.name, "subject_ids": [ids[s] for s in members]})
-        logger.info("connectome: wrote %s (%d subjects x %d timepoints x %d voxels)",
-                    path.name, len(members), timepoints, model.n_voxels)
+        logger.info(
+            "connectome: wrote %s (%d subjects x %d timepoints x %d voxels)",
+            path.name,
+            len(members),
+            timepoints,
+            model.n_voxels,
+        )
     return batches
 
 
@@ -967,8 +1081,11 @@ def _write_json(path: Path, obj: object) -> None:
 def _paths(root: Path, parcel_timeseries: bool, nifti_connectome: bool) -> TutorialPaths:
     stem = f"tpl-{SPACE}_res-02_atlas-{ATLAS_NAME}_dseg"
     return TutorialPaths(
-        root=root, bids=root / "bids", connectome=root / "connectome",
-        atlas_nifti=root / "atlas" / f"{stem}.nii.gz", atlas_labels=root / "atlas" / f"{stem}.tsv",
+        root=root,
+        bids=root / "bids",
+        connectome=root / "connectome",
+        atlas_nifti=root / "atlas" / f"{stem}.nii.gz",
+        atlas_labels=root / "atlas" / f"{stem}.tsv",
         parcel_timeseries=root / "parcel_timeseries" if parcel_timeseries else None,
         nifti_connectome=root / "nifti_connectome" if nifti_connectome else None,
         manifest=root / "tutorial.json",
@@ -977,9 +1094,11 @@ def _paths(root: Path, parcel_timeseries: bool, nifti_connectome: bool) -> Tutor
 
 def _file_list(root: Path) -> dict[str, int]:
     """Relative path -> size in bytes of every file under ``root`` except the manifest."""
-    return {p.relative_to(root).as_posix(): p.stat().st_size
-            for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != "tutorial.json" and not p.name.startswith(".")}
+    return {
+        p.relative_to(root).as_posix(): p.stat().st_size
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "tutorial.json" and not p.name.startswith(".")
+    }
 
 
 def _up_to_date(root: Path, parameters: dict) -> bool:
@@ -990,12 +1109,16 @@ def _up_to_date(root: Path, parameters: dict) -> bool:
         manifest = json.loads((root / "tutorial.json").read_text())
     except (OSError, ValueError):
         return False
-    if (manifest.get("parameters") != parameters or manifest.get("layout_version") != LAYOUT_VERSION
-            or manifest.get("lakepipe_version") != lakepipe.__version__):
+    if (
+        manifest.get("parameters") != parameters
+        or manifest.get("layout_version") != LAYOUT_VERSION
+        or manifest.get("lakepipe_version") != lakepipe.__version__
+    ):
         return False
     files = manifest.get("files", {})
-    return bool(files) and all((root / f).is_file() and (root / f).stat().st_size == size
-                               for f, size in files.items())
+    return bool(files) and all(
+        (root / f).is_file() and (root / f).stat().st_size == size for f, size in files.items()
+    )
 
 
 def _prepare_root(root: Path) -> None:
@@ -1022,14 +1145,18 @@ def _prepare_root(root: Path) -> None:
     (root / _MARKER).write_text("written by lakepipe.tutorial.write_tutorial\n")
 
 
-def _check_parameters(participants: int, subjects: int, timepoints: int, batch_size: int,
-                      seed: int) -> None:
-    for name, value, low in (("participants", participants, 1), ("subjects", subjects, 1),
-                             ("timepoints", timepoints, 3), ("batch_size", batch_size, 1),
-                             ("seed", seed, 0)):
+def _check_parameters(participants: int, subjects: int, timepoints: int, batch_size: int, seed: int) -> None:
+    for name, value, low in (
+        ("participants", participants, 1),
+        ("subjects", subjects, 1),
+        ("timepoints", timepoints, 3),
+        ("batch_size", batch_size, 1),
+        ("seed", seed, 0),
+    ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise InputError(f"{name} must be an integer >= {low}, got {value!r}",
-                             "--" + name.replace("_", "-"))
+            raise InputError(
+                f"{name} must be an integer >= {low}, got {value!r}", "--" + name.replace("_", "-")
+            )
 
 
 _README = """# lakepipe tutorial data
@@ -1081,10 +1208,18 @@ mask), plus `brain_mask.nii.gz`.
 
 def _write_readme(paths: TutorialPaths, params: dict, n_voxels: int, n_empty: int) -> None:
     text = _README.format(
-        seed=params["seed"], participants=params["participants"], second=SECOND_LABEL,
-        subjects=params["subjects"], timepoints=params["timepoints"], tr=REPETITION_TIME,
-        voxels=n_voxels, batch_size=params["batch_size"], networks=len(NETWORKS),
-        network_names=", ".join(n.name for n in NETWORKS), radius=ATLAS_RADIUS_MM, empty=n_empty,
+        seed=params["seed"],
+        participants=params["participants"],
+        second=SECOND_LABEL,
+        subjects=params["subjects"],
+        timepoints=params["timepoints"],
+        tr=REPETITION_TIME,
+        voxels=n_voxels,
+        batch_size=params["batch_size"],
+        networks=len(NETWORKS),
+        network_names=", ".join(n.name for n in NETWORKS),
+        radius=ATLAS_RADIUS_MM,
+        empty=n_empty,
         parcel_state="written" if paths.parcel_timeseries else "not written: parcel_timeseries=False",
         nifti_state="written" if paths.nifti_connectome else "not written: nifti_connectome=False",
         n_nifti=min(N_NIFTI_SUBJECTS, params["subjects"]),
@@ -1143,9 +1278,15 @@ def write_tutorial(
 
     _check_parameters(participants, subjects, timepoints, batch_size, seed)
     root = Path(out_dir)
-    params = {"participants": int(participants), "subjects": int(subjects),
-              "timepoints": int(timepoints), "batch_size": int(batch_size), "seed": int(seed),
-              "nifti_connectome": bool(nifti_connectome), "parcel_timeseries": bool(parcel_timeseries)}
+    params = {
+        "participants": int(participants),
+        "subjects": int(subjects),
+        "timepoints": int(timepoints),
+        "batch_size": int(batch_size),
+        "seed": int(seed),
+        "nifti_connectome": bool(nifti_connectome),
+        "parcel_timeseries": bool(parcel_timeseries),
+    }
     paths = _paths(root, parcel_timeseries, nifti_connectome)
     if _up_to_date(root, params):
         logger.info("tutorial in %s is up to date; nothing to do", root)
@@ -1160,15 +1301,28 @@ def write_tutorial(
     n_empty = int((table["n_voxels"] == 0).sum())
     _write_readme(paths, params, model.n_voxels, n_empty)
     manifest = {
-        "generator": "lakepipe.tutorial", "layout_version": LAYOUT_VERSION,
-        "lakepipe_version": lakepipe.__version__, "seed": int(seed), "parameters": params,
-        "space": SPACE, "repetition_time": REPETITION_TIME,
-        "connectome": {"n_subjects": subjects, "n_timepoints": timepoints, "n_voxels": model.n_voxels,
-                       "batches": batches,
-                       "networks": [{"name": n.name, "centres_mm": n.centres().tolist(),
-                                     "sigma_mm": n.sigma_mm} for n in NETWORKS]},
-        "atlas": {"name": ATLAS_NAME, "n_regions": int(len(table)), "radius_mm": ATLAS_RADIUS_MM,
-                  "empty_indices": table.loc[table["n_voxels"] == 0, "index"].tolist()},
+        "generator": "lakepipe.tutorial",
+        "layout_version": LAYOUT_VERSION,
+        "lakepipe_version": lakepipe.__version__,
+        "seed": int(seed),
+        "parameters": params,
+        "space": SPACE,
+        "repetition_time": REPETITION_TIME,
+        "connectome": {
+            "n_subjects": subjects,
+            "n_timepoints": timepoints,
+            "n_voxels": model.n_voxels,
+            "batches": batches,
+            "networks": [
+                {"name": n.name, "centres_mm": n.centres().tolist(), "sigma_mm": n.sigma_mm} for n in NETWORKS
+            ],
+        },
+        "atlas": {
+            "name": ATLAS_NAME,
+            "n_regions": int(len(table)),
+            "radius_mm": ATLAS_RADIUS_MM,
+            "empty_indices": table.loc[table["n_voxels"] == 0, "index"].tolist(),
+        },
         "lesions": lesions,
         "files": _file_list(root),
     }
@@ -1177,8 +1331,9 @@ def write_tutorial(
     return paths
 
 
-def _optional_sinks(paths: TutorialPaths, model: LatentModel, subjects: int, atlas_vol: np.ndarray,
-                    table) -> list[Callable[[int, np.ndarray], None]]:
+def _optional_sinks(
+    paths: TutorialPaths, model: LatentModel, subjects: int, atlas_vol: np.ndarray, table
+) -> list[Callable[[int, np.ndarray], None]]:
     """Per-subject writers for the parcel series and the 4D NIfTI, as asked."""
     ids = _subject_ids(subjects)
     sinks = []
@@ -1190,7 +1345,8 @@ def _optional_sinks(paths: TutorialPaths, model: LatentModel, subjects: int, atl
         sinks.append(_parcel_sink(paths.parcel_timeseries, ids, means))
     if paths.nifti_connectome is not None:
         paths.nifti_connectome.mkdir(parents=True)
-        _save_nifti(model.mask.astype(np.uint8), model.grid.affine,
-                    paths.nifti_connectome / "brain_mask.nii.gz")
+        _save_nifti(
+            model.mask.astype(np.uint8), model.grid.affine, paths.nifti_connectome / "brain_mask.nii.gz"
+        )
         sinks.append(_nifti_sink(paths.nifti_connectome, ids, model, N_NIFTI_SUBJECTS))
     return sinks

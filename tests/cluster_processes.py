@@ -20,10 +20,25 @@ class CliCluster:
         self.env = {**os.environ, **(env or {}), "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "inf"}
         self.scheduler_file = self.tmp / "scheduler.json"
         self.scheduler = subprocess.Popen(
-            [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
-             "--dashboard-address", ":0", "--scheduler-file", str(self.scheduler_file)],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=open(self.tmp / "scheduler.log", "w"),
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "dask",
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--dashboard-address",
+                ":0",
+                "--scheduler-file",
+                str(self.scheduler_file),
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.tmp / "scheduler.log", "w"),  # noqa: SIM115 - lives as long as the process
+            start_new_session=True,
+        )
         self.address = self._wait_for_scheduler()
         self.workers = [self.start_worker(i) for i in range(n_workers)]
         self.wait_for_workers(n_workers)
@@ -43,10 +58,28 @@ class CliCluster:
 
     def start_worker(self, i: int) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "dask", "worker", self.address, "--nthreads", "1", "--nworkers", "1",
-             "--memory-limit", "3GiB", "--name", f"w{i}", "--local-directory", str(self.tmp / f"w{i}")],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"worker{i}.log", "w"),
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "dask",
+                "worker",
+                self.address,
+                "--nthreads",
+                "1",
+                "--nworkers",
+                "1",
+                "--memory-limit",
+                "3GiB",
+                "--name",
+                f"w{i}",
+                "--local-directory",
+                str(self.tmp / f"w{i}"),
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.tmp / f"worker{i}.log", "w"),
+            start_new_session=True,
+        )
 
     def wait_for_workers(self, n: int, timeout: float = 90) -> None:
         from distributed import Client

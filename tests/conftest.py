@@ -46,8 +46,9 @@ def dask_client():
     """A real distributed cluster: two single-threaded worker processes."""
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                           memory_limit="4GiB")
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="4GiB"
+    )
     # not the default scheduler: pipelines get it explicitly, while lazy reads in the test process
     # (memory:// lakes live only here) keep using threads
     client = Client(cluster, set_as_default=False)
@@ -86,8 +87,12 @@ def s3_server():
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "LAKEPIPE_S3_ENDPOINT": endpoint}
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "LAKEPIPE_S3_ENDPOINT": endpoint,
+    }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     import boto3
@@ -115,12 +120,19 @@ def any_lake_url(request, tmp_path):
     return f"s3://lake/{uuid.uuid4().hex[:8]}"
 
 
-def run_cli(*args: str, env: dict | None = None, cwd: str | Path | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict | None = None, cwd: str | Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run the ``lakepipe`` command line in a subprocess (as users do)."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "lakepipe.cli.main", *map(str, args)], capture_output=True,
-                          text=True, env=full_env, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "lakepipe.cli.main", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture

@@ -124,8 +124,14 @@ class PostgresServer:
 
     def _run(self, *args: str) -> None:
         subprocess.run(
-            args, check=True, capture_output=True, text=True, cwd=self.root, timeout=120,
-            env={**os.environ, "LC_ALL": "C", "LANG": "C"}, **self._as_user(),
+            args,
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+            timeout=120,
+            env={**os.environ, "LC_ALL": "C", "LANG": "C"},
+            **self._as_user(),
         )
 
     # life cycle -----------------------------------------------------------------------------------
@@ -142,9 +148,18 @@ class PostgresServer:
         os.chmod(self.root, 0o700)
         try:
             self._run(
-                str(self.bindir / "initdb"), "-D", str(data), "-U", _USER, f"--pwfile={pwfile}",
-                "--auth-host=scram-sha-256", "--auth-local=trust", "--encoding=UTF8", "--locale=C",
-                "--no-sync", "--no-instructions",
+                str(self.bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                _USER,
+                f"--pwfile={pwfile}",
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
             )
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"initdb failed:\n{exc.stdout}\n{exc.stderr}") from None
@@ -164,12 +179,34 @@ class PostgresServer:
         logfile = open(self.root / "postgres.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [
-                str(self.bindir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(self.port),
-                "-k", str(sockets), "-c", "fsync=off", "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off", "-c", "max_connections=60", "-c", "shared_buffers=32MB",
-                "-c", "log_min_messages=warning", "-c", "deadlock_timeout=200ms",
+                str(self.bindir / "postgres"),
+                "-D",
+                str(data),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-k",
+                str(sockets),
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=60",
+                "-c",
+                "shared_buffers=32MB",
+                "-c",
+                "log_min_messages=warning",
+                "-c",
+                "deadlock_timeout=200ms",
             ],
-            stdout=logfile, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+            start_new_session=True,
             **self._as_user(),
         )
         logfile.close()
@@ -187,8 +224,13 @@ class PostgresServer:
         import psycopg
 
         return psycopg.connect(
-            host="127.0.0.1", port=self.port, user=_USER, password=self.password, dbname=dbname,
-            connect_timeout=5, autocommit=True,
+            host="127.0.0.1",
+            port=self.port,
+            user=_USER,
+            password=self.password,
+            dbname=dbname,
+            connect_timeout=5,
+            autocommit=True,
         )
 
     def _ready(self) -> bool:

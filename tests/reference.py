@@ -43,8 +43,9 @@ def group_fc_z(series: np.ndarray, voxel_labels: np.ndarray, labels: list[int]) 
     from nilearn.connectome import ConnectivityMeasure
     from sklearn.covariance import EmpiricalCovariance
 
-    parcel_ts = np.stack([np.stack([s[:, voxel_labels == lab].mean(axis=1) for lab in labels], axis=1)
-                          for s in series])
+    parcel_ts = np.stack(
+        [np.stack([s[:, voxel_labels == lab].mean(axis=1) for lab in labels], axis=1) for s in series]
+    )
     measure = ConnectivityMeasure(kind="correlation", cov_estimator=EmpiricalCovariance(), standardize=False)
     r = measure.fit_transform(list(parcel_ts))
     z = np.arctanh(np.clip(r, -CLIP, CLIP))
@@ -53,8 +54,9 @@ def group_fc_z(series: np.ndarray, voxel_labels: np.ndarray, labels: list[int]) 
     return z.mean(axis=0)
 
 
-def afnm_fractional(lesion_path: Path, atlas_path: Path, labels: list[int], C: np.ndarray,
-                    weighting: str = "fractional") -> np.ndarray:
+def afnm_fractional(
+    lesion_path: Path, atlas_path: Path, labels: list[int], C: np.ndarray, weighting: str = "fractional"
+) -> np.ndarray:
     """m @ C for one lesion, the atlas resampled to the lesion grid with nilearn."""
     lesion = nib.load(str(lesion_path))
     les = np.asarray(lesion.dataobj) > 0
@@ -81,7 +83,7 @@ def seed_to_voxel(series: np.ndarray, seed_voxels: np.ndarray) -> dict[str, np.n
         sc = seed - seed.mean()
         xc = s - s.mean(axis=0)
         num = sc @ xc
-        den = np.sqrt((sc ** 2).sum() * (xc ** 2).sum(axis=0))
+        den = np.sqrt((sc**2).sum() * (xc**2).sum(axis=0))
         r = np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
         rs.append(r)
         zs.append(np.arctanh(np.clip(r, -CLIP, CLIP)))
@@ -90,8 +92,9 @@ def seed_to_voxel(series: np.ndarray, seed_voxels: np.ndarray) -> dict[str, np.n
     return {"zmap": z.mean(0), "rmap": np.tanh(z.mean(0)), "tmap": t, "avgr": np.mean(rs, axis=0)}
 
 
-def seed_voxels_on_grid(mask_path: Path, ijk: np.ndarray, affine: np.ndarray,
-                        shape: tuple) -> tuple[np.ndarray, np.ndarray, int]:
+def seed_voxels_on_grid(
+    mask_path: Path, ijk: np.ndarray, affine: np.ndarray, shape: tuple
+) -> tuple[np.ndarray, np.ndarray, int]:
     """A lesion/seed mask resampled with nilearn (nearest) onto the connectome grid.
 
     Returns the connectome voxel columns it covers, their mask values (weights) and how many of
@@ -99,9 +102,15 @@ def seed_voxels_on_grid(mask_path: Path, ijk: np.ndarray, affine: np.ndarray,
     """
     img = nib.load(str(mask_path))
     img = nib.Nifti1Image(np.asarray(img.dataobj).astype(np.float32), img.affine)
-    on_grid = np.asarray(resample_to_img(img, nib.Nifti1Image(np.zeros(shape, np.int8), affine),
-                                         interpolation="nearest", force_resample=True,
-                                         copy_header=True).dataobj)
+    on_grid = np.asarray(
+        resample_to_img(
+            img,
+            nib.Nifti1Image(np.zeros(shape, np.int8), affine),
+            interpolation="nearest",
+            force_resample=True,
+            copy_header=True,
+        ).dataobj
+    )
     in_mask = np.zeros(shape, bool)
     in_mask[tuple(np.asarray(ijk).T)] = True
     values = on_grid[tuple(np.asarray(ijk).T)]
@@ -110,7 +119,9 @@ def seed_voxels_on_grid(mask_path: Path, ijk: np.ndarray, affine: np.ndarray,
     return columns, values[columns].astype(np.float64), dropped
 
 
-def sphere_grid_voxels_nilearn(center_mm, radius_mm: float, mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+def sphere_grid_voxels_nilearn(
+    center_mm, radius_mm: float, mask: np.ndarray, affine: np.ndarray
+) -> np.ndarray:
     """(n, 3) ijk of the voxels of ``mask`` (a 3D grid volume) that ``nilearn.maskers.NiftiSpheresMasker``
     puts in a sphere; empty when nilearn finds none."""
     from nilearn.maskers import nifti_spheres_masker as nsm
@@ -127,8 +138,9 @@ def sphere_grid_voxels_nilearn(center_mm, radius_mm: float, mask: np.ndarray, af
     return np.argwhere(mask)[A.tocsr()[0].indices]
 
 
-def sphere_voxels_nilearn(center_mm, radius_mm: float, ijk: np.ndarray, affine: np.ndarray,
-                          shape: tuple) -> tuple[np.ndarray, int]:
+def sphere_voxels_nilearn(
+    center_mm, radius_mm: float, ijk: np.ndarray, affine: np.ndarray, shape: tuple
+) -> tuple[np.ndarray, int]:
     """Connectome voxel columns of a sphere as NiftiSpheresMasker selects them (within the connectome
     mask), and how many grid voxels of the sphere lie outside that mask."""
     ijk = np.asarray(ijk)
@@ -141,15 +153,16 @@ def sphere_voxels_nilearn(center_mm, radius_mm: float, ijk: np.ndarray, affine: 
     lo = np.clip(np.floor(c - half), 0, np.array(shape) - 1).astype(int)
     hi = np.clip(np.ceil(c + half) + 1, 0, np.array(shape)).astype(int)
     box = np.zeros(shape, np.int8)
-    box[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = 1
+    box[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = 1
     everywhere = sphere_grid_voxels_nilearn(center_mm, radius_mm, box, affine) if box.any() else inside[:0]
     lut = np.full(shape, -1)
     lut[tuple(ijk.T)] = np.arange(len(ijk))
     return np.sort(lut[tuple(inside.T)]), len(everywhere) - len(inside)
 
 
-def seed_to_voxel_many(series: np.ndarray, seeds: list[tuple[np.ndarray, np.ndarray | None]],
-                       with_p: bool = True) -> list[dict[str, np.ndarray]]:
+def seed_to_voxel_many(
+    series: np.ndarray, seeds: list[tuple[np.ndarray, np.ndarray | None]], with_p: bool = True
+) -> list[dict[str, np.ndarray]]:
     """:func:`seed_to_voxel` for several (voxel columns, weights or None) seeds, centring each
     subject's voxels once; the seed series is the weighted mean of its voxels' raw series."""
     from scipy import stats
@@ -160,20 +173,25 @@ def seed_to_voxel_many(series: np.ndarray, seeds: list[tuple[np.ndarray, np.ndar
     for k, s in enumerate(series):
         s = np.asarray(s, dtype=np.float64)
         xc = s - s.mean(axis=0)
-        xnorm = np.sqrt((xc ** 2).sum(axis=0))
+        xnorm = np.sqrt((xc**2).sum(axis=0))
         for j, (cols, w) in enumerate(seeds):
             w = np.ones(len(cols)) if w is None else np.asarray(w, np.float64)
             seed = s[:, cols] @ w / w.sum()
             sc = seed - seed.mean()
-            den = np.sqrt((sc ** 2).sum()) * xnorm
+            den = np.sqrt((sc**2).sum()) * xnorm
             rr = np.where(den > 0, (sc @ xc) / np.where(den > 0, den, 1), 0.0)
             r_sum[j] += rr
             z[j, k] = np.arctanh(np.clip(rr, -CLIP, CLIP))
     out = []
     for j in range(len(seeds)):
         t = stats.ttest_1samp(z[j], 0.0, axis=0).statistic
-        maps = {"zmap": z[j].mean(0), "rmap": np.tanh(z[j].mean(0)), "tmap": t, "avgr": r_sum[j] / n_sub,
-                "zsd": z[j].std(axis=0, ddof=1)}
+        maps = {
+            "zmap": z[j].mean(0),
+            "rmap": np.tanh(z[j].mean(0)),
+            "tmap": t,
+            "avgr": r_sum[j] / n_sub,
+            "zsd": z[j].std(axis=0, ddof=1),
+        }
         if with_p:
             maps["pmap"] = 2 * stats.t.sf(np.abs(t), n_sub - 1)
         out.append(maps)

@@ -26,8 +26,9 @@ def fc_matrix(lake: Lake, atlas: str) -> tuple[np.ndarray, list[int]]:
 
 @pytest.mark.parametrize("weighting", ["fractional", "binary", "voxel_count"])
 def test_afnm_matches_reference(ingested, tutorial, dask_client, weighting):
-    res = run_afnm(ingested, "tutorial", "Seitzman2018", connectome="tutorial", weighting=weighting,
-                   client=dask_client)
+    res = run_afnm(
+        ingested, "tutorial", "Seitzman2018", connectome="tutorial", weighting=weighting, client=dask_client
+    )
     C, labels = fc_matrix(ingested, "Seitzman2018")
     files = {f.key: f.path for f in find_lesion_files(tutorial.bids)}
     ds = res.scores if res.scores is not None else None
@@ -39,14 +40,23 @@ def test_afnm_matches_reference(ingested, tutorial, dask_client, weighting):
 
 
 def test_rerun_skips_and_params_matter(ingested, dask_client):
-    first = run_afnm(ingested, "tutorial", "Seitzman2018", connectome="tutorial", weighting="coverage",
-                     client=dask_client)
+    first = run_afnm(
+        ingested, "tutorial", "Seitzman2018", connectome="tutorial", weighting="coverage", client=dask_client
+    )
     assert first.computed and not first.skipped
-    again = run_afnm(ingested, "tutorial", "Seitzman2018", connectome="tutorial", weighting="coverage",
-                     client=dask_client)
+    again = run_afnm(
+        ingested, "tutorial", "Seitzman2018", connectome="tutorial", weighting="coverage", client=dask_client
+    )
     assert again.computed == [] and len(again.skipped) == len(first.computed)
-    subset = run_afnm(ingested, "tutorial", "Seitzman2018", connectome="tutorial", weighting="coverage",
-                      participants=["01"], client=dask_client)
+    subset = run_afnm(
+        ingested,
+        "tutorial",
+        "Seitzman2018",
+        connectome="tutorial",
+        weighting="coverage",
+        participants=["01"],
+        client=dask_client,
+    )
     assert subset.computed == [] and all(k.startswith("sub-01") for k in subset.skipped)
 
 
@@ -65,7 +75,10 @@ def test_afnm_real_atlases_on_shared_masks(ingested, dask_client, tmp_path):
     table = pd.DataFrame({"index": list(range(1, 1001)) + list(range(1001, 1051)), "name": names})
     table.to_csv(tmp_path / "labels.tsv", sep="\t", index=False)
     ingest_atlas(ingested, path, labels=tmp_path / "labels.tsv", name="SchaeferTian")
-    for atlas, atlas_path in (("Schaefer400", shared_atlas("400Parcels7Networks")[0]), ("SchaeferTian", path)):
+    for atlas, atlas_path in (
+        ("Schaefer400", shared_atlas("400Parcels7Networks")[0]),
+        ("SchaeferTian", path),
+    ):
         if atlas == "Schaefer400":
             ingest_atlas(ingested, atlas_path, labels=shared_atlas("400Parcels7Networks")[1], name=atlas)
         res = run_afnm(ingested, "shared", atlas, connectome="tutorial", client=dask_client)
@@ -95,8 +108,14 @@ def test_matrix_file_with_reorder(ingested, tmp_path, dask_client, tutorial):
     perm = np.random.default_rng(1).permutation(len(names))
     np.save(tmp_path / "m.npy", C[np.ix_(perm, perm)])
     (tmp_path / "order.txt").write_text("\n".join(names[i] for i in perm))
-    from_file = run_afnm(ingested, "matrixfile", "Seitzman2018", matrix=str(tmp_path / "m.npy"),
-                         matrix_labels=str(tmp_path / "order.txt"), client=dask_client)
+    from_file = run_afnm(
+        ingested,
+        "matrixfile",
+        "Seitzman2018",
+        matrix=str(tmp_path / "m.npy"),
+        matrix_labels=str(tmp_path / "order.txt"),
+        client=dask_client,
+    )
     from_lake = run_afnm(ingested, "matrixfile", "Seitzman2018", connectome="tutorial", client=dask_client)
     assert list(from_file.scores["seed"].values) == list(from_lake.scores["seed"].values)
     np.testing.assert_allclose(from_file.scores["score"].values, from_lake.scores["score"].values, atol=1e-5)
@@ -112,11 +131,15 @@ def test_on_empty_and_space_checks(tmp_path, ingested, dask_client):
     data[90:93, 100:103, 20:23] = 1  # inside the brain mask, in white matter below every Seitzman sphere
     anat = bids / "sub-09" / "ses-01" / "anat"
     anat.mkdir(parents=True)
-    nib.save(nib.Nifti1Image(data, grid_img.affine),
-             str(anat / "sub-09_ses-01_space-MNI152NLin6Asym_label-acuteinfarct_mask.nii.gz"))
+    nib.save(
+        nib.Nifti1Image(data, grid_img.affine),
+        str(anat / "sub-09_ses-01_space-MNI152NLin6Asym_label-acuteinfarct_mask.nii.gz"),
+    )
     ingest_lesions(ingested, bids, cohort="withempty")
     with pytest.raises(InputError, match="touch no region"):
-        run_afnm(ingested, "withempty", "Seitzman2018", connectome="tutorial", on_empty="error", client=dask_client)
+        run_afnm(
+            ingested, "withempty", "Seitzman2018", connectome="tutorial", on_empty="error", client=dask_client
+        )
     res = run_afnm(ingested, "withempty", "Seitzman2018", connectome="tutorial", client=dask_client)
     assert res.empty == ["sub-09_ses-01_label-acuteinfarct"]
     i = list(res.scores["seed"].values).index(res.empty[0])
@@ -125,9 +148,18 @@ def test_on_empty_and_space_checks(tmp_path, ingested, dask_client):
 
 def test_bids_parcelstats(ingested, tmp_path, dask_client, tutorial):
     ingest_lesions(ingested, tutorial.bids, cohort="bidsout")  # a cohort of its own (odd parameters)
-    res = run_afnm(ingested, "bidsout", "Seitzman2018", connectome="tutorial", weighting="binary",
-                   participants=["02"], bids_out=tmp_path / "bids", with_weights=True, client=dask_client,
-                   matrix="fcgroupr")
+    res = run_afnm(
+        ingested,
+        "bidsout",
+        "Seitzman2018",
+        connectome="tutorial",
+        weighting="binary",
+        participants=["02"],
+        bids_out=tmp_path / "bids",
+        with_weights=True,
+        client=dask_client,
+        matrix="fcgroupr",
+    )
     assert res.files, res.summary()
     for f in res.files:
         assert f.name.endswith("_method-afnm_atlas-Seitzman2018_desc-afnmap_parcelstats.tsv")

@@ -27,8 +27,14 @@ def _toy_atlas():
     i, j, k = np.indices(SHAPE)
     labels = (1 + (i >= 20) + 2 * (j >= 20)).astype(np.int32)
     labels[(k < 5) | (k >= 35)] = 0
-    table = pd.DataFrame({"index": [1, 2, 3, 4], "name": ["A", "B", "C", "D"],
-                          "network": ["net1", "net1", "net2", None], "hemisphere": ["R", "L", "R", "L"]})
+    table = pd.DataFrame(
+        {
+            "index": [1, 2, 3, 4],
+            "name": ["A", "B", "C", "D"],
+            "network": ["net1", "net1", "net2", None],
+            "hemisphere": ["R", "L", "R", "L"],
+        }
+    )
     return labels, table
 
 
@@ -59,15 +65,22 @@ def test_components_centroids_volumes_and_regions(toy):
     assert best["peak_value"].tolist()[:3] == [5.0, -4.0, 3.0]
     a, b = best.iloc[0], best.iloc[1]
     assert a["n_voxels"] == n_a == 123 and a["volume_mm3"] == pytest.approx(123 * 8.0)
-    np.testing.assert_allclose(a[["centroid_x", "centroid_y", "centroid_z"]].astype(float),
-                               voxel_to_world(AFFINE, [10, 10, 15]), atol=1e-9)
-    np.testing.assert_allclose(a[["peak_x", "peak_y", "peak_z"]].astype(float),
-                               voxel_to_world(AFFINE, [10, 10, 15]))
+    np.testing.assert_allclose(
+        a[["centroid_x", "centroid_y", "centroid_z"]].astype(float),
+        voxel_to_world(AFFINE, [10, 10, 15]),
+        atol=1e-9,
+    )
+    np.testing.assert_allclose(
+        a[["peak_x", "peak_y", "peak_z"]].astype(float), voxel_to_world(AFFINE, [10, 10, 15])
+    )
     assert (a["region_name"], a["network"], a["hemisphere"], a["overlap_fraction"]) == ("A", "net1", "R", 1.0)
     assert a["region_coverage"] == pytest.approx(n_a / (labels == 1).sum())
     assert (b["sign"], b["n_voxels"], b["region_name"]) == (-1, n_b, "D") and pd.isna(b["network"])
-    np.testing.assert_allclose(b[["centroid_x", "centroid_y", "centroid_z"]].astype(float),
-                               voxel_to_world(AFFINE, [30, 30, 15]), atol=1e-9)
+    np.testing.assert_allclose(
+        b[["centroid_x", "centroid_y", "centroid_z"]].astype(float),
+        voxel_to_world(AFFINE, [30, 30, 15]),
+        atol=1e-9,
+    )
     # the straddling cluster: both regions, ranked by overlap fraction
     c = df[df["component"] == 3].sort_values("rank")
     assert c["region_name"].tolist() == ["A", "B"]
@@ -177,8 +190,10 @@ def test_schaefer_blobs_recovered():
         row = best.loc[name]
         assert row["overlap_fraction"] == 1.0
         assert row["n_voxels"] == n and row["volume_mm3"] == pytest.approx(n * 8.0)
-        dist = np.linalg.norm(row[["centroid_x", "centroid_y", "centroid_z"]].astype(float)
-                              - voxel_to_world(grid.affine, centre))
+        dist = np.linalg.norm(
+            row[["centroid_x", "centroid_y", "centroid_z"]].astype(float)
+            - voxel_to_world(grid.affine, centre)
+        )
         assert dist <= 2.0  # within one 2 mm voxel
         assert row["peak_value"] == pytest.approx(peak)
         assert row["sign"] == np.sign(peak)

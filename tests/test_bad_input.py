@@ -20,8 +20,9 @@ from lakepipe.tutorial import write_hdf5_batch
 SPACE = "space-MNI152NLin6Asym"
 
 
-def make_bids(root: Path, data: np.ndarray | None = None, affine=None, participant="01", space=SPACE,
-              dtype=np.uint8) -> Path:
+def make_bids(
+    root: Path, data: np.ndarray | None = None, affine=None, participant="01", space=SPACE, dtype=np.uint8
+) -> Path:
     """A one-participant BIDS dataset with a blob in the left motor cortex (or ``data``)."""
     grid = mni152_grid(2)
     if data is None:
@@ -47,7 +48,7 @@ def assert_rejected(capsys, argv: list[str], *needles: str, lake: Path) -> str:
 
 
 def assert_lake_empty(lake: Path) -> None:
-    stores = [p for p in lake.rglob("*.zarr")] if lake.exists() else []
+    stores = list(lake.rglob("*.zarr")) if lake.exists() else []
     assert stores == [], stores
     if (lake / "catalog.sqlite").exists():
         assert Lake(str(lake)).catalog.query().empty
@@ -124,8 +125,9 @@ def test_grid_does_not_match_space(tmp_path, lake, capsys, case):
     data = np.zeros(shape, np.uint8)
     data[20:24, 20:24, 20:24] = 1
     path = make_bids(tmp_path / "bids", data, affine)
-    assert_rejected(capsys, ingest(lake, tmp_path / "bids"), path.name, "does not match the stated space",
-                    lake=lake)
+    assert_rejected(
+        capsys, ingest(lake, tmp_path / "bids"), path.name, "does not match the stated space", lake=lake
+    )
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
@@ -158,8 +160,9 @@ def test_one_bad_mask_writes_nothing(tmp_path, lake, capsys):
 @pytest.mark.parametrize("label", ["../x", "a b", "a/b", "sub-01_x"])
 def test_unsafe_participant_label(tmp_path, lake, capsys, label):
     make_bids(tmp_path / "bids")
-    assert_rejected(capsys, ingest(lake, tmp_path / "bids", "--participant-label", label), "not BIDS-safe",
-                    lake=lake)
+    assert_rejected(
+        capsys, ingest(lake, tmp_path / "bids", "--participant-label", label), "not BIDS-safe", lake=lake
+    )
 
 
 @pytest.mark.parametrize("cohort", ["../x", "a b", "a/b"])
@@ -186,8 +189,9 @@ def test_unsafe_label_in_file_name(tmp_path, lake, capsys):
 # ------------------------------------------------------------------------------------ connectomes
 
 
-def h5_batch(folder: Path, *, n_sub=2, t=10, drop: str | None = None, nan: bool = False,
-             wrong_size: bool = False) -> Path:
+def h5_batch(
+    folder: Path, *, n_sub=2, t=10, drop: str | None = None, nan: bool = False, wrong_size: bool = False
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     grid = mni152_grid(2)
@@ -217,8 +221,9 @@ def test_hdf5_without_timeseries(tmp_path, lake, capsys):
 
 def test_hdf5_mask_size_mismatch(tmp_path, lake, capsys):
     path = h5_batch(tmp_path / "src", wrong_size=True)
-    assert_rejected(capsys, connectome_argv(lake, tmp_path / "src"), path.name, "mask size does not match",
-                    lake=lake)
+    assert_rejected(
+        capsys, connectome_argv(lake, tmp_path / "src"), path.name, "mask size does not match", lake=lake
+    )
 
 
 def test_hdf5_nan_in_timeseries(tmp_path, lake, capsys):
@@ -250,7 +255,7 @@ def atlas_files(tmp_path: Path, labels_text: str, suffix: str, volume_labels=(1,
     grid = mni152_grid(2)
     data = np.zeros(grid.shape, np.int16)
     for k, lab in enumerate(volume_labels):
-        data[40 + 5 * k:44 + 5 * k, 50:54, 40:44] = lab
+        data[40 + 5 * k : 44 + 5 * k, 50:54, 40:44] = lab
     nii = tmp_path / "tpl-MNI152NLin6Asym_res-02_atlas-X_dseg.nii.gz"
     nib.save(nib.Nifti1Image(data, grid.affine), str(nii))
     lab = tmp_path / f"labels{suffix}"

@@ -26,9 +26,22 @@ def cache(tmp_path_factory):
 
 
 def _run(name: str, cache: Path, results: Path) -> dict:
-    proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--quick", "--cache", str(cache),
-                           "--results", str(results)], capture_output=True, text=True, timeout=580,
-                          cwd=str(ROOT), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / f"{name}.py"),
+            "--quick",
+            "--cache",
+            str(cache),
+            "--results",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=580,
+        cwd=str(ROOT),
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     path = results / f"{name}-quick.json"
     assert path.exists(), proc.stdout[-2000:]

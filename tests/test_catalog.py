@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -19,21 +19,38 @@ from lakepipe.catalog import (
     check_store_uri,
     content_hash,
     redact_url,
+    schema,
 )
-from lakepipe.catalog import schema
 from lakepipe.catalog.urls import redact_text
 from lakepipe.errors import InputError, NotFoundError
 
 
-def afnm(i: int, *, label: str = "stroke", atlas: str = "Schaefer100", session: str | None = None,
-         statistic: str = "score", params: dict | None = None, **kw) -> OutputRecord:
+def afnm(
+    i: int,
+    *,
+    label: str = "stroke",
+    atlas: str = "Schaefer100",
+    session: str | None = None,
+    statistic: str = "score",
+    params: dict | None = None,
+    **kw,
+) -> OutputRecord:
     """An AFNM score record for lesion number ``i``."""
     return OutputRecord(
-        kind="derivative", method="afnm", statistic=statistic, cohort="demo",
-        participant=f"{i:03d}", session=session, label=label, atlas=atlas,
+        kind="derivative",
+        method="afnm",
+        statistic=statistic,
+        cohort="demo",
+        participant=f"{i:03d}",
+        session=session,
+        label=label,
+        atlas=atlas,
         params=params if params is not None else {"weighting": "fractional", "matrix": "fcgroupz"},
         inputs={"lesion": content_hash(f"lesion-{i}"), "matrix": content_hash("fc")},
-        store_uri=f"derivatives/afnm/atlas-{atlas}.zarr", store_index=i, shape=(100,), **kw,
+        store_uri=f"derivatives/afnm/atlas-{atlas}.zarr",
+        store_index=i,
+        shape=(100,),
+        **kw,
     )
 
 
@@ -59,9 +76,20 @@ def test_register_is_idempotent(catalog_url: str) -> None:
 def test_identical_inputs_of_two_participants_are_two_outputs(catalog_url: str) -> None:
     cat = Catalog(catalog_url)
     same = {"lesion": content_hash(b"the same mask bytes")}
-    recs = [OutputRecord(kind="lesion", method="ingest", statistic="mask", cohort="demo", participant=p,
-                         label="stroke", inputs=same, store_uri="lesions/demo.zarr", store_index=p)
-            for p in ("01", "02")]
+    recs = [
+        OutputRecord(
+            kind="lesion",
+            method="ingest",
+            statistic="mask",
+            cohort="demo",
+            participant=p,
+            label="stroke",
+            inputs=same,
+            store_uri="lesions/demo.zarr",
+            store_index=p,
+        )
+        for p in ("01", "02")
+    ]
     assert recs[0].inputs == recs[1].inputs and recs[0].key != recs[1].key
     assert cat.register(recs).inserted == 2
     assert cat.register(recs).skipped == 2
@@ -80,19 +108,30 @@ def test_register_is_one_transaction(catalog_url: str) -> None:
 
 def test_query_filters_and_order(catalog_url: str) -> None:
     cat = Catalog(catalog_url)
-    records = [afnm(i, label=lab, session=ses, statistic=stat)
-               for i in (3, 1, 2) for lab in ("stroke", "tbi") for ses in (None, "2", "1")
-               for stat in ("score", "zscore")]
+    records = [
+        afnm(i, label=lab, session=ses, statistic=stat)
+        for i in (3, 1, 2)
+        for lab in ("stroke", "tbi")
+        for ses in (None, "2", "1")
+        for stat in ("score", "zscore")
+    ]
     records += [afnm(i, atlas="Glasser360") for i in range(3)]
-    records.append(OutputRecord(kind="derivative", method="parcellate", statistic="fcgroupz",
-                                atlas="Schaefer100", connectome="GSP1000",
-                                store_uri="derivatives/parcellate/atlas-Schaefer100.zarr"))
+    records.append(
+        OutputRecord(
+            kind="derivative",
+            method="parcellate",
+            statistic="fcgroupz",
+            atlas="Schaefer100",
+            connectome="GSP1000",
+            store_uri="derivatives/parcellate/atlas-Schaefer100.zarr",
+        )
+    )
     random.Random(0).shuffle(records)
     cat.register(records)
 
     df = cat.query(method="afnm", atlas="Schaefer100")
     assert len(df) == 3 * 2 * 3 * 2
-    keys = list(zip(df.participant, df.session.fillna(""), df.label, df.statistic))
+    keys = list(zip(df.participant, df.session.fillna(""), df.label, df.statistic, strict=True))
     assert keys == sorted(keys)  # missing session first, then byte order
     assert pd.isna(df.session.iloc[0])
     assert set(df.columns) >= {"id", "params", "inputs", "params_hash", "store_uri", "store_index", "created"}
@@ -128,7 +167,7 @@ def test_existing_keys_and_get(catalog_url: str) -> None:
 
     row = cat.get(result.ids[0])
     assert row["method"] == "afnm" and isinstance(row["params"], dict)
-    assert row["created"].tzinfo == timezone.utc
+    assert row["created"].tzinfo == UTC
     rebuilt = OutputRecord.from_row(row)
     assert rebuilt.key in {r.key for r in done}
     with pytest.raises(NotFoundError):
@@ -155,7 +194,9 @@ def test_runs_and_summary(catalog_url: str) -> None:
 
     summary = cat.summary()
     assert summary[["atlas", "n_outputs", "n_participants"]].values.tolist() == [
-        ["Glasser360", 2, 2], ["Schaefer100", 6, 6]]
+        ["Glasser360", 2, 2],
+        ["Schaefer100", 6, 6],
+    ]
     text = repr(cat)
     assert "schema v1" in text and "8 outputs, 1 runs" in text
     assert "Schaefer100" in cat._repr_html_()
@@ -173,8 +214,15 @@ def test_unsafe_entities_rejected(field: str, value: str) -> None:
 
 
 def test_entities_normalised() -> None:
-    rec = OutputRecord(kind="lesion", method="ingest", statistic="mask", participant="sub-01",
-                       session="ses-2", label="label-stroke", store_uri="lesions/demo.zarr")
+    rec = OutputRecord(
+        kind="lesion",
+        method="ingest",
+        statistic="mask",
+        participant="sub-01",
+        session="ses-2",
+        label="label-stroke",
+        store_uri="lesions/demo.zarr",
+    )
     assert (rec.participant, rec.session, rec.label) == ("01", "2", "stroke")
     with pytest.raises(InputError):
         OutputRecord(kind="thing", method="ingest", statistic="mask", store_uri="x.zarr")
@@ -182,23 +230,26 @@ def test_entities_normalised() -> None:
         OutputRecord(kind="lesion", method="../up", statistic="mask", store_uri="x.zarr")
     with pytest.raises(InputError):
         OutputRecord(kind="lesion", method="ingest", statistic="mask", atlas="a/b", store_uri="x.zarr")
-    with pytest.raises(Exception):  # frozen
+    with pytest.raises(AttributeError):  # frozen (dataclasses.FrozenInstanceError)
         rec.label = "other"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("uri", [
-    "s3://AKIAKEY:wJalr/SECRET+key@bucket/lake/x.zarr",
-    "postgresql://u:hunter2@db/x",
-    "/abs/path.zarr",
-    "file:///abs/path.zarr",
-    "s3://bucket/lake/x.zarr",
-    "../outside.zarr",
-    "a/../../b.zarr",
-    "x.zarr?token=abc",
-    "a b.zarr",
-    "~/x.zarr",
-    "",
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "s3://AKIAKEY:wJalr/SECRET+key@bucket/lake/x.zarr",
+        "postgresql://u:hunter2@db/x",
+        "/abs/path.zarr",
+        "file:///abs/path.zarr",
+        "s3://bucket/lake/x.zarr",
+        "../outside.zarr",
+        "a/../../b.zarr",
+        "x.zarr?token=abc",
+        "a b.zarr",
+        "~/x.zarr",
+        "",
+    ],
+)
 def test_store_uri_refused(uri: str) -> None:
     with pytest.raises(InputError) as err:
         check_store_uri(uri)
@@ -216,8 +267,7 @@ def test_store_uri_accepted() -> None:
 def test_redaction() -> None:
     cases = {
         "postgresql+psycopg://me:hunter2@db:5432/lake": "postgresql+psycopg://me:***@db:5432/lake",
-        "postgresql://me:hun@ter2@db/lake?sslpassword=x&sslmode=require":
-            "postgresql://me:***@db/lake?sslpassword=***&sslmode=require",
+        "postgresql://me:hun@ter2@db/lake?sslpassword=x&sslmode=require": "postgresql://me:***@db/lake?sslpassword=***&sslmode=require",
         "s3://AKIA:se/cr+et@bucket/lake": "s3://AKIA:***@bucket/lake",
         "s3://bucket/lake": "s3://bucket/lake",
         "postgresql://me@db/lake": "postgresql://me@db/lake",
@@ -228,7 +278,8 @@ def test_redaction() -> None:
     for url, expected in cases.items():
         assert redact_url(url) == expected
     assert redact_text("--catalog postgresql://u:pw@h/db --lake s3://k:s@b/l") == (
-        "--catalog postgresql://u:***@h/db --lake s3://k:***@b/l")
+        "--catalog postgresql://u:***@h/db --lake s3://k:***@b/l"
+    )
 
 
 def test_no_credentials_stored_or_shown(catalog_url: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -237,15 +288,20 @@ def test_no_credentials_stored_or_shown(catalog_url: str, caplog: pytest.LogCapt
     with pytest.raises(InputError, match="credentials"):
         afnm(1, params={"matrix_url": f"s3://AKIA:{secret}@bucket/m.zarr"})
     cat = Catalog(catalog_url)
-    run = cat.start_run(f"lakepipe run afnm --catalog postgresql://me:{secret}@db/lake",
-                        {"catalog": f"postgresql://me:{secret}@db/lake", "lake": "s3://bucket/lake"})
+    run = cat.start_run(
+        f"lakepipe run afnm --catalog postgresql://me:{secret}@db/lake",
+        {"catalog": f"postgresql://me:{secret}@db/lake", "lake": "s3://bucket/lake"},
+    )
     cat.register([afnm(1)], run_id=run)
     cat.finish_run(run, 1, 0)
     engine = sa.create_engine(catalog_url)
     try:
         with engine.connect() as conn:
-            dump = " ".join(str(row) for table in (schema.outputs, schema.runs, schema.schema_version)
-                            for row in conn.execute(sa.select(table)))
+            dump = " ".join(
+                str(row)
+                for table in (schema.outputs, schema.runs, schema.schema_version)
+                for row in conn.execute(sa.select(table))
+            )
     finally:
         engine.dispose()
     assert secret not in dump and "me:***@db" in dump
@@ -324,7 +380,12 @@ def test_canonical_json_and_hashes() -> None:
     r2 = afnm(1, params={"weighting": "fractional", "matrix": "fcgroupz"})
     assert r1.params_hash == r2.params_hash == content_hash(r1.params)
     assert r1.inputs_hash == content_hash({"entities": r1.entities, "inputs": r1.inputs})
-    assert r1.entities == {"kind": "derivative", "cohort": "demo", "participant": "001",
-                           "label": "stroke", "atlas": "Schaefer100"}
+    assert r1.entities == {
+        "kind": "derivative",
+        "cohort": "demo",
+        "participant": "001",
+        "label": "stroke",
+        "atlas": "Schaefer100",
+    }
     assert r1.key == r2.key
     assert hash(r1) == hash(r2) and r1 == r2

@@ -20,10 +20,18 @@ BATCH = 50
 
 def _record(u: int) -> OutputRecord:
     return OutputRecord(
-        kind="derivative", method="afnm", statistic="score", cohort="load", participant=f"P{u:05d}",
-        label="stroke", atlas="Schaefer100", params={"weighting": "fractional"},
+        kind="derivative",
+        method="afnm",
+        statistic="score",
+        cohort="load",
+        participant=f"P{u:05d}",
+        label="stroke",
+        atlas="Schaefer100",
+        params={"weighting": "fractional"},
         inputs={"lesion": content_hash(f"lesion-{u}"), "matrix": content_hash("fc")},
-        store_uri="derivatives/afnm/atlas-Schaefer100.zarr", store_index=u, shape=(100,),
+        store_uri="derivatives/afnm/atlas-Schaefer100.zarr",
+        store_index=u,
+        shape=(100,),
     )
 
 
@@ -93,8 +101,10 @@ def test_concurrent_writers_lose_and_duplicate_nothing(catalog_url: str) -> None
     finally:
         engine.dispose()
     slowest = max(r[3] for r in out)
-    print(f"\n{N_WRITERS} writers, {attempted} records ({N_OUTPUTS} distinct): "
-          f"{wall:.1f} s wall incl. process start, slowest writer {slowest:.2f} s")
+    print(
+        f"\n{N_WRITERS} writers, {attempted} records ({N_OUTPUTS} distinct): "
+        f"{wall:.1f} s wall incl. process start, slowest writer {slowest:.2f} s"
+    )
     assert wall < 60
 
 

@@ -11,9 +11,17 @@ from lakepipe.errors import InputError
 
 
 def _record(i: int) -> OutputRecord:
-    return OutputRecord(kind="lesion", method="ingest", statistic="mask", cohort="demo",
-                        participant=f"{i:02d}", label="stroke", inputs={"source": f"{i:064x}"},
-                        store_uri="lesions/demo.zarr", store_index=f"sub-{i:02d}")
+    return OutputRecord(
+        kind="lesion",
+        method="ingest",
+        statistic="mask",
+        cohort="demo",
+        participant=f"{i:02d}",
+        label="stroke",
+        inputs={"source": f"{i:064x}"},
+        store_uri="lesions/demo.zarr",
+        store_index=f"sub-{i:02d}",
+    )
 
 
 def _engine(url: str) -> sa.Engine:
@@ -76,6 +84,7 @@ def test_old_version_is_upgraded_in_order(catalog_url: str, monkeypatch: pytest.
         def apply(conn: sa.Connection) -> None:
             calls.append(version)
             fn(conn)
+
         return migrations.Migration(version, f"test step {version}", apply)
 
     newer = (*migrations.MIGRATIONS, step(2, _add_note), step(3, _index_note))
@@ -106,8 +115,9 @@ def test_failed_step_leaves_old_version(catalog_url: str, monkeypatch: pytest.Mo
         _add_note(conn)
         raise RuntimeError("step failed halfway")
 
-    monkeypatch.setattr(migrations, "MIGRATIONS",
-                        (*migrations.MIGRATIONS, migrations.Migration(2, "broken", broken)))
+    monkeypatch.setattr(
+        migrations, "MIGRATIONS", (*migrations.MIGRATIONS, migrations.Migration(2, "broken", broken))
+    )
     with pytest.raises(RuntimeError, match="halfway"):
         Catalog(catalog_url)
     assert _versions(catalog_url) == [1]
@@ -116,8 +126,9 @@ def test_failed_step_leaves_old_version(catalog_url: str, monkeypatch: pytest.Mo
         assert "note" not in {c["name"] for c in sa.inspect(engine).get_columns("outputs")}
     finally:
         engine.dispose()
-    monkeypatch.setattr(migrations, "MIGRATIONS",
-                        (*migrations.MIGRATIONS[:1], migrations.Migration(2, "fixed", _add_note)))
+    monkeypatch.setattr(
+        migrations, "MIGRATIONS", (*migrations.MIGRATIONS[:1], migrations.Migration(2, "fixed", _add_note))
+    )
     assert Catalog(catalog_url).schema_version == 2
 
 

@@ -29,12 +29,27 @@ def cluster(tmp_path_factory, s3_server):
 
 def test_end_to_end_on_cluster_and_s3_equals_local(cluster, tutorial, ingested, dask_client, tmp_path):
     lake_url = "s3://lake/cluster-e2e"
-    common = ["--lake", lake_url, "--catalog", f"sqlite:///{tmp_path / 'catalog.sqlite'}",
-              "--scheduler", cluster.address, "-q"]
+    common = [
+        "--lake",
+        lake_url,
+        "--catalog",
+        f"sqlite:///{tmp_path / 'catalog.sqlite'}",
+        "--scheduler",
+        cluster.address,
+        "-q",
+    ]
     steps = [
         ["ingest", "lesions", tutorial.bids, "--cohort", "tutorial"],
         ["ingest", "connectome", tutorial.connectome, "--name", "tutorial"],
-        ["ingest", "atlas", tutorial.atlas_nifti, "--labels", tutorial.atlas_labels, "--name", "Seitzman2018"],
+        [
+            "ingest",
+            "atlas",
+            tutorial.atlas_nifti,
+            "--labels",
+            tutorial.atlas_labels,
+            "--name",
+            "Seitzman2018",
+        ],
         ["parcellate", "--connectome", "tutorial", "--atlas", "Seitzman2018"],
         ["run", "afnm", "--cohort", "tutorial", "--atlas", "Seitzman2018", "--connectome", "tutorial"],
         ["run", "fnm", "--cohort", "tutorial", "--connectome", "tutorial", "--atlas", "Seitzman2018"],
@@ -49,11 +64,18 @@ def test_end_to_end_on_cluster_and_s3_equals_local(cluster, tutorial, ingested, 
     run_afnm(ingested, "tutorial", "Seitzman2018", connectome="tutorial", client=dask_client)
     run_fnm(ingested, "tutorial", cohort="tutorial", atlas="Seitzman2018", client=dask_client)
     remote = Lake(lake_url, catalog=f"sqlite:///{tmp_path / 'catalog.sqlite'}")
-    for method, kw in (("afnm", {"atlas": "Seitzman2018", "params": {"weighting": "fractional"}}),
-                       ("fnm", {"atlas": "Seitzman2018"}), ("fnm", {})):
+    for method, kw in (
+        ("afnm", {"atlas": "Seitzman2018", "params": {"weighting": "fractional"}}),
+        ("fnm", {"atlas": "Seitzman2018"}),
+        ("fnm", {}),
+    ):
         # read in this process (the session's LocalCluster workers may predate the S3 credentials)
-        a = remote.collect(method=method, cohort="tutorial", connectome="tutorial", **kw).compute(scheduler="threads")
-        b = ingested.collect(method=method, cohort="tutorial", connectome="tutorial", **kw).compute(scheduler="threads")
+        a = remote.collect(method=method, cohort="tutorial", connectome="tutorial", **kw).compute(
+            scheduler="threads"
+        )
+        b = ingested.collect(method=method, cohort="tutorial", connectome="tutorial", **kw).compute(
+            scheduler="threads"
+        )
         assert list(a["seed"].values) == list(b["seed"].values)
         np.testing.assert_allclose(np.asarray(a.values), np.asarray(b.values), atol=1e-5)
 
@@ -72,9 +94,31 @@ def test_worker_killed_mid_fnm(cluster, tutorial, tmp_path):
     the maps are right, and the catalog holds each output exactly once."""
     lake = fresh_lake(tmp_path / "lake", tutorial)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lakepipe.cli.main", "--lake", lake.url, "--scheduler", cluster.address,
-         "run", "fnm", "--cohort", "tutorial", "--connectome", "tutorial", "--batch-size", "2", "--sphere",
-         "-40,-20,50", "--radius", "6"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "lakepipe.cli.main",
+            "--lake",
+            lake.url,
+            "--scheduler",
+            cluster.address,
+            "run",
+            "fnm",
+            "--cohort",
+            "tutorial",
+            "--connectome",
+            "tutorial",
+            "--batch-size",
+            "2",
+            "--sphere",
+            "-40,-20,50",
+            "--radius",
+            "6",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines, killed = [], False
     for line in proc.stdout:  # wait until the first pass is published, then kill a worker
         lines.append(line)
@@ -94,7 +138,9 @@ def test_worker_killed_mid_fnm(cluster, tutorial, tmp_path):
     from lakepipe.pipelines.seeds import sphere_seed
 
     ref = fresh_lake(tmp_path / "ref", tutorial)
-    run_fnm(ref, "tutorial", cohort="tutorial", spheres=[sphere_seed(-40, -20, 50, 6)], scheduler="synchronous")
+    run_fnm(
+        ref, "tutorial", cohort="tutorial", spheres=[sphere_seed(-40, -20, 50, 6)], scheduler="synchronous"
+    )
     for stat in ("zmap", "tmap"):
         a = lake.collect(method="fnm", statistic=stat)
         b = ref.collect(method="fnm", statistic=stat)

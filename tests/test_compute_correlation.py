@@ -5,8 +5,7 @@ import pytest
 from nilearn.connectome import ConnectivityMeasure
 from sklearn.covariance import EmpiricalCovariance
 
-from lakepipe.compute.correlation import (
-    R_CLIP, Z_MAX, center_unit, fisher_z, pearson_matrix, unit_columns)
+from lakepipe.compute.correlation import R_CLIP, Z_MAX, center_unit, fisher_z, pearson_matrix, unit_columns
 
 
 def _networks(rng, t=70, n=9, k=3, noise=0.6):
@@ -25,8 +24,7 @@ def test_pearson_matches_corrcoef_and_nilearn_with_constant_columns():
     r = pearson_matrix(x)
 
     ref = np.corrcoef(x[:, live].T)
-    cm = ConnectivityMeasure(cov_estimator=EmpiricalCovariance(), kind="correlation",
-                             standardize=False)
+    cm = ConnectivityMeasure(cov_estimator=EmpiricalCovariance(), kind="correlation", standardize=False)
     ref_nilearn = cm.fit_transform([x[:, live]])[0]
     assert np.abs(ref[np.triu_indices(live.sum(), 1)]).max() > 0.7  # strongly correlated data
     np.testing.assert_allclose(r[np.ix_(live, live)], ref, atol=1e-12)

@@ -10,7 +10,14 @@ from scipy import stats
 import lakepipe.compute.fnm as fnm
 from lakepipe.compute.correlation import R_CLIP, Z_MAX, center_unit, unit_columns
 from lakepipe.compute.fnm import (
-    FNM_CONVENTIONS, T_MAX, FnmSums, finalize_fnm, seed_series, seed_voxel_r, subject_chunk_sums)
+    FNM_CONVENTIONS,
+    T_MAX,
+    FnmSums,
+    finalize_fnm,
+    seed_series,
+    seed_voxel_r,
+    subject_chunk_sums,
+)
 from lakepipe.errors import InputError
 
 T, V, S = 64, 400, 5
@@ -124,23 +131,27 @@ def test_partial_sums_merge_in_any_split(data):
     W = sp.csr_matrix(w)
     whole = subject_chunk_sums(unit, scale, W)
     one_by_one = FnmSums.zeros(*whole.shape)
-    for u, s in zip(unit, scale):
+    for u, s in zip(unit, scale, strict=True):
         one_by_one.add_subject(u, s, W)
     in_place = FnmSums.zeros(*whole.shape)
     for i in range(S):
-        assert subject_chunk_sums(unit[i:i + 1], scale[i:i + 1], W, sums=in_place) is in_place
+        assert subject_chunk_sums(unit[i : i + 1], scale[i : i + 1], W, sums=in_place) is in_place
     assert in_place.n == S
     np.testing.assert_allclose(in_place.sum_z2, whole.sum_z2, rtol=1e-12, atol=1e-12)
     for split in ([2], [1, 3], [1, 2, 3, 4]):
-        parts = [subject_chunk_sums(u, s, W) for u, s in
-                 zip(np.split(unit, split), np.split(scale, split))]
+        parts = [
+            subject_chunk_sums(u, s, W)
+            for u, s in zip(np.split(unit, split), np.split(scale, split), strict=True)
+        ]
         for merged in (sum(parts), parts[0].merge(sum(parts[1:]))):
             assert merged.n == S
             for name in ("sum_z", "sum_z2", "sum_r"):
-                np.testing.assert_allclose(getattr(merged, name), getattr(whole, name),
-                                           rtol=1e-12, atol=1e-12)
-                np.testing.assert_allclose(getattr(one_by_one, name), getattr(whole, name),
-                                           rtol=1e-12, atol=1e-12)
+                np.testing.assert_allclose(
+                    getattr(merged, name), getattr(whole, name), rtol=1e-12, atol=1e-12
+                )
+                np.testing.assert_allclose(
+                    getattr(one_by_one, name), getattr(whole, name), rtol=1e-12, atol=1e-12
+                )
     # the inputs of a merge are left untouched (safe for a Dask reduction)
     a, b = subject_chunk_sums(unit[:2], scale[:2], W), subject_chunk_sums(unit[2:], scale[2:], W)
     before = a.sum_z.copy()

@@ -62,8 +62,7 @@ def test_group_fc_matches_nilearn_arctanh_mean():
         sum_z += subject_fc_z(ts)
     fcgroupz, fcgroupr = finalize_group_fc(sum_z, 4)
 
-    cm = ConnectivityMeasure(cov_estimator=EmpiricalCovariance(), kind="correlation",
-                             standardize=False)
+    cm = ConnectivityMeasure(cov_estimator=EmpiricalCovariance(), kind="correlation", standardize=False)
     r_subj = cm.fit_transform(ref_series)
     assert np.abs(r_subj[:, 0, 3]).min() > 0.5  # parcels 1 and 4 share a network
     z_subj = np.arctanh(np.clip(r_subj, -0.999999, 0.999999))

@@ -9,8 +9,13 @@ from nilearn.image import resample_img
 from nilearn.maskers import NiftiSpheresMasker
 
 from lakepipe.compute.resample import (
-    lesion_to_grid, nearest_indices, resample_nearest, sphere_voxels, voxel_to_world,
-    world_to_voxel)
+    lesion_to_grid,
+    nearest_indices,
+    resample_nearest,
+    sphere_voxels,
+    voxel_to_world,
+    world_to_voxel,
+)
 from lakepipe.errors import InputError
 from lakepipe.space import mni152_grid
 
@@ -20,9 +25,14 @@ RAS_1MM = np.array([[1.0, 0, 0, -20], [0, 1, 0, -30], [0, 0, 1, -10], [0, 0, 0, 
 def _nilearn_nearest(data, src_affine, dst_shape, dst_affine):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        img = resample_img(nib.Nifti1Image(data, src_affine), target_affine=dst_affine,
-                           target_shape=dst_shape, interpolation="nearest", force_resample=True,
-                           copy_header=True)
+        img = resample_img(
+            nib.Nifti1Image(data, src_affine),
+            target_affine=dst_affine,
+            target_shape=dst_shape,
+            interpolation="nearest",
+            force_resample=True,
+            copy_header=True,
+        )
     return np.asarray(img.dataobj)
 
 
@@ -76,15 +86,16 @@ def test_resample_flip_is_a_mirror_and_mni_1mm_to_2mm():
 def test_world_voxel_roundtrip_and_nearest_indices():
     src_affine, src_shape, dst_affine, dst_shape = _grids()[4]
     ijk = np.random.default_rng(11).integers(0, 40, (50, 3)).astype(float)
-    np.testing.assert_allclose(world_to_voxel(src_affine, voxel_to_world(src_affine, ijk)), ijk,
-                               atol=1e-9)
-    np.testing.assert_allclose(voxel_to_world(RAS_1MM, [[0, 0, 0], [1, 2, 3]]),
-                               [[-20, -30, -10], [-19, -28, -7]])
+    np.testing.assert_allclose(world_to_voxel(src_affine, voxel_to_world(src_affine, ijk)), ijk, atol=1e-9)
+    np.testing.assert_allclose(
+        voxel_to_world(RAS_1MM, [[0, 0, 0], [1, 2, 3]]), [[-20, -30, -10], [-19, -28, -7]]
+    )
     flat = np.arange(np.prod(src_shape)).reshape(src_shape)
     dense = resample_nearest(flat, src_affine, dst_shape, dst_affine, fill=-1)
     dst_ijk = np.argwhere(np.ones(dst_shape, bool))
-    np.testing.assert_array_equal(nearest_indices(src_affine, src_shape, dst_affine, dst_ijk),
-                                  dense.reshape(-1))
+    np.testing.assert_array_equal(
+        nearest_indices(src_affine, src_shape, dst_affine, dst_ijk), dense.reshape(-1)
+    )
 
 
 @pytest.mark.parametrize("case", [0, 2, 3, 4])
@@ -95,8 +106,9 @@ def test_lesion_to_grid_equals_dense_resampling(case):
     mask[5:17, 8:30, 4:15] = rng.random((12, 22, 11)) < 0.6
     values = rng.uniform(0.1, 1.0, src_shape).astype(np.float32)
     idx = np.flatnonzero(mask)
-    dst_idx, dst_vals = lesion_to_grid(idx, values.reshape(-1)[idx], src_shape, src_affine,
-                                       dst_shape, dst_affine)
+    dst_idx, dst_vals = lesion_to_grid(
+        idx, values.reshape(-1)[idx], src_shape, src_affine, dst_shape, dst_affine
+    )
     ref_mask = _nilearn_nearest(mask.astype(np.uint8), src_affine, dst_shape, dst_affine)
     ref_vals = resample_nearest(values * mask, src_affine, dst_shape, dst_affine)
     assert dst_idx.size > 0
@@ -120,8 +132,10 @@ SPHERE_AFFINE = np.array([[-2.0, 0, 0, 30], [0, 2, 0, -40], [0, 0, 2, -20], [0, 
 SPHERE_SHAPE = (30, 34, 26)
 
 
-@pytest.mark.parametrize("center,radius", [((10, -20, 8), 4.0), ((-3.3, 1.7, 5.1), 6.0),
-                                            ((0.9, -14.2, 2.6), 10.0), ((28, -38, -18), 5.0)])
+@pytest.mark.parametrize(
+    "center,radius",
+    [((10, -20, 8), 4.0), ((-3.3, 1.7, 5.1), 6.0), ((0.9, -14.2, 2.6), 10.0), ((28, -38, -18), 5.0)],
+)
 def test_sphere_voxels_equal_nilearn_spheres_masker(center, radius):
     rng = np.random.default_rng(12)
     frames = rng.standard_normal(SPHERE_SHAPE + (6,)).astype(np.float32)
@@ -144,8 +158,7 @@ def test_sphere_known_count_boundary_and_nearest_option():
     center = (11.1, -19.2, 8.9)
     assert sphere_voxels(center, 0.5, SPHERE_SHAPE, SPHERE_AFFINE).size == 0
     near = sphere_voxels(center, 0.5, SPHERE_SHAPE, SPHERE_AFFINE, include_nearest=True)
-    img = nib.Nifti1Image(np.random.default_rng(13).standard_normal(SPHERE_SHAPE + (4,)),
-                          SPHERE_AFFINE)
+    img = nib.Nifti1Image(np.random.default_rng(13).standard_normal(SPHERE_SHAPE + (4,)), SPHERE_AFFINE)
     ref = NiftiSpheresMasker([center], radius=0.5, standardize=None).fit_transform(img)[:, 0]
     np.testing.assert_allclose(np.asarray(img.dataobj).reshape(-1, 4)[near].mean(0), ref)
     for bad in (0, -1.0, np.nan):

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from lakepipe.compute.weights import (
-    WEIGHTINGS, lesion_weight_vector, parcel_counts, parcel_sizes, weight_matrix)
+    WEIGHTINGS,
+    lesion_weight_vector,
+    parcel_counts,
+    parcel_sizes,
+    weight_matrix,
+)
 from lakepipe.errors import InputError
 
 # 8 voxels: background, parcel 1 (voxels 1-3), parcel 2 (voxels 4-6), background
@@ -28,8 +33,9 @@ def test_design_known_answers():
 def test_counts_and_sizes():
     np.testing.assert_array_equal(parcel_sizes(ATLAS, 3), [2, 3, 3, 0])
     np.testing.assert_array_equal(parcel_counts(ATLAS, [0, 1, 2, 4], 2), [1, 2, 1])
-    np.testing.assert_allclose(parcel_counts(ATLAS, [1, 2, 4], 2, lesion_values=[0.5, 0.25, 2.0]),
-                               [0, 0.75, 2.0])
+    np.testing.assert_allclose(
+        parcel_counts(ATLAS, [1, 2, 4], 2, lesion_values=[0.5, 0.25, 2.0]), [0, 0.75, 2.0]
+    )
     with pytest.raises(InputError):
         parcel_sizes(ATLAS, 1)  # label 2 above n_regions
     with pytest.raises(InputError):
@@ -53,8 +59,9 @@ def test_coverage_small_and_large_lesions():
     m = lesion_weight_vector(parcel_counts(atlas, large2, 3), sizes, large2.size, "coverage")
     np.testing.assert_allclose(m, [1 / 3, 1 / 3, 1 / 3])
     # the thresholds are parameters
-    m = lesion_weight_vector(parcel_counts(atlas, large, 3), sizes, large.size, "coverage",
-                             coverage_small=2000)
+    m = lesion_weight_vector(
+        parcel_counts(atlas, large, 3), sizes, large.size, "coverage", coverage_small=2000
+    )
     np.testing.assert_allclose(m, [1 / 3, 1 / 3, 1 / 3])
 
 
@@ -76,7 +83,7 @@ def test_weight_matrix_equals_per_lesion_loop(method):
     n_vox = np.array([idx.size for idx in lesions])
     batched = weight_matrix(counts, sizes, n_vox, method)
     assert batched.shape == (len(lesions), n_regions)
-    for row, c, n in zip(batched, counts, n_vox):
+    for row, c, n in zip(batched, counts, n_vox, strict=True):
         # straightforward per-lesion definition
         touched = c[1:] > 0
         if method == "fractional":
@@ -86,8 +93,11 @@ def test_weight_matrix_equals_per_lesion_loop(method):
         elif method == "voxel_count":
             ref = np.array([c[p] / sizes[p] if sizes[p] else 0.0 for p in range(1, n_regions + 1)])
         else:
-            sel = touched if n <= 1000 else np.array(
-                [sizes[p] > 0 and c[p] / sizes[p] > 0.5 for p in range(1, n_regions + 1)])
+            sel = (
+                touched
+                if n <= 1000
+                else np.array([sizes[p] > 0 and c[p] / sizes[p] > 0.5 for p in range(1, n_regions + 1)])
+            )
             ref = sel / max(sel.sum(), 1)
         np.testing.assert_allclose(row, ref, atol=1e-15)
         np.testing.assert_array_equal(row, lesion_weight_vector(c, sizes, n, method))

@@ -31,14 +31,45 @@ EXPECTED_KINDS = {
     "daskjob.yaml": ["DaskJob"],
     "cronjob.yaml": ["ConfigMap", "ConfigMap", "PersistentVolumeClaim", "CronJob"],
 }
-API_VERSIONS = {"DaskCluster": "kubernetes.dask.org/v1", "DaskJob": "kubernetes.dask.org/v1",
-                "CronJob": "batch/v1", "ConfigMap": "v1", "PersistentVolumeClaim": "v1", "Secret": "v1"}
+API_VERSIONS = {
+    "DaskCluster": "kubernetes.dask.org/v1",
+    "DaskJob": "kubernetes.dask.org/v1",
+    "CronJob": "batch/v1",
+    "ConfigMap": "v1",
+    "PersistentVolumeClaim": "v1",
+    "Secret": "v1",
+}
 #: keys dask-jobqueue (>= 0.8) accepts under jobqueue.slurm
 SLURM_KEYS = {
-    "name", "cores", "memory", "processes", "python", "interface", "death-timeout", "local-directory",
-    "shared-temp-directory", "extra", "worker-command", "worker-extra-args", "shebang", "queue", "account",
-    "walltime", "env-extra", "job-script-prologue", "job-cpu", "job-mem", "job-extra", "job-extra-directives",
-    "job-directives-skip", "log-directory", "scheduler-options", "project", "nanny", "protocol", "security",
+    "name",
+    "cores",
+    "memory",
+    "processes",
+    "python",
+    "interface",
+    "death-timeout",
+    "local-directory",
+    "shared-temp-directory",
+    "extra",
+    "worker-command",
+    "worker-extra-args",
+    "shebang",
+    "queue",
+    "account",
+    "walltime",
+    "env-extra",
+    "job-script-prologue",
+    "job-cpu",
+    "job-mem",
+    "job-extra",
+    "job-extra-directives",
+    "job-directives-skip",
+    "log-directory",
+    "scheduler-options",
+    "project",
+    "nanny",
+    "protocol",
+    "security",
 }
 
 
@@ -55,13 +86,45 @@ class Command:
 
 LAKEPIPE_WORD = re.compile(r"(^|/)(lakepipe|run_lakepipe\.sh)$")
 LAKEPIPE_IMAGE = re.compile(r"(^|/)lakepipe(:[\w.-]+)?$")
-WRAPPERS = {"exec", "sudo", "nice", "nohup", "time", "env", "flock", "srun", "sbatch", "timeout", "xargs",
-            "/usr/bin/flock", "/usr/bin/env", "tini", "--"}
+WRAPPERS = {
+    "exec",
+    "sudo",
+    "nice",
+    "nohup",
+    "time",
+    "env",
+    "flock",
+    "srun",
+    "sbatch",
+    "timeout",
+    "xargs",
+    "/usr/bin/flock",
+    "/usr/bin/env",
+    "tini",
+    "--",
+}
 SHELLS = {"sh", "bash", "/bin/sh", "/bin/bash", "/usr/bin/bash"}
 OPERATORS = {"|", "||", "&&", ";", "&", ">", ">>", "<", "(", ")", ";;", "2>&1", ">&"}
 CRON = re.compile(r"^\s*((@\w+)|([\d*/,-]+\s+){4}[\d*/,-]+)\s+")
-DOCKER_VALUE_OPTS = {"-e", "--env", "-p", "--publish", "-v", "--volume", "--name", "-w", "--workdir", "-u",
-                     "--user", "--network", "--env-file", "--mount", "--entrypoint", "-l", "--label"}
+DOCKER_VALUE_OPTS = {
+    "-e",
+    "--env",
+    "-p",
+    "--publish",
+    "-v",
+    "--volume",
+    "--name",
+    "-w",
+    "--workdir",
+    "-u",
+    "--user",
+    "--network",
+    "--env-file",
+    "--mount",
+    "--entrypoint",
+    "-l",
+    "--label",
+}
 
 
 def _tokens(line: str) -> list[str] | None:
@@ -105,17 +168,17 @@ def commands_in_line(line: str, where: str) -> list[Command]:
         if i >= len(cmd):
             continue
         word = cmd[i]
-        if word == "docker" and cmd[i + 1:i + 2] == ["run"]:
-            found += _docker_run(cmd[i + 2:], where)
+        if word == "docker" and cmd[i + 1 : i + 2] == ["run"]:
+            found += _docker_run(cmd[i + 2 :], where)
             continue
         if not (LAKEPIPE_WORD.search(word) or word in WRAPPERS or word in SHELLS):
             continue
         for j in range(i, len(cmd)):
-            if cmd[j] in SHELLS and cmd[j + 1:j + 2] == ["-c"] and j + 2 < len(cmd):
+            if cmd[j] in SHELLS and cmd[j + 1 : j + 2] == ["-c"] and j + 2 < len(cmd):
                 found += commands_in_line(cmd[j + 2], where)
                 break
             if LAKEPIPE_WORD.search(cmd[j]):
-                found.append(Command(where, tuple(cmd[j + 1:])))
+                found.append(Command(where, tuple(cmd[j + 1 :])))
                 break
     return found
 
@@ -127,7 +190,7 @@ def _docker_run(tokens: list[str], where: str) -> list[Command]:
             return []  # dask scheduler / dask worker, not lakepipe
         k += 2 if tokens[k] in DOCKER_VALUE_OPTS else 1
     if k < len(tokens) and LAKEPIPE_IMAGE.search(tokens[k]):
-        return [Command(where, tuple(tokens[k + 1:]))]
+        return [Command(where, tuple(tokens[k + 1 :]))]
     return []
 
 
@@ -175,7 +238,7 @@ def commands_in_dockerfile(text: str, where: str) -> tuple[list[Command], dict]:
     entry = info["entrypoint"] or []
     for k, word in enumerate(entry):
         if LAKEPIPE_WORD.search(word):
-            found.append(Command(f"{where}:ENTRYPOINT+CMD", tuple(entry[k + 1:]) + tuple(info["cmd"] or ())))
+            found.append(Command(f"{where}:ENTRYPOINT+CMD", tuple(entry[k + 1 :]) + tuple(info["cmd"] or ())))
     return found, info
 
 
@@ -211,8 +274,10 @@ def commands_in_manifest(doc: dict, where: str, entrypoint_is_lakepipe: bool = T
 
 def readme_code_blocks(text: str) -> list[tuple[int, str]]:
     """(line number of the first code line, code) of every shell code block of a Markdown text."""
-    return [(text[:m.start(1)].count("\n") + 1, m.group(1))
-            for m in re.finditer(r"```(?:bash|sh|console|shell)?\n(.*?)```", text, flags=re.S)]
+    return [
+        (text[: m.start(1)].count("\n") + 1, m.group(1))
+        for m in re.finditer(r"```(?:bash|sh|console|shell)?\n(.*?)```", text, flags=re.S)
+    ]
 
 
 def commands_in_readme(text: str, where: str) -> list[Command]:
@@ -379,7 +444,7 @@ def test_kubernetes_manifests_are_well_formed():
             assert ref in names["PersistentVolumeClaim"], (path, ref)
 
     # Dask processes run `dask scheduler` / `dask worker`; a DaskJob has a job pod and a cluster
-    for path, items in docs.items():
+    for items in docs.values():
         for d in items:
             for spec in pod_specs(d):
                 for c in spec["containers"]:
@@ -400,16 +465,23 @@ def test_secrets_come_from_secrets_only():
                         if re.search(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY|CATALOG", e["name"]):
                             assert "valueFrom" in e and "value" not in e, (path, e["name"])
             if d["kind"] == "ConfigMap":
-                assert not any(re.search(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY|CATALOG", k)
-                               for k in d["data"]), path
+                assert not any(
+                    re.search(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY|CATALOG", k) for k in d["data"]
+                ), path
 
 
 def test_every_lakepipe_command_in_deploy_files_parses():
     commands = all_commands()
     sources = {c.where.split(":")[0] for c in commands}
     # each kind of file contributes commands, so the checker is not vacuously green
-    assert sources >= {"Dockerfile", "daskjob.yaml", "cronjob.yaml", "run_lakepipe.sh",
-                       "lakepipe-ingest.service", "README.md"}, sources
+    assert sources >= {
+        "Dockerfile",
+        "daskjob.yaml",
+        "cronjob.yaml",
+        "run_lakepipe.sh",
+        "lakepipe-ingest.service",
+        "README.md",
+    }, sources
     assert len(commands) >= 10
     problems = [p for c in commands if (p := parse_problem(c))]
     assert not problems, "\n".join(problems)
@@ -464,11 +536,15 @@ def test_systemd_units():
             res = subprocess.run(["systemd-analyze", "calendar", spec], capture_output=True, text=True)
             assert res.returncode == 0, res.stderr
         units = [str(DEPLOY / "systemd" / f"lakepipe-ingest.{ext}") for ext in ("service", "timer")]
-        res = subprocess.run(["systemd-analyze", "verify", "--man=no", *units], capture_output=True,
-                             text=True)
+        res = subprocess.run(
+            ["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True
+        )
         # the lakepipe binary is not installed here; anything else systemd dislikes is a failure
-        other = [ln for ln in (res.stderr + res.stdout).splitlines()
-                 if ln.strip() and "is not executable" not in ln and "sysinit.target" not in ln]
+        other = [
+            ln
+            for ln in (res.stderr + res.stdout).splitlines()
+            if ln.strip() and "is not executable" not in ln and "sysinit.target" not in ln
+        ]
         assert not other, other
 
 
@@ -478,8 +554,9 @@ def test_slurm_files():
     assert set(slurm) <= SLURM_KEYS, set(slurm) - SLURM_KEYS
     assert slurm["cores"] >= slurm["processes"] >= 1 and slurm["memory"]
     script = (DEPLOY / "slurm" / "run_lakepipe.sh").read_text()
-    res = subprocess.run(["bash", "-n", str(DEPLOY / "slurm" / "run_lakepipe.sh")], capture_output=True,
-                         text=True)
+    res = subprocess.run(
+        ["bash", "-n", str(DEPLOY / "slurm" / "run_lakepipe.sh")], capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stderr
     lines = script.splitlines()
     first_code = next(i for i, ln in enumerate(lines) if ln.strip() and not ln.startswith("#"))
@@ -492,13 +569,16 @@ def test_slurm_files():
 # ------------------------------------------------------------------------- the checkers can fail
 
 
-@pytest.mark.parametrize("args", [
-    ("jobs", "runn", "/jobs/nightly-lesions.yaml"),
-    ("run", "afnm", "--cohrt", "stroke", "--atlas", "x"),
-    ("jobs", "run"),
-    ("--lake",),
-    ("ingest", "lesions", "bids", "--weigthed"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("jobs", "runn", "/jobs/nightly-lesions.yaml"),
+        ("run", "afnm", "--cohrt", "stroke", "--atlas", "x"),
+        ("jobs", "run"),
+        ("--lake",),
+        ("ingest", "lesions", "bids", "--weigthed"),
+    ],
+)
 def test_parse_checker_catches_bad_commands(args):
     assert parse_problem(Command("planted", args)) is not None
 
@@ -515,16 +595,24 @@ def test_checkers_find_planted_mistakes(tmp_path):
     (cmd,) = exec_start_commands(unit, "planted.service")
     assert parse_problem(cmd) and "--dryrun" in parse_problem(cmd)
     # README blocks, shell wrappers, cron lines and docker run are all read
-    readme = ("text\n```bash\nLAKEPIPE_LAKE=x lakepipe run afnm --cohort a\n"
-              "30 2 * * * /usr/bin/flock -n /tmp/l /bin/sh -c 'exec /opt/v/bin/lakepipe jobs runn a.yaml'"
-              " >> log 2>&1\n"
-              "docker run --rm -e X ghcr.io/example/lakepipe:1 jobs validate\n```\n")
+    readme = (
+        "text\n```bash\nLAKEPIPE_LAKE=x lakepipe run afnm --cohort a\n"
+        "30 2 * * * /usr/bin/flock -n /tmp/l /bin/sh -c 'exec /opt/v/bin/lakepipe jobs runn a.yaml'"
+        " >> log 2>&1\n"
+        "docker run --rm -e X ghcr.io/example/lakepipe:1 jobs validate\n```\n"
+    )
     cmds = commands_in_readme(readme, "planted.md")
     assert [c.args[:2] for c in cmds] == [("run", "afnm"), ("jobs", "runn"), ("jobs", "validate")]
     assert all(parse_problem(c) for c in cmds)  # missing --atlas, bad choice, no FILE
     # prose and other programs are not mistaken for lakepipe commands
-    assert commands_in_readme("```bash\nuseradd --create-home lakepipe\ndocker run --entrypoint dask "
-                              "lakepipe:1 scheduler\necho 'lakepipe jobs x'\n```\n", "x") == []
+    assert (
+        commands_in_readme(
+            "```bash\nuseradd --create-home lakepipe\ndocker run --entrypoint dask "
+            "lakepipe:1 scheduler\necho 'lakepipe jobs x'\n```\n",
+            "x",
+        )
+        == []
+    )
     # a spec reference to nowhere, and an invalid embedded spec
     assert spec_problems("/jobs/missing.yaml", {}, "planted")
     broken = (JOBS / "nightly-lesions.yaml").read_text().replace("kind: afnm", "kind: afmn")

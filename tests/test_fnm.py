@@ -39,8 +39,11 @@ ATLAS = "Seitzman2018"
 MAPS = ("zmap", "rmap", "tmap", "pmap", "avgr")
 #: name, x, y, z (mm), radius (mm): on-grid centre (voxels at exactly the radius), off-grid centre,
 #: and a sphere on the vertex half outside the brain mask
-SPHERES = [("motor", -38.0, -22.0, 52.0, 6.0), ("offgrid", 31.0, -7.0, 13.0, 5.0),
-           ("vertex", 0.0, -20.0, 76.0, 8.0)]
+SPHERES = [
+    ("motor", -38.0, -22.0, 52.0, 6.0),
+    ("offgrid", 31.0, -7.0, 13.0, 5.0),
+    ("vertex", 0.0, -20.0, 76.0, 8.0),
+]
 TOL = {"zmap": 1e-4, "rmap": 1e-4, "avgr": 1e-4, "tmap": 1e-3}
 
 
@@ -50,7 +53,9 @@ def spheres():
 
 def _mni_1mm_like(tutorial) -> nib.Nifti1Image:
     """A 1 mm tutorial lesion file (its grid and header are reused for the extra masks)."""
-    return nib.load(str(next(p for p in sorted(tutorial.bids.rglob("*_mask.nii.gz")) if "_res-" not in p.name)))
+    return nib.load(
+        str(next(p for p in sorted(tutorial.bids.rglob("*_mask.nii.gz")) if "_res-" not in p.name))
+    )
 
 
 def _world_to_1mm(img: nib.Nifti1Image, xyz) -> np.ndarray:
@@ -73,7 +78,7 @@ def bids(tutorial, tmp_path_factory) -> Path:
     # vertex of the brain at x = 0, y = -20 is z = 76 mm on the 2 mm mask: a 9 mm cube around it
     c = _world_to_1mm(like, (0, -20, 76))
     edge = np.zeros(like.shape, np.uint8)
-    edge[c[0] - 4:c[0] + 5, c[1] - 4:c[1] + 5, c[2] - 4:c[2] + 5] = 1
+    edge[c[0] - 4 : c[0] + 5, c[1] - 4 : c[1] + 5, c[2] - 4 : c[2] + 5] = 1
     _save(like, edge, out / "sub-07" / "anat" / f"sub-07_{space}_label-edge_mask.nii.gz")
     # weighted: a Gaussian blob (sigma 4 mm, cut at 8 mm) in right parietal cortex
     c = _world_to_1mm(like, (44, -60, 30))
@@ -82,16 +87,29 @@ def bids(tutorial, tmp_path_factory) -> Path:
     d2 = ((g[near] - c) ** 2).sum(axis=1)
     w = np.zeros(like.shape, np.float32).reshape(-1)
     w[np.flatnonzero(near)] = np.where(d2 <= 64, np.exp(-d2 / 32.0), 0).astype(np.float32)
-    _save(like, w.reshape(like.shape),
-          out / "sub-08" / "ses-01" / "anat" / f"sub-08_ses-01_{space}_label-weighted_mask.nii.gz")
+    _save(
+        like,
+        w.reshape(like.shape),
+        out / "sub-08" / "ses-01" / "anat" / f"sub-08_ses-01_{space}_label-weighted_mask.nii.gz",
+    )
     # sub-02 ses-01's 2 mm lesion stored mirrored (RAS voxel order): the same voxels in the world
-    src = nib.load(str(tutorial.bids / "sub-02" / "ses-01" / "anat" /
-                       f"sub-02_ses-01_{space}_res-2_label-acuteinfarct_mask.nii.gz"))
+    src = nib.load(
+        str(
+            tutorial.bids
+            / "sub-02"
+            / "ses-01"
+            / "anat"
+            / f"sub-02_ses-01_{space}_res-2_label-acuteinfarct_mask.nii.gz"
+        )
+    )
     flip = np.array([[-1, 0, 0, src.shape[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], float)
     ras = nib.Nifti1Image(np.asarray(src.dataobj)[::-1].copy(), src.affine @ flip)
     assert ras.affine[0, 0] > 0
-    _save(ras, np.asarray(ras.dataobj),
-          out / "sub-10" / "ses-01" / "anat" / f"sub-10_ses-01_{space}_res-2_label-ras_mask.nii.gz")
+    _save(
+        ras,
+        np.asarray(ras.dataobj),
+        out / "sub-10" / "ses-01" / "anat" / f"sub-10_ses-01_{space}_res-2_label-ras_mask.nii.gz",
+    )
     return out
 
 
@@ -105,8 +123,16 @@ def cohort(ingested, bids) -> str:
 def fnm_run(ingested, cohort, dask_client, tmp_path_factory):
     """The pipeline run every comparison reads: all seeds, parcel summaries, BIDS files, avgr."""
     out = tmp_path_factory.mktemp("fnm-bids")
-    res = run_fnm(ingested, "tutorial", cohort=cohort, spheres=spheres(), atlas=ATLAS, bids_out=out,
-                  with_avgr=True, client=dask_client)
+    res = run_fnm(
+        ingested,
+        "tutorial",
+        cohort=cohort,
+        spheres=spheres(),
+        atlas=ATLAS,
+        bids_out=out,
+        with_avgr=True,
+        client=dask_client,
+    )
     assert res.store and not res.skipped, res.summary()
     ds = open_derivative(res.store).load()
     return res, ds, out
@@ -166,7 +192,9 @@ def test_maps_equal_reference(fnm_run, expected, bids):
     ras, las = keys.index("sub-10_ses-01_label-ras"), keys.index("sub-02_ses-01_label-acuteinfarct")
     assert np.array_equal(expected["voxels"][ras][0], expected["voxels"][las][0])
     for stat in MAPS:
-        np.testing.assert_allclose(ds[stat].values[ras], ds[stat].values[las], rtol=0, atol=1e-6, err_msg=stat)
+        np.testing.assert_allclose(
+            ds[stat].values[ras], ds[stat].values[las], rtol=0, atol=1e-6, err_msg=stat
+        )
     worst = {}
     for i, key in enumerate(keys):
         ref = expected["maps"][i]
@@ -184,9 +212,13 @@ def test_maps_equal_reference(fnm_run, expected, bids):
         # p two-sided from Student t with n - 1 df (scipy), given the same t
         p_ref = 2 * stats.t.sf(np.abs(ref["tmap"]), 7)
         np.testing.assert_allclose(ds["pmap"].values[i], p_ref, atol=1e-5, err_msg=key)
-        np.testing.assert_allclose(ds["pmap"].values[i],
-                                   2 * stats.t.sf(np.abs(ds["tmap"].values[i].astype(np.float64)), 7),
-                                   atol=1e-6, rtol=1e-4, err_msg=key)
+        np.testing.assert_allclose(
+            ds["pmap"].values[i],
+            2 * stats.t.sf(np.abs(ds["tmap"].values[i].astype(np.float64)), 7),
+            atol=1e-6,
+            rtol=1e-4,
+            err_msg=key,
+        )
     print("max |pipeline - reference|:", {k: f"{v:.2e}" for k, v in worst.items()})
 
 
@@ -213,8 +245,13 @@ def test_sphere_voxels_are_nilearns(ingested, fnm_run, expected, raw, tutorial):
     # the mean series NiftiSpheresMasker extracts from the 4D NIfTI of the same subject, for the same
     # centres with one radius (one masker)
     radius = 6.0
-    masker = NiftiSpheresMasker([s[1:4] for s in SPHERES], radius=radius, allow_overlap=True, standardize=None,
-                                mask_img=str(tutorial.nifti_connectome / "brain_mask.nii.gz"))
+    masker = NiftiSpheresMasker(
+        [s[1:4] for s in SPHERES],
+        radius=radius,
+        allow_overlap=True,
+        standardize=None,
+        mask_img=str(tutorial.nifti_connectome / "brain_mask.nii.gz"),
+    )
     nilearn_means = masker.fit_transform(nib.Nifti1Image(data, bold.affine))
     for k, (name, x, y, z, _) in enumerate(SPHERES):
         pos, _, _ = seed_voxels(sphere_seed(x, y, z, radius), con, lut)
@@ -252,8 +289,12 @@ def test_bids_outputs(fnm_run, raw):
     outside = np.ones(tuple(ds.attrs["grid"]["shape"]), bool)
     outside[tuple(ijk.T)] = False
     # read back: a lesion with a session (1 mm), one without (edge), the weighted one, a sphere
-    check = {"sub-04_ses-01_label-chronic", "sub-07_label-edge", "sub-08_ses-01_label-weighted",
-             "sphere-vertex"}
+    check = {
+        "sub-04_ses-01_label-chronic",
+        "sub-07_label-edge",
+        "sub-08_ses-01_label-weighted",
+        "sphere-vertex",
+    }
     for i, key in enumerate(keys):
         p, s, lab = (str(ds[c].values[i]) for c in ("participant", "session", "label"))
         if p:
@@ -282,8 +323,9 @@ def test_bids_outputs(fnm_run, raw):
             table = pd.read_csv(files[folder + tsv.format(stat)], sep="\t")
             assert table["index"].tolist() == ds["region"].values.tolist()
             # the TSV keeps 6 significant digits
-            np.testing.assert_allclose(table[stat].to_numpy(), ds[f"parcel_{stat}"].values[i], rtol=1e-5,
-                                       atol=1e-12)
+            np.testing.assert_allclose(
+                table[stat].to_numpy(), ds[f"parcel_{stat}"].values[i], rtol=1e-5, atol=1e-12
+            )
 
 
 # ------------------------------------------------------------------------------------ 4. AFNM vs FNM
@@ -294,8 +336,15 @@ def agreement(ingested, cohort, fnm_run, tutorial, dask_client):
     """Spearman rho between AFNM (fractional, fcgroupz) and the parcel-averaged FNM zmap per lesion."""
     _, ds, _ = fnm_run
     participants = sorted({f.participant for f in find_lesion_files(tutorial.bids)})
-    afnm = run_afnm(ingested, cohort, ATLAS, connectome="tutorial", weighting="fractional",
-                    participants=participants, client=dask_client).scores
+    afnm = run_afnm(
+        ingested,
+        cohort,
+        ATLAS,
+        connectome="tutorial",
+        weighting="fractional",
+        participants=participants,
+        client=dask_client,
+    ).scores
     assert afnm is not None
     keys = _keys(ds)
     assert afnm["region"].values.tolist() == ds["region"].values.tolist()
@@ -307,8 +356,11 @@ def agreement(ingested, cohort, fnm_run, tutorial, dask_client):
             untouched.append(key)
             continue
         rho[key] = stats.spearmanr(score, ds["parcel_zmap"].values[keys.index(key)]).statistic
-    print("Spearman rho AFNM vs parcel FNM zmap:", {k: round(v, 3) for k, v in rho.items()},
-          f"median {np.median(list(rho.values())):.3f} min {min(rho.values()):.3f}; untouched {untouched}")
+    print(
+        "Spearman rho AFNM vs parcel FNM zmap:",
+        {k: round(v, 3) for k, v in rho.items()},
+        f"median {np.median(list(rho.values())):.3f} min {min(rho.values()):.3f}; untouched {untouched}",
+    )
     return rho, untouched
 
 
@@ -319,11 +371,15 @@ def test_afnm_fnm_agreement(agreement):
     assert all(r > 0 for r in rho.values())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "per lesion rho >= 0.8 does not hold on the 8-subject x 40-timepoint tutorial connectome: "
-    "sub-04 chronic (352 voxels on the 2 mm grid, 30 of them inside 3 Seitzman spheres) gives 0.64. "
-    "With the reference implementation (no lakepipe code) the same lesion gives 0.68 with 160 "
-    "timepoints and 0.81 with 32 subjects (min over lesions 0.807): the shortfall is the few subjects."))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "per lesion rho >= 0.8 does not hold on the 8-subject x 40-timepoint tutorial connectome: "
+        "sub-04 chronic (352 voxels on the 2 mm grid, 30 of them inside 3 Seitzman spheres) gives 0.64. "
+        "With the reference implementation (no lakepipe code) the same lesion gives 0.68 with 160 "
+        "timepoints and 0.81 with 32 subjects (min over lesions 0.807): the shortfall is the few subjects."
+    ),
+)
 def test_afnm_fnm_agreement_every_lesion(agreement):
     rho, _ = agreement
     assert min(rho.values()) >= 0.8, rho
@@ -334,11 +390,25 @@ def test_afnm_fnm_agreement_every_lesion(agreement):
 
 def test_rerun_skips(ingested, cohort, fnm_run, dask_client):
     _, ds, _ = fnm_run
-    again = run_fnm(ingested, "tutorial", cohort=cohort, spheres=spheres(), atlas=ATLAS, with_avgr=True,
-                    client=dask_client)
+    again = run_fnm(
+        ingested,
+        "tutorial",
+        cohort=cohort,
+        spheres=spheres(),
+        atlas=ATLAS,
+        with_avgr=True,
+        client=dask_client,
+    )
     assert again.computed == [] and sorted(again.skipped) == sorted(_keys(ds)) and again.n_batches == 0
-    subset = run_fnm(ingested, "tutorial", cohort=cohort, participants=["01"], atlas=ATLAS, with_avgr=True,
-                     client=dask_client)
+    subset = run_fnm(
+        ingested,
+        "tutorial",
+        cohort=cohort,
+        participants=["01"],
+        atlas=ATLAS,
+        with_avgr=True,
+        client=dask_client,
+    )
     assert subset.computed == [] and subset.skipped and all(k.startswith("sub-01_") for k in subset.skipped)
 
 
@@ -441,8 +511,17 @@ def keep_logging():
 def test_cli_spheres(ingested, dask_client, capsys, keep_logging):
     from lakepipe.cli.main import main
 
-    base = ["-q", "--lake", ingested.url, "--scheduler", dask_client.scheduler.address, "run", "fnm",
-            "--connectome", "tutorial"]
+    base = [
+        "-q",
+        "--lake",
+        ingested.url,
+        "--scheduler",
+        dask_client.scheduler.address,
+        "run",
+        "fnm",
+        "--connectome",
+        "tutorial",
+    ]
     assert main(base + ["--sphere", "-40,-20,50", "--radius", "6"]) == 0
     rows = ingested.catalog.query(method="fnm", label="spherem40xm20y50z6r", statistic="zmap")
     assert len(rows) == 1
@@ -450,8 +529,12 @@ def test_cli_spheres(ingested, dask_client, capsys, keep_logging):
     meta = ds.attrs["spheres"]["sphere-spherem40xm20y50z6r"]
     assert meta["center_mm"] == [-40.0, -20.0, 50.0] and meta["radius_mm"] == 6.0
     capsys.readouterr()
-    for bad in (["--sphere", "-40,-20", "--radius", "6"], ["--sphere", "a,b,c", "--radius", "6"],
-                ["--sphere", "-40,-20,50", "--radius", "0"], ["--sphere", "-40,-20,50"]):
+    for bad in (
+        ["--sphere", "-40,-20", "--radius", "6"],
+        ["--sphere", "a,b,c", "--radius", "6"],
+        ["--sphere", "-40,-20,50", "--radius", "0"],
+        ["--sphere", "-40,-20,50"],
+    ):
         assert main(base + bad) == 2, bad
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("lakepipe: error:"), (bad, err)
@@ -469,8 +552,15 @@ def test_same_maps_in_process(tmp_path, tutorial, bids, fnm_run):
     ingest_connectome(lake, tutorial.connectome, name="tutorial")
     ingest_atlas(lake, tutorial.atlas_nifti, labels=tutorial.atlas_labels, name=ATLAS)
     ingest_lesions(lake, bids, cohort=COHORT, weighted=True)
-    res = run_fnm(lake, "tutorial", cohort=COHORT, spheres=spheres(), atlas=ATLAS, with_avgr=True,
-                  scheduler="synchronous")
+    res = run_fnm(
+        lake,
+        "tutorial",
+        cohort=COHORT,
+        spheres=spheres(),
+        atlas=ATLAS,
+        with_avgr=True,
+        scheduler="synchronous",
+    )
     local = open_derivative(res.store)
     assert _keys(local) == _keys(ds)
     diffs = assert_same_maps(local, ds, slice(None))

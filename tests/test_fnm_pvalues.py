@@ -12,8 +12,14 @@ from lakepipe.compute.fnm import _P_TABLE_MIN, T_MAX, _t_and_p, _two_sided_p
 @pytest.mark.parametrize("df", [1, 2, 7, 49, 999])
 def test_table_equals_stdtr(df):
     rng = np.random.default_rng(df)
-    t = np.concatenate([rng.standard_normal(200_000) * 3, rng.uniform(-60, 60, 50_000),
-                        np.exp(rng.uniform(0, np.log(T_MAX), 20_000)), [0.0, T_MAX, -T_MAX, 1e-300, 5e-7]])
+    t = np.concatenate(
+        [
+            rng.standard_normal(200_000) * 3,
+            rng.uniform(-60, 60, 50_000),
+            np.exp(rng.uniform(0, np.log(T_MAX), 20_000)),
+            [0.0, T_MAX, -T_MAX, 1e-300, 5e-7],
+        ]
+    )
     ref = 2 * special.stdtr(df, -np.abs(t))
     got = _two_sided_p(df)(t)
     ok = ref > 1e-40

@@ -39,13 +39,16 @@ def test_shared_masks_round_trip_to_identical_nifti(lake, tmp_path):
     assert table["participant_id"].tolist() == ["sub-01", "sub-02", "sub-03"] and "age" in table
 
 
-@pytest.mark.parametrize("desc,name,n,nets", [
-    ("400Parcels7Networks", "Schaefer2018", 400, 7),
-    ("1000Parcels17Networks", "Schaefer2018", 1000, 17),
-    ("100Parcels17Networks", "Schaefer2018", 100, 17),
-    ("3TS1", "TianSubcortex", 16, 1),
-    ("3TS3", "TianSubcortex", 50, 1),
-])
+@pytest.mark.parametrize(
+    "desc,name,n,nets",
+    [
+        ("400Parcels7Networks", "Schaefer2018", 400, 7),
+        ("1000Parcels17Networks", "Schaefer2018", 1000, 17),
+        ("100Parcels17Networks", "Schaefer2018", 100, 17),
+        ("3TS1", "TianSubcortex", 16, 1),
+        ("3TS3", "TianSubcortex", 50, 1),
+    ],
+)
 def test_shared_atlases(lake, desc, name, n, nets):
     nii = ATLASES / f"tpl-MNI152NLin6Asym_res-01_atlas-{name}_desc-{desc}_dseg.nii.gz"
     ingest_atlas(lake, nii, labels=nii.with_name(nii.name.replace(".nii.gz", ".txt")), name="A")
@@ -57,7 +60,9 @@ def test_shared_atlases(lake, desc, name, n, nets):
     assert atlas.table["network"].nunique() == nets
     assert set(atlas.table["hemisphere"]) == {"L", "R"}
     # ingesting the same atlas again is a no-op; other content under the same name is refused
-    assert ingest_atlas(lake, nii, labels=nii.with_name(nii.name.replace(".nii.gz", ".txt")), name="A").skipped
+    assert ingest_atlas(
+        lake, nii, labels=nii.with_name(nii.name.replace(".nii.gz", ".txt")), name="A"
+    ).skipped
 
 
 def test_tutorial_lesions_incremental(lake, tutorial, tmp_path):
@@ -72,7 +77,9 @@ def test_tutorial_lesions_incremental(lake, tutorial, tmp_path):
     assert len(second.skipped) == len(first.written)
     subset = ingest_lesions(lake, bids, cohort="other", participants=["sub-01", "02"])
     assert {k.split("_")[0] for k in subset.written} == {"sub-01", "sub-02"}
-    grids = {stores.read_lesion(lake.url, "tutorial", k)[0].grid.shape for k in first.written + second.written}
+    grids = {
+        stores.read_lesion(lake.url, "tutorial", k)[0].grid.shape for k in first.written + second.written
+    }
     assert grids == {(182, 218, 182), (91, 109, 91)}  # 1 mm and 2 mm masks side by side
 
 
@@ -85,8 +92,15 @@ def _h5(tmp_path, orientation: str, n_sub=3, t=20):
     ts = rng.standard_normal((n_sub, t, len(ijk))).astype(np.float32) * 3 + 100
     folder = tmp_path / orientation
     folder.mkdir()
-    write_hdf5_batch(folder / "batch-001.h5", ts, ijk, grid.affine, grid.shape, [f"S{i}" for i in range(n_sub)],
-                     indices_orientation=orientation)
+    write_hdf5_batch(
+        folder / "batch-001.h5",
+        ts,
+        ijk,
+        grid.affine,
+        grid.shape,
+        [f"S{i}" for i in range(n_sub)],
+        indices_orientation=orientation,
+    )
     return folder, ts, ijk
 
 
@@ -102,7 +116,7 @@ def test_hdf5_both_mask_index_orientations(tmp_path):
         raw = ds["timeseries"].values * ds["scale"].values[:, None, :] + ds["mean"].values[:, None, :]
         np.testing.assert_allclose(raw, ts, rtol=1e-5)
         unit = ds["timeseries"].values
-        np.testing.assert_allclose((unit ** 2).sum(axis=1), 1.0, rtol=1e-4)
+        np.testing.assert_allclose((unit**2).sum(axis=1), 1.0, rtol=1e-4)
         np.testing.assert_allclose(unit.sum(axis=1), 0.0, atol=1e-4)
         assert list(ds["subject"].values) == ["S0", "S1", "S2"]
 

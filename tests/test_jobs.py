@@ -70,22 +70,38 @@ def test_good_spec_loads_with_defaults_and_resolved_paths(tmp_path):
     assert job.lake is None and job.scheduler is None
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (("kind: afnm", "kind: afmn"), "steps[1].kind: 'afmn' is not one of ['ingest-lesions'"),
-    (("    atlas: Seitzman2018\n    connectome", "    connectome"),
-     "steps[1]: 'atlas' is a required property"),
-    (("method: afnm", "method: afnm\n    atlass: x"),
-     "steps[2]: Additional properties are not allowed ('atlass'"),
-    (("only_new: true", "only_new: true\n    weighting: fractionl"),
-     "steps[1].weighting: 'fractionl' is not one of"),
-    (("only_new: true", "only_new: true\n    participants: ['01']"),
-     "steps[1]: participants and only_new: true exclude each other"),
-    (("cohort: stroke\n  - kind: afnm", "cohort: ../x\n  - kind: afnm"),
-     "steps[0].cohort: '../x' is not a BIDS-safe name"),
-    (("version: 1", "version: 2"), "version: 1 was expected"),
-    (("only_new: true", "only_new: yes please"), "steps[1].only_new: 'yes please' is not of type 'boolean'"),
-    (("name: ok\n", ""), "spec: 'name' is a required property"),
-])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (("kind: afnm", "kind: afmn"), "steps[1].kind: 'afmn' is not one of ['ingest-lesions'"),
+        (
+            ("    atlas: Seitzman2018\n    connectome", "    connectome"),
+            "steps[1]: 'atlas' is a required property",
+        ),
+        (
+            ("method: afnm", "method: afnm\n    atlass: x"),
+            "steps[2]: Additional properties are not allowed ('atlass'",
+        ),
+        (
+            ("only_new: true", "only_new: true\n    weighting: fractionl"),
+            "steps[1].weighting: 'fractionl' is not one of",
+        ),
+        (
+            ("only_new: true", "only_new: true\n    participants: ['01']"),
+            "steps[1]: participants and only_new: true exclude each other",
+        ),
+        (
+            ("cohort: stroke\n  - kind: afnm", "cohort: ../x\n  - kind: afnm"),
+            "steps[0].cohort: '../x' is not a BIDS-safe name",
+        ),
+        (("version: 1", "version: 2"), "version: 1 was expected"),
+        (
+            ("only_new: true", "only_new: yes please"),
+            "steps[1].only_new: 'yes please' is not of type 'boolean'",
+        ),
+        (("name: ok\n", ""), "spec: 'name' is a required property"),
+    ],
+)
 def test_invalid_spec_names_the_failing_field(tmp_path, edit, expected):
     from lakepipe.pipelines.jobs import load_job
 
@@ -111,8 +127,12 @@ def test_yaml_errors_and_non_mappings_are_input_errors(tmp_path):
 def test_environment_substitution(tmp_path):
     from lakepipe.pipelines.jobs import load_job
 
-    spec = write_spec(tmp_path / "env.yaml", GOOD.replace("source: bids", "source: ${BIDS_ROOT}/bids")
-                      .replace("cohort: stroke", "cohort: ${COHORT:-stroke}"))
+    spec = write_spec(
+        tmp_path / "env.yaml",
+        GOOD.replace("source: bids", "source: ${BIDS_ROOT}/bids").replace(
+            "cohort: stroke", "cohort: ${COHORT:-stroke}"
+        ),
+    )
     job = load_job(spec, env={"BIDS_ROOT": "/data/in"})
     assert job.steps[0]["source"] == "/data/in/bids"
     assert job.steps[0]["cohort"] == job.steps[1]["cohort"] == "stroke"
@@ -124,8 +144,9 @@ def test_environment_substitution(tmp_path):
     # a value from the environment is validated like one written in the spec
     with pytest.raises(InputError, match=r"steps\[0\]\.cohort: 'a/b' is not a BIDS-safe name"):
         load_job(spec, env={"BIDS_ROOT": "/x", "COHORT": "a/b"})
-    secret = write_spec(tmp_path / "secret.yaml",
-                        GOOD.replace("source: bids", "source: ${AWS_SECRET_ACCESS_KEY}"))
+    secret = write_spec(
+        tmp_path / "secret.yaml", GOOD.replace("source: bids", "source: ${AWS_SECRET_ACCESS_KEY}")
+    )
     with pytest.raises(InputError, match="looks like a secret"):
         load_job(secret, env={"AWS_SECRET_ACCESS_KEY": "x"})
 
@@ -203,8 +224,15 @@ def test_tutorial_job_end_to_end_then_nothing(tutorial, tmp_path, dask_client):
 
     lake_dir, out = tmp_path / "lake", tmp_path / "out"
     env = {"LAKEPIPE_TUTORIAL": str(tutorial.root), "LAKEPIPE_OUTPUT": str(out)}
-    args = ["--lake", lake_dir, "--scheduler", dask_client.scheduler.address,
-            "jobs", "run", JOBS / "tutorial.yaml"]
+    args = [
+        "--lake",
+        lake_dir,
+        "--scheduler",
+        dask_client.scheduler.address,
+        "jobs",
+        "run",
+        JOBS / "tutorial.yaml",
+    ]
     first = run_cli(*args, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
     n_entries = len(list(tutorial.bids.glob("sub-*/**/*_mask.nii.gz")))
@@ -252,8 +280,9 @@ def _bids_copy(src: Path, dst: Path, drop: set[str]) -> Path:
 
 
 @pytest.mark.slow
-def test_nightly_job_ingests_and_maps_only_new_participants(tutorial, ingested, copy_lake, tmp_path,
-                                                             dask_client, monkeypatch):
+def test_nightly_job_ingests_and_maps_only_new_participants(
+    tutorial, ingested, copy_lake, tmp_path, dask_client, monkeypatch
+):
     from lakepipe.lake import Lake
     from lakepipe.pipelines.ingest import find_lesion_files, ingest_lesions
     from lakepipe.pipelines.jobs import load_job, run_job
@@ -261,8 +290,12 @@ def test_nightly_job_ingests_and_maps_only_new_participants(tutorial, ingested, 
     lake = Lake(copy_lake(ingested))
     bids = _bids_copy(tutorial.bids, tmp_path / "bids", drop={"sub-06"})
     out = tmp_path / "out"
-    for k, v in {"LAKEPIPE_BIDS_SOURCE": str(bids), "LAKEPIPE_COHORT": "nightly",
-                 "LAKEPIPE_CONNECTOME": "tutorial", "LAKEPIPE_OUTPUT": str(out)}.items():
+    for k, v in {
+        "LAKEPIPE_BIDS_SOURCE": str(bids),
+        "LAKEPIPE_COHORT": "nightly",
+        "LAKEPIPE_CONNECTOME": "tutorial",
+        "LAKEPIPE_OUTPUT": str(out),
+    }.items():
         monkeypatch.setenv(k, v)
     job = load_job(JOBS / "nightly-lesions.yaml")
     # a run killed after its ingest: sub-01 is in the cohort but was never mapped
@@ -307,14 +340,17 @@ def test_nightly_job_ingests_and_maps_only_new_participants(tutorial, ingested, 
 def test_job_step_errors_name_the_step(ingested, copy_lake, tmp_path, capsys):
     from lakepipe.cli.main import main
 
-    spec = write_spec(tmp_path / "j.yaml", """\
+    spec = write_spec(
+        tmp_path / "j.yaml",
+        """\
 version: 1
 name: broken
 steps:
   - kind: afnm
     cohort: tutorial
     atlas: NoSuchAtlas
-""")
+""",
+    )
     assert main(["--lake", copy_lake(ingested), "jobs", "run", str(spec)]) == 2
     err = capsys.readouterr().err
     assert "step 1 (afnm)" in err and "NoSuchAtlas" in err
@@ -338,7 +374,9 @@ def test_lesions_from_an_s3_bids_source(tutorial, s3_server, tmp_path, monkeypat
                 s3.upload_file(str(p), "lake", f"{prefix}/{rel.as_posix()}")
 
     upload({"sub-01", "sub-02"})
-    spec = write_spec(tmp_path / "s3.yaml", f"""\
+    spec = write_spec(
+        tmp_path / "s3.yaml",
+        f"""\
 version: 1
 name: s3-lesions
 lake: ./lake
@@ -346,13 +384,20 @@ steps:
   - kind: ingest-lesions
     source: s3://lake/{prefix}
     cohort: remote
-""")
+""",
+    )
     job = load_job(spec)
     assert job.lake == str(tmp_path / "lake")
     downloaded = []
     real = jobs._download
-    monkeypatch.setattr(jobs, "_download", lambda url, entries, dest: (downloaded.append(
-        sorted({e.participant for e in entries})), real(url, entries, dest)))
+    monkeypatch.setattr(
+        jobs,
+        "_download",
+        lambda url, entries, dest: (
+            downloaded.append(sorted({e.participant for e in entries})),
+            real(url, entries, dest),
+        ),
+    )
     first = run_job(job)
     n12 = len(list(tutorial.bids.glob("sub-0[12]/**/*_mask.nii.gz")))
     assert first.steps[0].written == n12 and downloaded == [["01", "02"]]

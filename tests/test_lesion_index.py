@@ -15,10 +15,15 @@ from tests.conftest import SHARED_LESIONS
 
 
 def _same(a: Mask, b: Mask) -> bool:
-    return (np.array_equal(a.indices, b.indices) and a.indices.dtype == b.indices.dtype == np.int64
-            and (a.values is None) == (b.values is None)
-            and (a.values is None or np.array_equal(a.values, b.values))
-            and a.grid.same_as(b.grid) and a.space == b.space and a.content_hash() == b.content_hash())
+    return (
+        np.array_equal(a.indices, b.indices)
+        and a.indices.dtype == b.indices.dtype == np.int64
+        and (a.values is None) == (b.values is None)
+        and (a.values is None or np.array_equal(a.values, b.values))
+        and a.grid.same_as(b.grid)
+        and a.space == b.space
+        and a.content_hash() == b.content_hash()
+    )
 
 
 def test_ingest_writes_index_and_reads_equal_entries(tmp_path):
@@ -38,10 +43,15 @@ def test_weighted_grids_stale_hashes_and_updates(tmp_path):
     rng = np.random.default_rng(0)
     g1, g2 = mni152_grid(1), mni152_grid(2)
     masks = {
-        "sub-a_label-x": Mask(np.arange(100, 130, dtype=np.int64), rng.uniform(0.1, 1, 30).astype(np.float32),
-                              g2, "MNI152NLin6Asym"),
-        "sub-b_label-x": Mask(np.sort(rng.choice(7_000_000, 500, replace=False)).astype(np.int64), None, g1,
-                              "MNI152NLin6Asym"),
+        "sub-a_label-x": Mask(
+            np.arange(100, 130, dtype=np.int64),
+            rng.uniform(0.1, 1, 30).astype(np.float32),
+            g2,
+            "MNI152NLin6Asym",
+        ),
+        "sub-b_label-x": Mask(
+            np.sort(rng.choice(7_000_000, 500, replace=False)).astype(np.int64), None, g1, "MNI152NLin6Asym"
+        ),
         "sub-c_label-x": Mask(np.array([5], np.int64), None, g2, None),
     }
     for key, m in masks.items():
@@ -49,11 +59,16 @@ def test_weighted_grids_stale_hashes_and_updates(tmp_path):
     stores.update_lesion_index(lake, "c", {k: (m, m.content_hash()) for k, m in list(masks.items())[:2]})
     first = stores.read_lesion_index(lake, "c")
     # a later update keeps the earlier entries, adds the new one, and drops the old index node
-    name = stores.update_lesion_index(lake, "c", {"sub-c_label-x": (masks["sub-c_label-x"], masks["sub-c_label-x"].content_hash())})
+    name = stores.update_lesion_index(
+        lake, "c", {"sub-c_label-x": (masks["sub-c_label-x"], masks["sub-c_label-x"].content_hash())}
+    )
     index = stores.read_lesion_index(lake, "c")
     assert sorted(index.keys) == sorted(masks) and first.keys != index.keys
-    assert [k for k in stores.open_group(stores.lesion_store_url(lake, "c")).group_keys()
-            if k.startswith(stores.LESION_INDEX_PREFIX)] == [name]
+    assert [
+        k
+        for k in stores.open_group(stores.lesion_store_url(lake, "c")).group_keys()
+        if k.startswith(stores.LESION_INDEX_PREFIX)
+    ] == [name]
     # the whole packed arrays, one dense span, and one slice per entry (far apart, few voxels)
     for subset in (list(masks), ["sub-b_label-x"], ["sub-a_label-x", "sub-c_label-x"]):
         for key, m in zip(subset, index.masks(subset), strict=True):

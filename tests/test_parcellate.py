@@ -39,8 +39,9 @@ def test_parcellate_matches_nilearn(ingested, tutorial, raw, dask_client):
     np.testing.assert_allclose(ds["fcgroupz"].values, z_ref, atol=1e-5)
     r = ds["fcgroupr"].values
     np.testing.assert_allclose(np.diag(r), 1.0)
-    np.testing.assert_allclose(r[~np.eye(len(r), dtype=bool)], np.tanh(z_ref[~np.eye(len(r), dtype=bool)]),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        r[~np.eye(len(r), dtype=bool)], np.tanh(z_ref[~np.eye(len(r), dtype=bool)]), atol=1e-5
+    )
     dropped = set(table["index"]) - set(present)
     assert len(ds.attrs["dropped_regions"]) == len(dropped)
     assert ds.attrs["n_subjects"] == raw[0].shape[0]
@@ -58,8 +59,15 @@ def test_real_schaefer_atlas_resampled_to_connectome(ingested, raw, dask_client,
     z_ref, present = expected_fc(raw, nii, list(range(1, 401)))
     assert ds["region"].values.tolist() == present
     np.testing.assert_allclose(ds["fcgroupz"].values, z_ref, atol=1e-5)
-    assert set(ds["region_network"].values) == {"Vis", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Cont",
-                                                "Default"}
+    assert set(ds["region_network"].values) == {
+        "Vis",
+        "SomMot",
+        "DorsAttn",
+        "SalVentAttn",
+        "Limbic",
+        "Cont",
+        "Default",
+    }
 
 
 def test_independent_of_workers_and_chunking(tmp_path, tutorial, dask_client, ingested):
@@ -77,13 +85,16 @@ def test_parcel_level_connectome(tmp_path, tutorial):
     ds = parcellate(lake, "parcels", None, scheduler="synchronous").dataset
     regions = pd.read_csv(tutorial.parcel_timeseries / "regions.tsv", sep="\t")
     files = sorted(p for p in tutorial.parcel_timeseries.iterdir() if p.name != "regions.tsv")
-    series = [np.load(p).T if p.suffix == ".npy" else pd.read_csv(p, sep="\t", header=None).to_numpy().T
-              for p in files]
+    series = [
+        np.load(p).T if p.suffix == ".npy" else pd.read_csv(p, sep="\t", header=None).to_numpy().T
+        for p in files
+    ]
     from nilearn.connectome import ConnectivityMeasure
     from sklearn.covariance import EmpiricalCovariance
 
-    r = ConnectivityMeasure(kind="correlation", cov_estimator=EmpiricalCovariance(),
-                            standardize=False).fit_transform(series)
+    r = ConnectivityMeasure(
+        kind="correlation", cov_estimator=EmpiricalCovariance(), standardize=False
+    ).fit_transform(series)
     z = np.arctanh(np.clip(r, -reference.CLIP, reference.CLIP))
     for zi in z:
         np.fill_diagonal(zi, 0)
@@ -95,8 +106,10 @@ def test_parcel_level_connectome(tmp_path, tutorial):
 def test_bids_connmatrix_files(ingested, tmp_path, dask_client):
     res = parcellate(ingested, "tutorial", "Seitzman2018", out_dir=tmp_path / "out", client=dask_client)
     names = sorted(p.name for p in res.files)
-    assert names == ["method-parcellate_atlas-Seitzman2018_desc-fcgroupr_connmatrix.tsv",
-                     "method-parcellate_atlas-Seitzman2018_desc-fcgroupz_connmatrix.tsv"]
+    assert names == [
+        "method-parcellate_atlas-Seitzman2018_desc-fcgroupr_connmatrix.tsv",
+        "method-parcellate_atlas-Seitzman2018_desc-fcgroupz_connmatrix.tsv",
+    ]
     tsv = pd.read_csv(res.files[0], sep="\t", index_col=0)
     assert list(tsv.index) == list(tsv.columns) == res.dataset["region_name"].values.tolist()
     import json

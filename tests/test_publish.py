@@ -31,10 +31,26 @@ def fresh(tmp_path, tutorial) -> Lake:
 
 def test_killed_fnm_run_publishes_only_complete_batches_and_rerun_resumes(fresh):
     n_seeds = len(fresh.catalog.query(kind="lesion"))
-    argv = [sys.executable, "-m", "lakepipe.cli.main", "--lake", fresh.url, "run", "fnm", "--cohort", "tutorial",
-            "--connectome", "tutorial", "--batch-size", "2", "--scheduler", "synchronous"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "lakepipe.cli.main",
+        "--lake",
+        fresh.url,
+        "run",
+        "fnm",
+        "--cohort",
+        "tutorial",
+        "--connectome",
+        "tutorial",
+        "--batch-size",
+        "2",
+        "--scheduler",
+        "synchronous",
+    ]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -54,8 +70,18 @@ def test_killed_fnm_run_publishes_only_complete_batches_and_rerun_resumes(fresh)
     assert np.isfinite(ds["zmap"].values[published]).all()  # every registered map is whole
     assert np.isnan(ds["zmap"].values[n_seeds - 1]).all()  # the unfinished pass is in the store, unregistered
 
-    again = run_cli("--lake", fresh.url, "run", "fnm", "--cohort", "tutorial", "--connectome", "tutorial",
-                    "--scheduler", "synchronous")
+    again = run_cli(
+        "--lake",
+        fresh.url,
+        "run",
+        "fnm",
+        "--cohort",
+        "tutorial",
+        "--connectome",
+        "tutorial",
+        "--scheduler",
+        "synchronous",
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"{n_seeds - 4} seed(s) mapped" in again.stdout and "4 already in the lake" in again.stdout
     rows = fresh.catalog.query(method="fnm")
@@ -69,7 +95,9 @@ def test_gc_removes_only_unregistered_data(fresh, tutorial):
     ingest_atlas(fresh, tutorial.atlas_nifti, labels=tutorial.atlas_labels, name="Seitzman2018")
     res = run_afnm(fresh, "tutorial", "Seitzman2018", connectome="tutorial", scheduler="synchronous")
     # leftovers of killed runs: a derivative store and a lesion entry nobody registered
-    orphan = derivatives.write_derivative(fresh.url, "afnm", "afnm-orphan", xr.Dataset({"score": ("seed", [1.0])}))
+    orphan = derivatives.write_derivative(
+        fresh.url, "afnm", "afnm-orphan", xr.Dataset({"score": ("seed", [1.0])})
+    )
     mask, _ = stores.read_lesion(fresh.url, "tutorial", res.computed[0])
     stores.write_lesion(fresh.url, "tutorial", "sub-99_label-orphan", mask, {})
     dry = run_cli("--lake", fresh.url, "catalog", "gc", "--grace", "0", "--dry-run")
@@ -80,7 +108,9 @@ def test_gc_removes_only_unregistered_data(fresh, tutorial):
     done = run_cli("--lake", fresh.url, "catalog", "gc", "--grace", "0")
     assert done.returncode == 0 and "removed 2" in done.stdout
     assert not exists(join(orphan, "zarr.json"))
-    assert not exists(join(stores.lesion_store_url(fresh.url, "tutorial"), "sub-99_label-orphan", "zarr.json"))
+    assert not exists(
+        join(stores.lesion_store_url(fresh.url, "tutorial"), "sub-99_label-orphan", "zarr.json")
+    )
     # everything registered is still there and readable
     assert fresh.collect(method="afnm", atlas="Seitzman2018").sizes["seed"] == len(res.computed)
     assert len(fresh.lesions("tutorial")) == len(fresh.catalog.query(kind="lesion"))
@@ -88,8 +118,19 @@ def test_gc_removes_only_unregistered_data(fresh, tutorial):
 
 def test_collect_cli_is_deterministic_and_writes_group_files(ingested, dask_client, tmp_path):
     run_afnm(ingested, "tutorial", "Seitzman2018", connectome="tutorial", client=dask_client)
-    argv = ["--lake", ingested.url, "collect", "--method", "afnm", "--atlas", "Seitzman2018", "--cohort",
-            "tutorial", "--param", "weighting=fractional"]
+    argv = [
+        "--lake",
+        ingested.url,
+        "collect",
+        "--method",
+        "afnm",
+        "--atlas",
+        "Seitzman2018",
+        "--cohort",
+        "tutorial",
+        "--param",
+        "weighting=fractional",
+    ]
     first, second = run_cli(*argv), run_cli(*argv)
     assert first.returncode == 0, first.stderr[-2000:]
     assert first.stdout == second.stdout
@@ -98,7 +139,11 @@ def test_collect_cli_is_deterministic_and_writes_group_files(ingested, dask_clie
     assert table["participant_id"].is_monotonic_increasing
     out = run_cli(*argv, "--label", "acuteinfarct", "--out", tmp_path / "group")
     assert out.returncode == 0, out.stderr[-2000:]
-    tsv = tmp_path / "group" / "group_label-acuteinfarct_method-afnm_atlas-Seitzman2018_desc-afnmap_parcelstats.tsv"
+    tsv = (
+        tmp_path
+        / "group"
+        / "group_label-acuteinfarct_method-afnm_atlas-Seitzman2018_desc-afnmap_parcelstats.tsv"
+    )
     assert tsv.exists(), out.stdout
     group = pd.read_csv(tsv, sep="\t")
     meta = json.loads(tsv.with_suffix(".json").read_text())

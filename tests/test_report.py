@@ -34,10 +34,21 @@ def chromium() -> str:
 
 
 def run_chromium(browser: str, page: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}", *args,
-           page.as_uri()]
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        *args,
+        page.as_uri(),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -66,20 +77,41 @@ def test_parcellate_and_afnm_reports(lake, tmp_path):
     images = check_offline_page(page)
     assert len(images) == 2  # FC matrix, network block means
     rows = lake.catalog.query(method="parcellate", connectome="tutorial", atlas="Seitzman2018")
-    for needle in ("Group FC matrix", "Network block means", "Strongest region pairs", "Provenance",
-                   rows["store_uri"].iloc[0], rows["params_hash"].iloc[0][:12], "mean-fisher-z",
-                   "DefaultMode"):
+    for needle in (
+        "Group FC matrix",
+        "Network block means",
+        "Strongest region pairs",
+        "Provenance",
+        rows["store_uri"].iloc[0],
+        rows["params_hash"].iloc[0][:12],
+        "mean-fisher-z",
+        "DefaultMode",
+    ):
         assert needle in page, needle
 
-    path = write_report(lake, "afnm", tmp_path / "afnm.html", cohort="tutorial",
-                        params={"weighting": "fractional"}, max_seeds=0)
+    path = write_report(
+        lake,
+        "afnm",
+        tmp_path / "afnm.html",
+        cohort="tutorial",
+        params={"weighting": "fractional"},
+        max_seeds=0,
+    )
     page = path.read_text(encoding="utf-8")
     images = check_offline_page(page)
     assert len(images) == 2  # group mean map, network bar plot
     assert max(coloured_fraction(px) for px in images) > 0.02
     uri, afnm_rows = select_run(lake, "afnm", cohort="tutorial", params={"weighting": "fractional"})
-    for needle in ("Group mean", "Seeds", "Network summary", "sub-01_ses-01_label-acuteinfarct", "fractional",
-                   f"Catalog rows ({len(afnm_rows)})", "none (all zero)", uri):
+    for needle in (
+        "Group mean",
+        "Seeds",
+        "Network summary",
+        "sub-01_ses-01_label-acuteinfarct",
+        "fractional",
+        f"Catalog rows ({len(afnm_rows)})",
+        "none (all zero)",
+        uri,
+    ):
         assert needle in page, needle
     for cid in afnm_rows["id"]:
         assert f"<td>{cid}</td>" in page
@@ -97,8 +129,25 @@ def test_fnm_report_renders_in_chromium(lake, tmp_path, capsys):
     from lakepipe.cli.main import main
 
     out = tmp_path / "report" / "fnm.html"
-    assert main(["-q", "--lake", lake.url, "report", "--method", "fnm", "--cohort", "tutorial",
-                 "--max-seeds", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "--lake",
+                lake.url,
+                "report",
+                "--method",
+                "fnm",
+                "--cohort",
+                "tutorial",
+                "--max-seeds",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert f"wrote {out}" in capsys.readouterr().out
     page = out.read_text(encoding="utf-8")
     n_images = len(check_offline_page(page))
@@ -116,8 +165,9 @@ def test_fnm_report_renders_in_chromium(lake, tmp_path, capsys):
 
     # and draws them: the screenshot is not blank and shows the maps' colours
     shot = tmp_path / "shot.png"
-    res = run_chromium(browser, out, tmp_path, "--hide-scrollbars", f"--screenshot={shot}",
-                       "--window-size=1200,2000")
+    res = run_chromium(
+        browser, out, tmp_path, "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1200,2000"
+    )
     assert res.returncode == 0 and shot.exists(), res.stderr[-2000:]
     px = assert_not_blank(shot, size=(1200, 2000), min_ink=0.1)
     assert coloured_fraction(px) > 0.003  # the maps' reds and blues (the page itself has no saturated colour)

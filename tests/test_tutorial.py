@@ -23,7 +23,14 @@ from lakepipe.tutorial import (
     write_tutorial,
 )
 
-PARAMS = dict(participants=4, subjects=3, timepoints=30, batch_size=2, seed=0, nifti_connectome=True)
+PARAMS = {
+    "participants": 4,
+    "subjects": 3,
+    "timepoints": 30,
+    "batch_size": 2,
+    "seed": 0,
+    "nifti_connectome": True,
+}
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +68,16 @@ def _mask_files(bids: Path) -> list[Path]:
 
 
 def test_paths_and_manifest(tutorial):
-    for p in (tutorial.bids, tutorial.connectome, tutorial.atlas_nifti, tutorial.atlas_labels,
-              tutorial.parcel_timeseries, tutorial.nifti_connectome, tutorial.manifest,
-              tutorial.root / "README.md"):
+    for p in (
+        tutorial.bids,
+        tutorial.connectome,
+        tutorial.atlas_nifti,
+        tutorial.atlas_labels,
+        tutorial.parcel_timeseries,
+        tutorial.nifti_connectome,
+        tutorial.manifest,
+        tutorial.root / "README.md",
+    ):
         assert p is not None and p.exists(), p
     manifest = json.loads(tutorial.manifest.read_text())
     import lakepipe
@@ -81,8 +95,11 @@ def test_deterministic(tutorial, tmp_path):
     params = {**PARAMS, "nifti_connectome": False}
     again = write_tutorial(tmp_path / "again", **params)
     skip = {"README.md", "tutorial.json"}
-    first = sorted(p.relative_to(tutorial.root) for p in tutorial.root.rglob("*")
-                   if p.is_file() and "nifti_connectome" not in p.parts)
+    first = sorted(
+        p.relative_to(tutorial.root)
+        for p in tutorial.root.rglob("*")
+        if p.is_file() and "nifti_connectome" not in p.parts
+    )
     second = sorted(p.relative_to(again.root) for p in again.root.rglob("*") if p.is_file())
     assert first == second
     for rel in first:
@@ -126,7 +143,7 @@ def test_hdf5_layout(tutorial):
     files = sorted(tutorial.connectome.glob("*.h5"))
     assert [f.name for f in files] == ["batch-001.h5", "batch-002.h5"]
     ids = []
-    for f, n in zip(files, (2, 1)):
+    for f, n in zip(files, (2, 1), strict=True):
         with h5py.File(f) as h:
             ts = h["timeseries"]
             assert ts.dtype == np.float32
@@ -154,8 +171,15 @@ def test_write_hdf5_batch_orientations(tmp_path, orientation):
     affine = np.diag([-2.0, 2, 2, 1])
     # an array and a generator of subjects give the same file contents
     for name, source in (("a.h5", x), ("b.h5", (s for s in x))):
-        write_hdf5_batch(tmp_path / name, source, idx, affine, mask.shape, subject_ids=["s1", "s2", "s3"],
-                         indices_orientation=orientation)
+        write_hdf5_batch(
+            tmp_path / name,
+            source,
+            idx,
+            affine,
+            mask.shape,
+            subject_ids=["s1", "s2", "s3"],
+            indices_orientation=orientation,
+        )
         with h5py.File(tmp_path / name) as h:
             stored = h["mask_indices"][()]
             assert stored.shape == ((len(idx), 3) if orientation == "V3" else (3, len(idx)))
@@ -177,8 +201,9 @@ def test_write_hdf5_batch_checks(tmp_path):
         write_hdf5_batch(tmp_path / "bad.h5", good, idx, np.eye(4), (2, 2, 2), subject_ids=["a", "b"])
     assert not (tmp_path / "bad.h5").exists()
     # deliberately broken files for reader tests
-    write_hdf5_batch(tmp_path / "broken.h5", np.ones((1, 4, 7), np.float32), idx, np.eye(4), (2, 2, 2),
-                     validate=False)
+    write_hdf5_batch(
+        tmp_path / "broken.h5", np.ones((1, 4, 7), np.float32), idx, np.eye(4), (2, 2, 2), validate=False
+    )
     with h5py.File(tmp_path / "broken.h5") as h:
         assert h["timeseries"].shape == (1, 4, 7)
 
@@ -239,8 +264,11 @@ def test_lesion_cohort(tutorial):
     assert set(sidecar) == set(table.columns)
     # symptom score rises with the acute lesion volume (mm^3)
     manifest = json.loads(tutorial.manifest.read_text())
-    vol = {f"sub-{r['participant']}": r["volume_mm3"] for r in manifest["lesions"]
-           if r["label"] == "acuteinfarct" and r["session"] == "01"}
+    vol = {
+        f"sub-{r['participant']}": r["volume_mm3"]
+        for r in manifest["lesions"]
+        if r["label"] == "acuteinfarct" and r["session"] == "01"
+    }
     assert table["nihss"].corr(table["participant_id"].map(vol), method="spearman") > 0.7
     assert max(vol.values()) >= 20000
 
@@ -286,7 +314,9 @@ def test_atlas(tutorial):
     assert list(table.columns[:4]) == ["index", "name", "network", "hemisphere"]
     assert list(table["index"]) == list(range(1, 301))
     assert table["name"].is_unique
-    assert all(n.startswith(f"Seitzman_{net}_") for n, net in zip(table["name"], table["network"]))
+    assert all(
+        n.startswith(f"Seitzman_{net}_") for n, net in zip(table["name"], table["network"], strict=True)
+    )
     assert set(np.unique(vol)) - {0} <= set(table["index"])
     np.testing.assert_array_equal(np.bincount(vol.ravel(), minlength=301)[1:], table["n_voxels"])
     hemi = np.where(table["x"].abs() < 2, "M", np.where(table["x"] < 0, "L", "R"))
@@ -313,8 +343,11 @@ def test_parcel_timeseries_are_parcel_means(tutorial, series):
     assert list(regions["name"]) == list(atlas_table.loc[present, "name"])
     for s, sid in enumerate(ids):
         npy = tutorial.parcel_timeseries / f"sub-{sid}_timeseries.npy"
-        got = np.load(npy) if npy.exists() else np.loadtxt(
-            tutorial.parcel_timeseries / f"sub-{sid}_timeseries.tsv", delimiter="\t", ndmin=2)
+        got = (
+            np.load(npy)
+            if npy.exists()
+            else np.loadtxt(tutorial.parcel_timeseries / f"sub-{sid}_timeseries.tsv", delimiter="\t", ndmin=2)
+        )
         expected = np.stack([x[s][:, labels == k].astype(np.float64).mean(axis=1) for k in present])
         assert got.shape == (len(present), PARAMS["timepoints"])
         np.testing.assert_allclose(got, expected, rtol=1e-7)  # float32 rounding

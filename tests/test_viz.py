@@ -55,8 +55,14 @@ def lake_with_outputs(ingested, dask_client, tmp_path_factory) -> Lake:
 
         lake = _private_copy(ingested, tmp_path_factory.mktemp("vizlake") / "lake")
         run_afnm(lake, "tutorial", "Seitzman2018", connectome="tutorial", client=dask_client)
-        run_fnm(lake, "tutorial", cohort="tutorial", atlas="Seitzman2018", client=dask_client,
-                spheres=[sphere_seed(*SPHERE, 6.0, "motor")])
+        run_fnm(
+            lake,
+            "tutorial",
+            cohort="tutorial",
+            atlas="Seitzman2018",
+            client=dask_client,
+            spheres=[sphere_seed(*SPHERE, 6.0, "motor")],
+        )
         _LAKES[ingested.url] = lake
     return _LAKES[ingested.url]
 
@@ -80,8 +86,13 @@ def png_pixels(path: Path) -> np.ndarray:
     return mpimg.imread(str(path))[..., :3].astype(np.float64)
 
 
-def assert_not_blank(path: Path, size: tuple[int, int] | None = None, min_std: float = 0.05,
-                     min_ink: float = 0.05, min_bytes: int = 5000) -> np.ndarray:
+def assert_not_blank(
+    path: Path,
+    size: tuple[int, int] | None = None,
+    min_std: float = 0.05,
+    min_ink: float = 0.05,
+    min_bytes: int = 5000,
+) -> np.ndarray:
     """The PNG exists, has the expected (width, height), varies, and is not mostly background."""
     assert path.exists() and path.stat().st_size >= min_bytes, path
     px = png_pixels(path)
@@ -167,8 +178,15 @@ def test_afnm_scores_painted_on_atlas(lake, atlas, tmp_path):
     from lakepipe.viz.maps import parcel_image, plot_afnm
     from lakepipe.viz.select import select_seed
 
-    sel = select_seed(lake, "afnm", participant="02", session="01", label="acuteinfarct", cohort="tutorial",
-                      params=FRACTIONAL)
+    sel = select_seed(
+        lake,
+        "afnm",
+        participant="02",
+        session="01",
+        label="acuteinfarct",
+        cohort="tutorial",
+        params=FRACTIONAL,
+    )
     scores = sel.dataset["score"].isel(seed=sel.index).compute()
     img = parcel_image(scores, atlas)
     data = np.asarray(img.dataobj)
@@ -177,8 +195,10 @@ def test_afnm_scores_painted_on_atlas(lake, atlas, tmp_path):
         np.testing.assert_allclose(data[atlas.labels == r], float(scores.sel(region=r)))
     assert np.all(data[atlas.labels == 0] == 0)
 
-    png = assert_not_blank(save_figure(plot_afnm(sel.dataset, atlas, sel.index, view="stat", dpi=50),
-                                       tmp_path / "afnm.png"), size=(550, int(round(3.4 * 50))))
+    png = assert_not_blank(
+        save_figure(plot_afnm(sel.dataset, atlas, sel.index, view="stat", dpi=50), tmp_path / "afnm.png"),
+        size=(550, int(round(3.4 * 50))),
+    )
     assert coloured_fraction(png) > 0.005
 
 
@@ -213,11 +233,29 @@ def test_network_summary_and_bar_plot(lake, tmp_path):
 
     scores = collect(lake, "afnm", atlas="Seitzman2018", cohort="tutorial", params=FRACTIONAL).compute()
     table = network_summary(scores)
-    assert list(table.columns) == ["seed", "participant", "session", "label", "network", "hemisphere",
-                                   "n_regions", "mean", "sd"]
+    assert list(table.columns) == [
+        "seed",
+        "participant",
+        "session",
+        "label",
+        "network",
+        "hemisphere",
+        "n_regions",
+        "mean",
+        "sd",
+    ]
     first = scores.isel(seed=0)
-    manual = pd.DataFrame({"v": first.values, "net": first["region_network"].values,
-                           "hemi": first["region_hemisphere"].values}).groupby(["net", "hemi"])["v"].mean()
+    manual = (
+        pd.DataFrame(
+            {
+                "v": first.values,
+                "net": first["region_network"].values,
+                "hemi": first["region_hemisphere"].values,
+            }
+        )
+        .groupby(["net", "hemi"])["v"]
+        .mean()
+    )
     mine = table[table["seed"] == str(first["seed"].values)].set_index(["network", "hemisphere"])["mean"]
     assert len(mine) == len(manual)
     for key, value in manual.items():
@@ -231,7 +269,7 @@ def test_network_summary_and_bar_plot(lake, tmp_path):
     assert "hemisphere" not in pooled and pooled["n_regions"].sum() == scores.sizes["region"]
 
     fig = plot_network_summary(scores)
-    bars = [p for p in fig.axes[0].patches]
+    bars = list(fig.axes[0].patches)
     assert len(bars) == len(group)
     assert_not_blank(save_figure(fig, tmp_path / "networks.png", dpi=60), min_ink=0.03)
 
@@ -242,19 +280,33 @@ def test_network_summary_schaefer_names_and_no_networks():
     from lakepipe.io.labels import parse_network
     from lakepipe.viz.networks import network_summary
 
-    names = ["17Networks_LH_VisCent_ExStr_1", "17Networks_LH_VisCent_ExStr_2",
-             "17Networks_RH_VisCent_ExStr_1",
-             "17Networks_LH_DefaultA_pCunPCC_1", "17Networks_RH_DefaultA_PFCm_1", "Other_7"]
+    names = [
+        "17Networks_LH_VisCent_ExStr_1",
+        "17Networks_LH_VisCent_ExStr_2",
+        "17Networks_RH_VisCent_ExStr_1",
+        "17Networks_LH_DefaultA_pCunPCC_1",
+        "17Networks_RH_DefaultA_PFCm_1",
+        "Other_7",
+    ]
     parsed = [parse_network(n) for n in names]
-    da = xr.DataArray([1.0, 3.0, 5.0, 2.0, 4.0, 7.0], dims="region",
-                      coords={"region": np.arange(1, 7), "region_name": ("region", names),
-                              "region_network": ("region", [p[0] or "" for p in parsed]),
-                              "region_hemisphere": ("region", [p[1] or "" for p in parsed])})
+    da = xr.DataArray(
+        [1.0, 3.0, 5.0, 2.0, 4.0, 7.0],
+        dims="region",
+        coords={
+            "region": np.arange(1, 7),
+            "region_name": ("region", names),
+            "region_network": ("region", [p[0] or "" for p in parsed]),
+            "region_hemisphere": ("region", [p[1] or "" for p in parsed]),
+        },
+    )
     t = network_summary(da)
     assert t[["network", "hemisphere", "n_regions", "mean"]].values.tolist() == [
-        ["VisCent", "L", 2, 2.0], ["VisCent", "R", 1, 5.0], ["DefaultA", "L", 1, 2.0],
+        ["VisCent", "L", 2, 2.0],
+        ["VisCent", "R", 1, 5.0],
+        ["DefaultA", "L", 1, 2.0],
         ["DefaultA", "R", 1, 4.0],
-        ["unassigned", "n/a", 1, 7.0]]
+        ["unassigned", "n/a", 1, 7.0],
+    ]
     with pytest.raises(InputError, match="no network labels"):
         network_summary(da.assign_coords(region_network=("region", [""] * 6)))
 
@@ -268,24 +320,102 @@ def _cli(*argv) -> int:
 def test_plot_and_assign_cli(lake, tmp_path, capsys):
     L = ("--lake", lake.url)
     out = tmp_path / "cli"
-    assert _cli("plot", "fc", *L, "--connectome", "tutorial", "--atlas", "Seitzman2018", "--dpi", "40",
-                "--out", out / "fc.png") == 0
+    assert (
+        _cli(
+            "plot",
+            "fc",
+            *L,
+            "--connectome",
+            "tutorial",
+            "--atlas",
+            "Seitzman2018",
+            "--dpi",
+            "40",
+            "--out",
+            out / "fc.png",
+        )
+        == 0
+    )
     assert_not_blank(out / "fc.png", size=(360, 320))
-    assert _cli("plot", "fnm", *L, "--label", "motor", "--statistic", "tmap", "--threshold", "2",
-                "--cut-coords", "-40,-20,50", "--view", "stat", "--out", out / "fnm.svg") == 0
+    assert (
+        _cli(
+            "plot",
+            "fnm",
+            *L,
+            "--label",
+            "motor",
+            "--statistic",
+            "tmap",
+            "--threshold",
+            "2",
+            "--cut-coords",
+            "-40,-20,50",
+            "--view",
+            "stat",
+            "--out",
+            out / "fnm.svg",
+        )
+        == 0
+    )
     svg = (out / "fnm.svg").read_text()
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg and len(svg) > 50_000
-    assert _cli("plot", "group", *L, "--method", "afnm", "--atlas", "Seitzman2018", "--cohort", "tutorial",
-                "--param", "weighting=fractional", "--view", "glass", "--dpi", "40",
-                "--out", out / "group.pdf") == 0
+    assert (
+        _cli(
+            "plot",
+            "group",
+            *L,
+            "--method",
+            "afnm",
+            "--atlas",
+            "Seitzman2018",
+            "--cohort",
+            "tutorial",
+            "--param",
+            "weighting=fractional",
+            "--view",
+            "glass",
+            "--dpi",
+            "40",
+            "--out",
+            out / "group.pdf",
+        )
+        == 0
+    )
     assert (out / "group.pdf").read_bytes()[:5] == b"%PDF-"
-    assert _cli("plot", "networks", *L, "--method", "fnm", "--atlas", "Seitzman2018", "--cohort", "tutorial",
-                "--tsv", out / "networks.tsv") == 0
+    assert (
+        _cli(
+            "plot",
+            "networks",
+            *L,
+            "--method",
+            "fnm",
+            "--atlas",
+            "Seitzman2018",
+            "--cohort",
+            "tutorial",
+            "--tsv",
+            out / "networks.tsv",
+        )
+        == 0
+    )
     tsv = pd.read_csv(out / "networks.tsv", sep="\t")
     assert {"seed", "network", "hemisphere", "mean"} <= set(tsv.columns) and tsv["seed"].nunique() == 10
     assert (out / "networks.json").exists()
-    assert _cli("assign", *L, "--label", "motor", "--atlas", "Seitzman2018", "--threshold", "0.5",
-                "--out", out / "assign.tsv") == 0
+    assert (
+        _cli(
+            "assign",
+            *L,
+            "--label",
+            "motor",
+            "--atlas",
+            "Seitzman2018",
+            "--threshold",
+            "0.5",
+            "--out",
+            out / "assign.tsv",
+        )
+        == 0
+    )
     table = pd.read_csv(out / "assign.tsv", sep="\t", na_values="n/a")
     top = table[table["rank"] == 1].sort_values("component").iloc[0]
     assert np.linalg.norm(top[["peak_x", "peak_y", "peak_z"]].to_numpy(float) - SPHERE) <= 10
@@ -294,6 +424,18 @@ def test_plot_and_assign_cli(lake, tmp_path, capsys):
     # a figure name without a known extension is a one-line input error, before any work
     assert _cli("plot", "fc", *L, "--out", out / "fc.jpg") == 2
     assert "use one of .png, .pdf, .svg" in capsys.readouterr().err
-    assert _cli("plot", "afnm", *L, "--cohort", "tutorial", "--param", "weighting=fractional",
-                "--out", out / "x.png") == 2
+    assert (
+        _cli(
+            "plot",
+            "afnm",
+            *L,
+            "--cohort",
+            "tutorial",
+            "--param",
+            "weighting=fractional",
+            "--out",
+            out / "x.png",
+        )
+        == 2
+    )
     assert "narrow with --participant" in capsys.readouterr().err

@@ -15,7 +15,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -46,8 +46,20 @@ T = TypeVar("T")
 
 #: Keyword filters accepted by :meth:`Catalog.query`, :meth:`Catalog.count` and :meth:`Catalog.summary`.
 QUERY_FILTERS = (
-    "kind", "method", "cohort", "participant", "session", "label", "atlas", "connectome",
-    "statistic", "run_id", "params_hash", "inputs_hash", "store_uri", "status",
+    "kind",
+    "method",
+    "cohort",
+    "participant",
+    "session",
+    "label",
+    "atlas",
+    "connectome",
+    "statistic",
+    "run_id",
+    "params_hash",
+    "inputs_hash",
+    "store_uri",
+    "status",
 )
 #: States of a row in ``runs``.
 RUN_STATUSES = ("running", "finished", "failed", "interrupted")
@@ -226,7 +238,7 @@ class Catalog:
             return RegisterResult(0, 0)
         if run_id is not None:
             check_run_id(run_id)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         rows = []
         for rec in recs:
             row = rec.to_row()
@@ -257,9 +269,7 @@ class Catalog:
         log.info("catalog %s: %s%s", self.url, result, f" (run {run_id})" if run_id else "")
         return result
 
-    def existing_keys(
-        self, method: str, keys: Iterable[tuple[str, str, str]]
-    ) -> set[tuple[str, str, str]]:
+    def existing_keys(self, method: str, keys: Iterable[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
         """Which ``(statistic, inputs_hash, params_hash)`` keys of ``method`` are already published.
 
         Pipelines call this before computing, to skip outputs a previous run published.
@@ -304,7 +314,7 @@ class Catalog:
             "run_id": run_id,
             "command": redact_text(str(command)),
             "params": canonical_json(plain),
-            "started": datetime.now(timezone.utc),
+            "started": datetime.now(UTC),
             "status": "running",
             "lakepipe_version": lakepipe.__version__,
         }
@@ -317,7 +327,7 @@ class Catalog:
         if status not in RUN_STATUSES:
             raise InputError(f"run status {status!r} is not one of {', '.join(RUN_STATUSES)}")
         values = {
-            "finished": datetime.now(timezone.utc),
+            "finished": datetime.now(UTC),
             "n_outputs": int(n_outputs),
             "n_skipped": int(n_skipped),
             "status": status,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     Column,
@@ -117,9 +117,7 @@ def _v1_create(conn: Connection) -> None:
 
 
 #: Every schema step, in order. Append new steps; never edit or reorder released ones.
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "create runs and outputs", _v1_create),
-)
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "create runs and outputs", _v1_create),)
 
 
 def _steps(steps: Sequence[Migration] | None) -> Sequence[Migration]:
@@ -199,7 +197,7 @@ def upgrade(
                 schema_version.insert().values(
                     version=step.version,
                     description=step.description,
-                    applied=datetime.now(timezone.utc),
+                    applied=datetime.now(UTC),
                     lakepipe_version=lakepipe.__version__,
                 )
             )

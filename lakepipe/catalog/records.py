@@ -8,7 +8,7 @@ import operator
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import lakepipe
@@ -34,8 +34,8 @@ IDENTITY = ("kind", "cohort", "participant", "session", "label", "atlas", "conne
 def to_utc(value: datetime) -> datetime:
     """``value`` as an aware UTC datetime (naive values are taken to be UTC already)."""
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _sha256(text: str) -> str:
@@ -53,9 +53,7 @@ def _check_name(value: Any, what: str, *, optional: bool = True) -> str | None:
     if value is None and optional:
         return None
     if not isinstance(value, str) or not _NAME.match(value):
-        raise InputError(
-            f"{what} {value!r} is not a safe name (letters, digits, '.', '_', '-'; at most 128)"
-        )
+        raise InputError(f"{what} {value!r} is not a safe name (letters, digits, '.', '_', '-'; at most 128)")
     return value
 
 

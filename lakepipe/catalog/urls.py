@@ -99,9 +99,7 @@ def check_store_uri(uri: str) -> str:
     if _SCHEME.match(uri) or uri.startswith(("/", "\\", "~")):
         raise InputError("store URI must be relative to the lake root, not absolute", shown)
     if not _STORE_URI.match(uri):
-        raise InputError(
-            "store URI may only hold letters, digits and . _ - + = separated by '/'", shown
-        )
+        raise InputError("store URI may only hold letters, digits and . _ - + = separated by '/'", shown)
     if any(seg in (".", "..") for seg in uri.rstrip("/").split("/")):
         raise InputError("store URI must not contain '.' or '..' segments", shown)
     return uri

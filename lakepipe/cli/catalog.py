@@ -11,11 +11,14 @@ from lakepipe.errors import InputError
 
 
 def register(sub) -> None:
-    c = sub.add_parser("collect", help="one group table (TSV + JSON) for a group question",
-                       description="Gather published outputs into one group file: "
-                                   "group_<entities>_parcelstats.tsv with participant_id, session_id, "
-                                   "label and one column per region (voxel maps: a 4D NIfTI plus a row "
-                                   "table). Without --out the TSV goes to standard output.")
+    c = sub.add_parser(
+        "collect",
+        help="one group table (TSV + JSON) for a group question",
+        description="Gather published outputs into one group file: "
+        "group_<entities>_parcelstats.tsv with participant_id, session_id, "
+        "label and one column per region (voxel maps: a 4D NIfTI plus a row "
+        "table). Without --out the TSV goes to standard output.",
+    )
     c.add_argument("--method", required=True, choices=("afnm", "fnm", "parcellate"))
     c.add_argument("--atlas", help="atlas (FNM: parcel summaries instead of voxel maps)")
     c.add_argument("--label", nargs="+", help="lesion label(s), e.g. acuteinfarct")
@@ -24,15 +27,22 @@ def register(sub) -> None:
     c.add_argument("--participant-label", nargs="+", metavar="ID", help="only these participants")
     c.add_argument("--cohort", help="only this cohort")
     c.add_argument("--connectome", help="only outputs computed from this connectome")
-    c.add_argument("--param", action="append", metavar="KEY=VALUE",
-                   help="only outputs with this parameter value (e.g. weighting=binary)")
+    c.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="only outputs with this parameter value (e.g. weighting=binary)",
+    )
     c.add_argument("--out", help="folder for the group files")
     add_global_options(c)
     c.set_defaults(func=_collect)
 
-    cat = sub.add_parser("catalog", help="browse and maintain the catalog",
-                         description="What the lake holds (ls), one output's provenance (show), and "
-                                     "removal of data no catalog row registers (gc).")
+    cat = sub.add_parser(
+        "catalog",
+        help="browse and maintain the catalog",
+        description="What the lake holds (ls), one output's provenance (show), and "
+        "removal of data no catalog row registers (gc).",
+    )
     acts = cat.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = acts.add_parser("ls", help="counts by kind, method, cohort/atlas/connectome and statistic")
     ls.add_argument("--rows", action="store_true", help="list individual outputs instead of counts")
@@ -46,8 +56,12 @@ def register(sub) -> None:
     show.set_defaults(func=_show)
     gc = acts.add_parser("gc", help="delete unregistered data (left by failed or killed runs)")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
-    gc.add_argument("--grace", type=float, default=60.0,
-                    help="keep stores younger than this many minutes (a job may still register them; default 60)")
+    gc.add_argument(
+        "--grace",
+        type=float,
+        default=60.0,
+        help="keep stores younger than this many minutes (a job may still register them; default 60)",
+    )
     add_global_options(gc)
     gc.set_defaults(func=_gc)
 
@@ -65,9 +79,18 @@ def parse_params(items: list[str] | None) -> dict:
 def _collect(args: argparse.Namespace) -> int:
     from lakepipe.pipelines.collect import collect, write_group
 
-    da = collect(lake_from_args(args), args.method, atlas=args.atlas, label=args.label, statistic=args.statistic,
-                 session=args.session, participants=args.participant_label, cohort=args.cohort,
-                 connectome=args.connectome, params=parse_params(args.param))
+    da = collect(
+        lake_from_args(args),
+        args.method,
+        atlas=args.atlas,
+        label=args.label,
+        statistic=args.statistic,
+        session=args.session,
+        participants=args.participant_label,
+        cohort=args.cohort,
+        connectome=args.connectome,
+        params=parse_params(args.param),
+    )
     if args.out:
         for path in write_group(da, args.out):
             print(path)
@@ -88,12 +111,28 @@ def _ls(args: argparse.Namespace) -> int:
     import pandas as pd
 
     lake = lake_from_args(args)
-    filters = {k: getattr(args, k) for k in ("kind", "method", "cohort", "atlas", "connectome", "statistic",
-                                               "label") if getattr(args, k)}
+    filters = {
+        k: getattr(args, k)
+        for k in ("kind", "method", "cohort", "atlas", "connectome", "statistic", "label")
+        if getattr(args, k)
+    }
     if args.rows:
         df = lake.catalog.query(**filters)
-        cols = ["id", "kind", "method", "cohort", "participant", "session", "label", "atlas", "connectome",
-                "statistic", "store_uri", "store_index", "created"]
+        cols = [
+            "id",
+            "kind",
+            "method",
+            "cohort",
+            "participant",
+            "session",
+            "label",
+            "atlas",
+            "connectome",
+            "statistic",
+            "store_uri",
+            "store_index",
+            "created",
+        ]
         df = df[cols]
     else:
         df = lake.catalog.summary(**filters)

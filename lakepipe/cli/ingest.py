@@ -8,29 +8,41 @@ from lakepipe.cli.main import add_global_options, lake_from_args
 
 
 def register(sub) -> None:
-    p = sub.add_parser("ingest", help="bring lesion masks, connectomes and atlases into the lake",
-                       description="Validate inputs and write them into the lake's Zarr stores, "
-                                   "registering each entry in the catalog. Re-ingesting unchanged "
-                                   "inputs does nothing; new subjects/participants are added.")
+    p = sub.add_parser(
+        "ingest",
+        help="bring lesion masks, connectomes and atlases into the lake",
+        description="Validate inputs and write them into the lake's Zarr stores, "
+        "registering each entry in the catalog. Re-ingesting unchanged "
+        "inputs does nothing; new subjects/participants are added.",
+    )
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
 
-    les = kinds.add_parser("lesions", help="a BIDS folder of lesion masks",
-                           description="Ingest sub-*/[ses-*/]anat/*_mask.nii.gz files of a BIDS dataset "
-                                       "(one entry per participant/session/label).")
+    les = kinds.add_parser(
+        "lesions",
+        help="a BIDS folder of lesion masks",
+        description="Ingest sub-*/[ses-*/]anat/*_mask.nii.gz files of a BIDS dataset "
+        "(one entry per participant/session/label).",
+    )
     les.add_argument("bids_dir", metavar="BIDS_DIR")
     les.add_argument("--cohort", default="default", help="cohort name (letters and digits; default: default)")
     les.add_argument("--participant-label", nargs="+", metavar="ID", help="only these participants")
     les.add_argument("--weighted", action="store_true", help="accept weighted (non-binary) masks")
-    les.add_argument("--space", default="MNI152NLin6Asym",
-                     help="space of masks whose file name has no space- entity (default MNI152NLin6Asym)")
+    les.add_argument(
+        "--space",
+        default="MNI152NLin6Asym",
+        help="space of masks whose file name has no space- entity (default MNI152NLin6Asym)",
+    )
     add_global_options(les)
     les.set_defaults(func=_lesions)
 
-    con = kinds.add_parser("connectome", help="HDF5 batches, 4D NIfTI, or parcel time series",
-                           description="Stream a normative connectome into the lake, one subject at a "
-                                       "time (bounded memory). The format is detected from the folder: "
-                                       "*.h5 GSP1000-style batches; 4D *.nii.gz per subject plus a brain "
-                                       "mask; *.npy/*.tsv parcels x time arrays plus regions.tsv.")
+    con = kinds.add_parser(
+        "connectome",
+        help="HDF5 batches, 4D NIfTI, or parcel time series",
+        description="Stream a normative connectome into the lake, one subject at a "
+        "time (bounded memory). The format is detected from the folder: "
+        "*.h5 GSP1000-style batches; 4D *.nii.gz per subject plus a brain "
+        "mask; *.npy/*.tsv parcels x time arrays plus regions.tsv.",
+    )
     con.add_argument("source", metavar="SOURCE")
     con.add_argument("--name", required=True, help="connectome name in the lake (letters and digits)")
     con.add_argument("--mask", help="brain mask for a 4D NIfTI folder (default: the *mask* file in it)")
@@ -39,10 +51,13 @@ def register(sub) -> None:
     add_global_options(con)
     con.set_defaults(func=_connectome)
 
-    atl = kinds.add_parser("atlas", help="a label NIfTI plus its label file",
-                           description="Ingest a discrete atlas. Label files: BIDS _dseg.txt (line k "
-                                       "names label k) or a TSV with index/name[/network] columns. "
-                                       "Schaefer and Tian names yield network and hemisphere labels.")
+    atl = kinds.add_parser(
+        "atlas",
+        help="a label NIfTI plus its label file",
+        description="Ingest a discrete atlas. Label files: BIDS _dseg.txt (line k "
+        "names label k) or a TSV with index/name[/network] columns. "
+        "Schaefer and Tian names yield network and hemisphere labels.",
+    )
     atl.add_argument("nifti", metavar="NIFTI")
     atl.add_argument("--labels", required=True, help="label file (.txt or .tsv)")
     atl.add_argument("--name", required=True, help="atlas name in the lake (letters and digits)")
@@ -54,8 +69,14 @@ def register(sub) -> None:
 def _lesions(args: argparse.Namespace) -> int:
     from lakepipe.pipelines.ingest import ingest_lesions
 
-    res = ingest_lesions(lake_from_args(args), args.bids_dir, cohort=args.cohort,
-                         participants=args.participant_label, weighted=args.weighted, space=args.space)
+    res = ingest_lesions(
+        lake_from_args(args),
+        args.bids_dir,
+        cohort=args.cohort,
+        participants=args.participant_label,
+        weighted=args.weighted,
+        space=args.space,
+    )
     print(res.summary())
     return 0
 
@@ -63,8 +84,14 @@ def _lesions(args: argparse.Namespace) -> int:
 def _connectome(args: argparse.Namespace) -> int:
     from lakepipe.pipelines.ingest import ingest_connectome
 
-    res = ingest_connectome(lake_from_args(args), args.source, name=args.name, mask=args.mask,
-                            regions=args.regions, space=args.space)
+    res = ingest_connectome(
+        lake_from_args(args),
+        args.source,
+        name=args.name,
+        mask=args.mask,
+        regions=args.regions,
+        space=args.space,
+    )
     print(res.summary())
     return 0
 

@@ -10,26 +10,35 @@ from lakepipe.errors import InputError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("jobs", help="run or check a job spec (YAML): ingest + follow-on runs, incremental",
-                       description="A job spec lists steps (ingest-lesions from a BIDS folder or s3:// "
-                                   "URL, ingest-connectome, ingest-atlas, parcellate, afnm, fnm, collect) "
-                                   "run on one Dask client. Steps skip what the lake already holds, so a "
-                                   "second run does nothing; only_new: true restricts a follow-on step to "
-                                   "the participants just ingested. Format: schemas/job.schema.json; "
-                                   "examples: jobs/*.yaml.")
+    p = sub.add_parser(
+        "jobs",
+        help="run or check a job spec (YAML): ingest + follow-on runs, incremental",
+        description="A job spec lists steps (ingest-lesions from a BIDS folder or s3:// "
+        "URL, ingest-connectome, ingest-atlas, parcellate, afnm, fnm, collect) "
+        "run on one Dask client. Steps skip what the lake already holds, so a "
+        "second run does nothing; only_new: true restricts a follow-on step to "
+        "the participants just ingested. Format: schemas/job.schema.json; "
+        "examples: jobs/*.yaml.",
+    )
     acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    r = acts.add_parser("run", help="print the plan (new / skipped / to compute per step), then run it",
-                        description="Load and validate FILE, print per step what is new, what is skipped and "
-                                    "what is to compute, then run the steps (unless --dry-run). --lake, "
-                                    "--catalog and --scheduler override the spec's values.")
+    r = acts.add_parser(
+        "run",
+        help="print the plan (new / skipped / to compute per step), then run it",
+        description="Load and validate FILE, print per step what is new, what is skipped and "
+        "what is to compute, then run the steps (unless --dry-run). --lake, "
+        "--catalog and --scheduler override the spec's values.",
+    )
     r.add_argument("file", metavar="FILE", help="job spec (YAML or JSON)")
     r.add_argument("--dry-run", action="store_true", help="print the plan only; write nothing")
     add_global_options(r)
     r.set_defaults(func=_run)
-    v = acts.add_parser("validate", help="check job specs against the schema",
-                        description="Validate each FILE against schemas/job.schema.json; errors name the "
-                                    "failing field (e.g. steps[1].kind). Unset ${VAR}s are listed, not "
-                                    "errors.")
+    v = acts.add_parser(
+        "validate",
+        help="check job specs against the schema",
+        description="Validate each FILE against schemas/job.schema.json; errors name the "
+        "failing field (e.g. steps[1].kind). Unset ${VAR}s are listed, not "
+        "errors.",
+    )
     v.add_argument("files", nargs="+", metavar="FILE")
     add_global_options(v)
     v.set_defaults(func=_validate)
@@ -40,8 +49,13 @@ def _run(args: argparse.Namespace) -> int:
 
     job = load_job(args.file)
     lake = job_lake(job, args.lake, args.catalog)
-    result = run_job(job, lake=lake, scheduler=args.scheduler, dry_run=args.dry_run,
-                     echo=lambda text: print(text, flush=True))
+    result = run_job(
+        job,
+        lake=lake,
+        scheduler=args.scheduler,
+        dry_run=args.dry_run,
+        echo=lambda text: print(text, flush=True),
+    )
     print(result.summary())
     return 0
 

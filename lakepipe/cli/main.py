@@ -43,7 +43,8 @@ or simply `lakepipe demo`.
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lakepipe", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="lakepipe", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"lakepipe {lakepipe.__version__}")
     add_global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -62,26 +63,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_global_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("lake and cluster")
-    g.add_argument("--lake", default=argparse.SUPPRESS,
-                   help="lake URL: folder, s3://bucket/prefix or memory://name "
-                        "(default $LAKEPIPE_LAKE or ./lake)")
-    g.add_argument("--catalog", default=argparse.SUPPRESS,
-                   help="catalog database URL (default $LAKEPIPE_CATALOG, else <lake>/catalog.sqlite)")
-    g.add_argument("--scheduler", default=argparse.SUPPRESS,
-                   help="address of an existing Dask scheduler (default $LAKEPIPE_SCHEDULER, "
-                        "else a local cluster sized to this machine)")
-    g.add_argument("--s3-endpoint", default=argparse.SUPPRESS,
-                   help="S3 endpoint URL for non-AWS object stores (or $LAKEPIPE_S3_ENDPOINT)")
+    g.add_argument(
+        "--lake",
+        default=argparse.SUPPRESS,
+        help="lake URL: folder, s3://bucket/prefix or memory://name (default $LAKEPIPE_LAKE or ./lake)",
+    )
+    g.add_argument(
+        "--catalog",
+        default=argparse.SUPPRESS,
+        help="catalog database URL (default $LAKEPIPE_CATALOG, else <lake>/catalog.sqlite)",
+    )
+    g.add_argument(
+        "--scheduler",
+        default=argparse.SUPPRESS,
+        help="address of an existing Dask scheduler (default $LAKEPIPE_SCHEDULER, "
+        "else a local cluster sized to this machine)",
+    )
+    g.add_argument(
+        "--s3-endpoint",
+        default=argparse.SUPPRESS,
+        help="S3 endpoint URL for non-AWS object stores (or $LAKEPIPE_S3_ENDPOINT)",
+    )
     g.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output")
     g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings only")
-    g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show tracebacks for errors")
+    g.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors"
+    )
 
 
 def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
     if verbose < 2:
         for noisy in ("distributed", "bokeh", "tornado", "botocore", "s3fs", "aiobotocore", "fsspec"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -91,8 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args._argv = list(sys.argv[1:] if argv is None else argv)
-    for opt, default in (("lake", None), ("catalog", None), ("scheduler", None), ("s3_endpoint", None),
-                         ("verbose", 0), ("quiet", False), ("debug", False)):
+    for opt, default in (
+        ("lake", None),
+        ("catalog", None),
+        ("scheduler", None),
+        ("s3_endpoint", None),
+        ("verbose", 0),
+        ("quiet", False),
+        ("debug", False),
+    ):
         if not hasattr(args, opt):
             setattr(args, opt, default)
     if args.verbose < 2:  # distributed configures its loggers from its config when first imported
@@ -131,7 +156,9 @@ def lake_from_args(args):
 
     lake = Lake(args.lake, catalog=args.catalog)
     if args.command in RECORDED and not getattr(args, "dry_run", False):
-        params = {k: v for k, v in vars(args).items() if k not in ("func", "catalog") and not k.startswith("_")}
+        params = {
+            k: v for k, v in vars(args).items() if k not in ("func", "catalog") and not k.startswith("_")
+        }
         lake.start_run("lakepipe " + " ".join(map(str, args._argv)), params)
     args._lake = lake
     return lake

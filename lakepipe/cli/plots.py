@@ -25,24 +25,38 @@ def _selection(p: argparse.ArgumentParser, *, seed: bool = True, atlas_help: str
     if seed:
         g.add_argument("--participant", help="participant label (sub-<label> accepted)")
         g.add_argument("--session", help="session label")
-        g.add_argument("--seed", help="seed key as stored, e.g. sub-01_ses-01_label-acuteinfarct or "
-                                      "sphere-motor")
+        g.add_argument(
+            "--seed", help="seed key as stored, e.g. sub-01_ses-01_label-acuteinfarct or sphere-motor"
+        )
     g.add_argument("--label", help="lesion label or sphere name")
     g.add_argument("--atlas", help=atlas_help or "atlas name")
     g.add_argument("--cohort", help="lesion cohort")
     g.add_argument("--connectome", help="connectome name")
-    g.add_argument("--param", action="append", metavar="KEY=VALUE",
-                   help="only outputs with this parameter value (e.g. weighting=fractional)")
+    g.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="only outputs with this parameter value (e.g. weighting=fractional)",
+    )
 
 
 def _map_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("display")
-    g.add_argument("--threshold", help="hide |value| <= THRESHOLD; a percentage (20%%) is relative to the "
-                                       "largest |value| (default: only zeros hidden)")
-    g.add_argument("--view", default="both", choices=("both", "stat", "glass"),
-                   help="stat-map slices, glass brain, or both stacked (default)")
-    g.add_argument("--display-mode", help="nilearn display mode, e.g. ortho, x, y, z, mosaic (slices) "
-                                          "or lyrz (glass brain)")
+    g.add_argument(
+        "--threshold",
+        help="hide |value| <= THRESHOLD; a percentage (20%%) is relative to the "
+        "largest |value| (default: only zeros hidden)",
+    )
+    g.add_argument(
+        "--view",
+        default="both",
+        choices=("both", "stat", "glass"),
+        help="stat-map slices, glass brain, or both stacked (default)",
+    )
+    g.add_argument(
+        "--display-mode",
+        help="nilearn display mode, e.g. ortho, x, y, z, mosaic (slices) or lyrz (glass brain)",
+    )
     g.add_argument("--cut-coords", help="slice positions in mm, comma separated (e.g. -40,-20,50)")
     g.add_argument("--vmax", type=float, help="colour scale limit (symmetric)")
     # let "--cut-coords -40,-20,50" read the coordinates as a value, not as an unknown option
@@ -56,14 +70,21 @@ def _output(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def register(sub) -> None:
-    plot = sub.add_parser("plot", help="figures: group FC matrix, FNM and AFNM maps, group means, networks",
-                          description="Draw lakepipe outputs with matplotlib/nilearn (no display needed).",
-                          epilog=PLOT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    plot = sub.add_parser(
+        "plot",
+        help="figures: group FC matrix, FNM and AFNM maps, group means, networks",
+        description="Draw lakepipe outputs with matplotlib/nilearn (no display needed).",
+        epilog=PLOT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     kinds = plot.add_subparsers(dest="plot", metavar="WHAT", required=True)
 
-    fc = kinds.add_parser("fc", help="group FC matrix ordered by network",
-                          description="The group FC matrix (parcellate output), regions ordered by network, "
-                                      "network boundaries and names drawn, colour scale symmetric around 0.")
+    fc = kinds.add_parser(
+        "fc",
+        help="group FC matrix ordered by network",
+        description="The group FC matrix (parcellate output), regions ordered by network, "
+        "network boundaries and names drawn, colour scale symmetric around 0.",
+    )
     fc.add_argument("--connectome", help="connectome name")
     fc.add_argument("--atlas", help="atlas name")
     fc.add_argument("--statistic", default="fcgroupz", choices=("fcgroupz", "fcgroupr"))
@@ -72,8 +93,11 @@ def register(sub) -> None:
     add_global_options(fc)
     fc.set_defaults(func=_plot_fc)
 
-    fnm = kinds.add_parser("fnm", help="one seed's FNM map (slices and/or glass brain)",
-                           description="One seed's FNM map; sphere seeds are marked at their centre.")
+    fnm = kinds.add_parser(
+        "fnm",
+        help="one seed's FNM map (slices and/or glass brain)",
+        description="One seed's FNM map; sphere seeds are marked at their centre.",
+    )
     _selection(fnm, atlas_help=None)
     fnm.add_argument("--statistic", default="zmap", help="zmap (default), rmap, tmap, pmap or avgr")
     _map_options(fnm)
@@ -81,18 +105,23 @@ def register(sub) -> None:
     add_global_options(fnm)
     fnm.set_defaults(func=_plot_fnm)
 
-    afnm = kinds.add_parser("afnm", help="one lesion's AFNM scores painted onto the atlas",
-                            description="One lesion's AFNM scores painted back onto the atlas volume and "
-                                        "drawn like a voxel map.")
+    afnm = kinds.add_parser(
+        "afnm",
+        help="one lesion's AFNM scores painted onto the atlas",
+        description="One lesion's AFNM scores painted back onto the atlas volume and drawn like a voxel map.",
+    )
     _selection(afnm)
     _map_options(afnm)
     _output(afnm)
     add_global_options(afnm)
     afnm.set_defaults(func=_plot_afnm)
 
-    group = kinds.add_parser("group", help="group mean map of a collection",
-                             description="The mean over seeds of a collection (`lakepipe collect` query): "
-                                         "parcel level painted onto the atlas, voxel level on its grid.")
+    group = kinds.add_parser(
+        "group",
+        help="group mean map of a collection",
+        description="The mean over seeds of a collection (`lakepipe collect` query): "
+        "parcel level painted onto the atlas, voxel level on its grid.",
+    )
     group.add_argument("--method", required=True, choices=("afnm", "fnm"))
     _selection(group, seed=False, atlas_help="atlas name (fnm: parcel summaries instead of voxel maps)")
     group.add_argument("--participant-label", nargs="+", metavar="ID", help="only these participants")
@@ -102,11 +131,14 @@ def register(sub) -> None:
     add_global_options(group)
     group.set_defaults(func=_plot_group)
 
-    nets = kinds.add_parser("networks", help="mean per network and hemisphere (bar plot and TSV)",
-                            description="Mean per network and hemisphere of a parcel-level output whose "
-                                        "atlas has network labels; several seeds: mean of the per-seed "
-                                        "means, error bars SEM. For parcellate: the network block means of "
-                                        "the FC matrix.")
+    nets = kinds.add_parser(
+        "networks",
+        help="mean per network and hemisphere (bar plot and TSV)",
+        description="Mean per network and hemisphere of a parcel-level output whose "
+        "atlas has network labels; several seeds: mean of the per-seed "
+        "means, error bars SEM. For parcellate: the network block means of "
+        "the FC matrix.",
+    )
     nets.add_argument("--method", required=True, choices=("afnm", "fnm", "parcellate"))
     _selection(nets, atlas_help="atlas name (required for fnm parcel summaries)")
     nets.add_argument("--participant-label", nargs="+", metavar="ID", help="only these participants")
@@ -117,46 +149,61 @@ def register(sub) -> None:
     add_global_options(nets)
     nets.set_defaults(func=_plot_networks)
 
-    asg = sub.add_parser("assign", help="clusters of a voxel map and the atlas regions they overlap",
-                         description="Region assignment in the manner of siibra's assign: threshold a voxel "
-                                     "map, split it into connected components (26-connectivity), and report "
-                                     "per component its centroid (mm), volume, peak and the atlas regions it "
-                                     "overlaps ranked by overlap fraction, with the correlation of the map "
-                                     "with each region (Pearson r with the region's indicator over the "
-                                     "brain). The map is a NIfTI file (--map), one seed's FNM map, or the "
-                                     "group mean of FNM maps (--group).")
+    asg = sub.add_parser(
+        "assign",
+        help="clusters of a voxel map and the atlas regions they overlap",
+        description="Region assignment in the manner of siibra's assign: threshold a voxel "
+        "map, split it into connected components (26-connectivity), and report "
+        "per component its centroid (mm), volume, peak and the atlas regions it "
+        "overlaps ranked by overlap fraction, with the correlation of the map "
+        "with each region (Pearson r with the region's indicator over the "
+        "brain). The map is a NIfTI file (--map), one seed's FNM map, or the "
+        "group mean of FNM maps (--group).",
+    )
     src = asg.add_argument_group("map")
     src.add_argument("--map", metavar="NIFTI", help="a voxel map file")
     src.add_argument("--group", action="store_true", help="the group mean of the selected FNM maps")
     _selection(asg, atlas_help="atlas name in the lake (required)")
     asg.add_argument("--statistic", default="zmap", help="FNM statistic (default zmap)")
     asg.add_argument("--threshold", type=float, required=True, help="cluster-forming threshold (>= 0)")
-    asg.add_argument("--mode", default="signed", choices=("signed", "absolute", "positive", "negative"),
-                     help="signed: positive and negative clusters apart (default); absolute: |value|")
+    asg.add_argument(
+        "--mode",
+        default="signed",
+        choices=("signed", "absolute", "positive", "negative"),
+        help="signed: positive and negative clusters apart (default); absolute: |value|",
+    )
     asg.add_argument("--min-voxels", type=int, default=1, help="smallest cluster kept (voxels)")
     asg.add_argument("--max-regions", type=int, help="regions listed per cluster")
     asg.add_argument("--out", metavar="TSV", help="write the table (+ JSON sidecar)")
     add_global_options(asg)
     asg.set_defaults(func=_assign)
 
-    rep = sub.add_parser("report", help="HTML report of a run (figures, tables, provenance), opens offline",
-                         description="A self-contained HTML page for one run (one derivative store): figures "
-                                     "embedded, tables, catalog provenance. Without --store, the newest run "
-                                     "matching the filters.")
+    rep = sub.add_parser(
+        "report",
+        help="HTML report of a run (figures, tables, provenance), opens offline",
+        description="A self-contained HTML page for one run (one derivative store): figures "
+        "embedded, tables, catalog provenance. Without --store, the newest run "
+        "matching the filters.",
+    )
     rep.add_argument("--method", required=True, choices=("afnm", "fnm", "parcellate"))
-    rep.add_argument("--store", help="the run's store URI as in `lakepipe catalog ls` "
-                                     "(default: the newest match)")
+    rep.add_argument(
+        "--store", help="the run's store URI as in `lakepipe catalog ls` (default: the newest match)"
+    )
     rep.add_argument("--run", help="a recorded run id (the command that wrote the store)")
     rep.add_argument("--atlas", help="atlas name")
     rep.add_argument("--connectome", help="connectome name")
     rep.add_argument("--cohort", help="lesion cohort")
     rep.add_argument("--label", help="lesion label or sphere name")
     rep.add_argument("--statistic", help="statistic to show (fnm: zmap by default)")
-    rep.add_argument("--param", action="append", metavar="KEY=VALUE",
-                     help="only runs with this parameter value")
-    rep.add_argument("--threshold", help="map display threshold, a number or a percentage of the largest "
-                                          "|value| (default 20%% for FNM maps, none for AFNM scores); also "
-                                          "the FNM assignment threshold (default: 99th percentile)")
+    rep.add_argument(
+        "--param", action="append", metavar="KEY=VALUE", help="only runs with this parameter value"
+    )
+    rep.add_argument(
+        "--threshold",
+        help="map display threshold, a number or a percentage of the largest "
+        "|value| (default 20%% for FNM maps, none for AFNM scores); also "
+        "the FNM assignment threshold (default: 99th percentile)",
+    )
     rep.add_argument("--max-seeds", type=int, default=4, help="per-seed maps drawn (default 4)")
     rep.add_argument("--out", required=True, metavar="FILE.html", help="the HTML file to write")
     add_global_options(rep)
@@ -190,8 +237,14 @@ def _cut_coords(text: str | None):
 
 
 def _display(args) -> dict:
-    return {"threshold": args.threshold, "view": args.view, "display_mode": args.display_mode,
-            "cut_coords": _cut_coords(args.cut_coords), "vmax": args.vmax, "title": args.title}
+    return {
+        "threshold": args.threshold,
+        "view": args.view,
+        "display_mode": args.display_mode,
+        "cut_coords": _cut_coords(args.cut_coords),
+        "vmax": args.vmax,
+        "title": args.title,
+    }
 
 
 def _save(fig, args) -> int:
@@ -229,9 +282,18 @@ def _plot_fnm(args) -> int:
     from lakepipe.viz.select import select_seed
 
     _check_out(args)
-    sel = select_seed(lake_from_args(args), "fnm", participant=args.participant, session=args.session,
-                      label=args.label, seed=args.seed, statistic=args.statistic, cohort=args.cohort,
-                      connectome=args.connectome, params=_params(args))
+    sel = select_seed(
+        lake_from_args(args),
+        "fnm",
+        participant=args.participant,
+        session=args.session,
+        label=args.label,
+        seed=args.seed,
+        statistic=args.statistic,
+        cohort=args.cohort,
+        connectome=args.connectome,
+        params=_params(args),
+    )
     return _save(plot_fnm(sel.dataset, sel.index, args.statistic, **_display(args)), args)
 
 
@@ -242,9 +304,18 @@ def _plot_afnm(args) -> int:
 
     _check_out(args)
     lake = lake_from_args(args)
-    sel = select_seed(lake, "afnm", participant=args.participant, session=args.session, label=args.label,
-                      seed=args.seed, atlas=args.atlas, cohort=args.cohort, connectome=args.connectome,
-                      params=_params(args))
+    sel = select_seed(
+        lake,
+        "afnm",
+        participant=args.participant,
+        session=args.session,
+        label=args.label,
+        seed=args.seed,
+        atlas=args.atlas,
+        cohort=args.cohort,
+        connectome=args.connectome,
+        params=_params(args),
+    )
     atlas = lake.read_atlas(sel.dataset.attrs.get("atlas") or args.atlas)
     return _save(plot_afnm(sel.dataset, atlas, sel.index, **_display(args)), args)
 
@@ -253,10 +324,18 @@ def _collection(lake, args, method: str):
     from lakepipe.pipelines.collect import collect
 
     one = getattr(args, "participant", None)
-    return collect(lake, method, atlas=args.atlas, label=args.label, statistic=args.statistic,
-                   participants=args.participant_label or ([one] if one else None),
-                   session=getattr(args, "session", None), cohort=args.cohort, connectome=args.connectome,
-                   params=_params(args))
+    return collect(
+        lake,
+        method,
+        atlas=args.atlas,
+        label=args.label,
+        statistic=args.statistic,
+        participants=args.participant_label or ([one] if one else None),
+        session=getattr(args, "session", None),
+        cohort=args.cohort,
+        connectome=args.connectome,
+        params=_params(args),
+    )
 
 
 def _plot_group(args) -> int:
@@ -292,10 +371,16 @@ def _plot_networks(args) -> int:
         stat = args.statistic or "fcgroupz"
         table = network_block_means(ds, stat)
         if args.tsv:
-            write_tsv(Path(args.tsv), table, {"Description": f"mean {stat} between and within networks "
-                                                             "(within: off-diagonal pairs)",
-                                              "Parameters": ds.attrs.get("parameters"),
-                                              "LakepipeVersion": lakepipe.__version__}, index=True)
+            write_tsv(
+                Path(args.tsv),
+                table,
+                {
+                    "Description": f"mean {stat} between and within networks (within: off-diagonal pairs)",
+                    "Parameters": ds.attrs.get("parameters"),
+                    "LakepipeVersion": lakepipe.__version__,
+                },
+                index=True,
+            )
             print(f"wrote {args.tsv}")
         return _save(plot_network_blocks(table, title=args.title, label=stat), args) if args.out else 0
     if args.method == "fnm" and not args.atlas:
@@ -303,15 +388,29 @@ def _plot_networks(args) -> int:
     da = _collection(lake, args, args.method).compute()
     table = network_summary(da, by_hemisphere=not args.no_hemisphere)
     if args.tsv:
-        write_tsv(Path(args.tsv), table, {
-            "Description": "mean over the regions of each network (and hemisphere), per seed",
-            "Method": args.method, "Statistic": da.attrs.get("statistic"), "Atlas": da.attrs.get("atlas"),
-            "Sources": da.attrs.get("sources"), "Parameters": da.attrs.get("parameters"),
-            "LakepipeVersion": lakepipe.__version__})
+        write_tsv(
+            Path(args.tsv),
+            table,
+            {
+                "Description": "mean over the regions of each network (and hemisphere), per seed",
+                "Method": args.method,
+                "Statistic": da.attrs.get("statistic"),
+                "Atlas": da.attrs.get("atlas"),
+                "Sources": da.attrs.get("sources"),
+                "Parameters": da.attrs.get("parameters"),
+                "LakepipeVersion": lakepipe.__version__,
+            },
+        )
         print(f"wrote {args.tsv}")
     if args.out:
-        return _save(plot_network_summary(summarize_seeds(table), title=args.title,
-                                          ylabel=f"{da.attrs.get('statistic')} (mean over regions)"), args)
+        return _save(
+            plot_network_summary(
+                summarize_seeds(table),
+                title=args.title,
+                ylabel=f"{da.attrs.get('statistic')} (mean over regions)",
+            ),
+            args,
+        )
     return 0
 
 
@@ -342,36 +441,81 @@ def _assign(args) -> int:
     elif args.group:
         from lakepipe.pipelines.collect import collect
 
-        da = collect(lake, "fnm", label=args.label, statistic=args.statistic, cohort=args.cohort,
-                     connectome=args.connectome, session=args.session, params=_params(args),
-                     participants=[args.participant] if args.participant else None)
+        da = collect(
+            lake,
+            "fnm",
+            label=args.label,
+            statistic=args.statistic,
+            cohort=args.cohort,
+            connectome=args.connectome,
+            session=args.session,
+            params=_params(args),
+            participants=[args.participant] if args.participant else None,
+        )
         img = collection_image(group_mean(da), ijk=voxel_ijk(lake, da))
         source = f"group mean of {da.sizes['seed']} FNM {args.statistic} maps"
     else:
-        sel = select_seed(lake, "fnm", participant=args.participant, session=args.session, label=args.label,
-                          seed=args.seed, statistic=args.statistic, cohort=args.cohort,
-                          connectome=args.connectome, params=_params(args))
+        sel = select_seed(
+            lake,
+            "fnm",
+            participant=args.participant,
+            session=args.session,
+            label=args.label,
+            seed=args.seed,
+            statistic=args.statistic,
+            cohort=args.cohort,
+            connectome=args.connectome,
+            params=_params(args),
+        )
         img = fnm_image(sel.dataset, args.statistic, sel.index)
         source = f"FNM {args.statistic} of {sel.key}"
     try:
-        table = assign_image(img, atlas, threshold=args.threshold, mode=args.mode, min_voxels=args.min_voxels,
-                             max_regions=args.max_regions)
+        table = assign_image(
+            img,
+            atlas,
+            threshold=args.threshold,
+            mode=args.mode,
+            min_voxels=args.min_voxels,
+            max_regions=args.max_regions,
+        )
     except ValueError as exc:
         raise InputError(str(exc)) from None
     best = component_summary(table)
-    print(f"{source}: {best.shape[0]} cluster(s) above {args.threshold:g} ({args.mode}) "
-          f"on atlas {atlas.name}")
+    print(
+        f"{source}: {best.shape[0]} cluster(s) above {args.threshold:g} ({args.mode}) on atlas {atlas.name}"
+    )
     if len(best):
-        cols = ["component", "n_voxels", "volume_mm3", "centroid_x", "centroid_y", "centroid_z", "peak_value",
-                "region_name", "overlap_fraction", "correlation"]
+        cols = [
+            "component",
+            "n_voxels",
+            "volume_mm3",
+            "centroid_x",
+            "centroid_y",
+            "centroid_z",
+            "peak_value",
+            "region_name",
+            "overlap_fraction",
+            "correlation",
+        ]
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(best[cols].head(20).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     if args.out:
-        write_tsv(Path(args.out), table, {
-            "Description": "region assignment of a thresholded voxel map (lakepipe.compute.assign)",
-            "Source": source, "Atlas": atlas.name, "Threshold": args.threshold, "Mode": args.mode,
-            "Connectivity": 26, "MinVoxels": args.min_voxels, "Columns": COLUMN_DESCRIPTIONS,
-            "Affine": np.asarray(img.affine).tolist(), "LakepipeVersion": lakepipe.__version__})
+        write_tsv(
+            Path(args.out),
+            table,
+            {
+                "Description": "region assignment of a thresholded voxel map (lakepipe.compute.assign)",
+                "Source": source,
+                "Atlas": atlas.name,
+                "Threshold": args.threshold,
+                "Mode": args.mode,
+                "Connectivity": 26,
+                "MinVoxels": args.min_voxels,
+                "Columns": COLUMN_DESCRIPTIONS,
+                "Affine": np.asarray(img.affine).tolist(),
+                "LakepipeVersion": lakepipe.__version__,
+            },
+        )
         print(f"wrote {args.out}")
     return 0
 
@@ -380,10 +524,20 @@ def _report(args) -> int:
     _agg()
     from lakepipe.viz.report import write_report
 
-    path = write_report(lake_from_args(args), args.method, args.out, store=args.store, run=args.run,
-                        atlas=args.atlas, connectome=args.connectome, cohort=args.cohort,
-                        statistic=args.statistic, label=args.label, params=_params(args),
-                        threshold=args.threshold, max_seeds=args.max_seeds)
+    path = write_report(
+        lake_from_args(args),
+        args.method,
+        args.out,
+        store=args.store,
+        run=args.run,
+        atlas=args.atlas,
+        connectome=args.connectome,
+        cohort=args.cohort,
+        statistic=args.statistic,
+        label=args.label,
+        params=_params(args),
+        threshold=args.threshold,
+        max_seeds=args.max_seeds,
+    )
     print(f"wrote {path}")
     return 0
-

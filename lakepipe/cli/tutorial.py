@@ -8,11 +8,14 @@ from lakepipe.cli.main import add_global_options
 
 
 def register(sub) -> None:
-    t = sub.add_parser("tutorial", help="write realistic example inputs (no download)",
-                       description="Write deterministic example inputs: a BIDS lesion dataset (1 and 2 mm "
-                                   "masks), a GSP1000-style HDF5 connectome with real network structure on "
-                                   "the MNI152 2 mm brain mask, parcel time series, and the Seitzman 2018 "
-                                   "300-ROI atlas. Small by default; larger for benchmarks.")
+    t = sub.add_parser(
+        "tutorial",
+        help="write realistic example inputs (no download)",
+        description="Write deterministic example inputs: a BIDS lesion dataset (1 and 2 mm "
+        "masks), a GSP1000-style HDF5 connectome with real network structure on "
+        "the MNI152 2 mm brain mask, parcel time series, and the Seitzman 2018 "
+        "300-ROI atlas. Small by default; larger for benchmarks.",
+    )
     t.add_argument("dir", metavar="DIR")
     t.add_argument("--participants", type=int, default=10, help="lesion participants (default 10)")
     t.add_argument("--subjects", type=int, default=12, help="connectome subjects (default 12)")
@@ -23,11 +26,19 @@ def register(sub) -> None:
     add_global_options(t)
     t.set_defaults(func=_tutorial)
 
-    d = sub.add_parser("demo", help="run the main job end to end on the example data",
-                       description="tutorial -> ingest -> parcellate -> AFNM -> FNM -> collect, into a lake "
-                                   "in DIR/lake (or --lake), with BIDS outputs in DIR/bids.")
-    d.add_argument("dir", nargs="?", default="lakepipe-demo", metavar="DIR",
-                   help="folder for inputs, lake and outputs (default ./lakepipe-demo)")
+    d = sub.add_parser(
+        "demo",
+        help="run the main job end to end on the example data",
+        description="tutorial -> ingest -> parcellate -> AFNM -> FNM -> collect, into a lake "
+        "in DIR/lake (or --lake), with BIDS outputs in DIR/bids.",
+    )
+    d.add_argument(
+        "dir",
+        nargs="?",
+        default="lakepipe-demo",
+        metavar="DIR",
+        help="folder for inputs, lake and outputs (default ./lakepipe-demo)",
+    )
     d.add_argument("--participants", type=int, default=10)
     d.add_argument("--subjects", type=int, default=12)
     d.add_argument("--timepoints", type=int, default=60)
@@ -38,11 +49,24 @@ def register(sub) -> None:
 def _tutorial(args: argparse.Namespace) -> int:
     from lakepipe.tutorial import write_tutorial
 
-    paths = write_tutorial(args.dir, participants=args.participants, subjects=args.subjects,
-                           timepoints=args.timepoints, batch_size=args.batch_size, seed=args.seed,
-                           nifti_connectome=args.nifti)
+    paths = write_tutorial(
+        args.dir,
+        participants=args.participants,
+        subjects=args.subjects,
+        timepoints=args.timepoints,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        nifti_connectome=args.nifti,
+    )
     print(f"tutorial inputs in {paths.root}:")
-    for name in ("bids", "connectome", "atlas_nifti", "atlas_labels", "parcel_timeseries", "nifti_connectome"):
+    for name in (
+        "bids",
+        "connectome",
+        "atlas_nifti",
+        "atlas_labels",
+        "parcel_timeseries",
+        "nifti_connectome",
+    ):
         value = getattr(paths, name)
         if value is not None:
             print(f"  {name:<18} {value}")
@@ -52,7 +76,13 @@ def _tutorial(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from lakepipe.pipelines.demo import run_demo
 
-    res = run_demo(args.dir, args.lake, participants=args.participants, subjects=args.subjects,
-                   timepoints=args.timepoints, scheduler=args.scheduler)
+    res = run_demo(
+        args.dir,
+        args.lake,
+        participants=args.participants,
+        subjects=args.subjects,
+        timepoints=args.timepoints,
+        scheduler=args.scheduler,
+    )
     print(res.summary())
     return 0

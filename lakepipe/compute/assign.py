@@ -45,10 +45,32 @@ from lakepipe.compute.resample import resample_nearest, voxel_to_world
 ASSIGN_MODES = ("signed", "absolute", "positive", "negative")
 
 #: Output columns, in order (component-level first, then region-level).
-COMPONENT_COLUMNS = ("component", "sign", "n_voxels", "volume_mm3", "centroid_x", "centroid_y", "centroid_z",
-                     "peak_value", "peak_x", "peak_y", "peak_z", "unlabelled_fraction")
-REGION_COLUMNS = ("rank", "region", "region_name", "network", "hemisphere", "overlap_voxels",
-                  "overlap_fraction", "region_coverage", "mean_value", "correlation")
+COMPONENT_COLUMNS = (
+    "component",
+    "sign",
+    "n_voxels",
+    "volume_mm3",
+    "centroid_x",
+    "centroid_y",
+    "centroid_z",
+    "peak_value",
+    "peak_x",
+    "peak_y",
+    "peak_z",
+    "unlabelled_fraction",
+)
+REGION_COLUMNS = (
+    "rank",
+    "region",
+    "region_name",
+    "network",
+    "hemisphere",
+    "overlap_voxels",
+    "overlap_fraction",
+    "region_coverage",
+    "mean_value",
+    "correlation",
+)
 COLUMNS = COMPONENT_COLUMNS + REGION_COLUMNS
 
 #: What each column means (written into TSV sidecars).
@@ -68,7 +90,7 @@ COLUMN_DESCRIPTIONS = {
     "region_coverage": "overlap_voxels / region voxels on the map grid (share of the region covered)",
     "mean_value": "mean map value over the overlap",
     "correlation": "Pearson r between sign*value (|value| in absolute mode) and the region's indicator over "
-                   "the brain (finite map voxels or the given mask): point-biserial, threshold-free",
+    "the brain (finite map voxels or the given mask): point-biserial, threshold-free",
 }
 
 
@@ -79,8 +101,9 @@ def _structure(connectivity: int) -> np.ndarray:
     return ndimage.generate_binary_structure(3, rank)
 
 
-def threshold_components(values: np.ndarray, threshold: float, mode: str = "signed", connectivity: int = 26,
-                         min_voxels: int = 1) -> tuple[np.ndarray, list[int]]:
+def threshold_components(
+    values: np.ndarray, threshold: float, mode: str = "signed", connectivity: int = 26, min_voxels: int = 1
+) -> tuple[np.ndarray, list[int]]:
     """Connected supra-threshold components of a 3D map.
 
     Returns
@@ -101,8 +124,12 @@ def threshold_components(values: np.ndarray, threshold: float, mode: str = "sign
     finite = np.isfinite(values)
     v = np.where(finite, values, 0.0)
     structure = _structure(connectivity)
-    sets = {"signed": [(1, v > threshold), (-1, v < -threshold)], "positive": [(1, v > threshold)],
-            "negative": [(-1, v < -threshold)], "absolute": [(0, np.abs(v) > threshold)]}[mode]
+    sets = {
+        "signed": [(1, v > threshold), (-1, v < -threshold)],
+        "positive": [(1, v > threshold)],
+        "negative": [(-1, v < -threshold)],
+        "absolute": [(0, np.abs(v) > threshold)],
+    }[mode]
     found = []  # (key for sorting, sign, flat voxel indices)
     for sign, supra in sets:
         lab, n = ndimage.label(supra & finite, structure=structure)
@@ -113,7 +140,7 @@ def threshold_components(values: np.ndarray, threshold: float, mode: str = "sign
         counts = np.bincount(flat, minlength=n + 1)
         bounds = np.cumsum(counts)
         for k in range(1, n + 1):
-            idx = order[bounds[k - 1]:bounds[k]]
+            idx = order[bounds[k - 1] : bounds[k]]
             if idx.size < min_voxels:
                 continue
             vals = v.reshape(-1)[idx]
@@ -128,10 +155,20 @@ def threshold_components(values: np.ndarray, threshold: float, mode: str = "sign
     return out, [f[2] for f in found]
 
 
-def assign(values: np.ndarray, affine: np.ndarray, labels: np.ndarray, table: pd.DataFrame | None = None, *,
-           threshold: float, mode: str = "signed", labels_affine: np.ndarray | None = None,
-           connectivity: int = 26, min_voxels: int = 1, max_regions: int | None = None,
-           mask: np.ndarray | None = None) -> pd.DataFrame:
+def assign(
+    values: np.ndarray,
+    affine: np.ndarray,
+    labels: np.ndarray,
+    table: pd.DataFrame | None = None,
+    *,
+    threshold: float,
+    mode: str = "signed",
+    labels_affine: np.ndarray | None = None,
+    connectivity: int = 26,
+    min_voxels: int = 1,
+    max_regions: int | None = None,
+    mask: np.ndarray | None = None,
+) -> pd.DataFrame:
     """Clusters of a thresholded voxel map and the atlas regions they overlap (see module notes).
 
     Parameters
@@ -168,7 +205,8 @@ def assign(values: np.ndarray, affine: np.ndarray, labels: np.ndarray, table: pd
     affine = np.asarray(affine, dtype=np.float64)
     labels = np.asarray(labels)
     other_grid = labels_affine is not None and (
-        labels.shape != values.shape or not np.allclose(np.asarray(labels_affine, float), affine, atol=1e-4))
+        labels.shape != values.shape or not np.allclose(np.asarray(labels_affine, float), affine, atol=1e-4)
+    )
     if other_grid:
         labels = resample_nearest(labels, labels_affine, values.shape, affine, fill=0)
     if labels.shape != values.shape:
@@ -197,10 +235,20 @@ def assign(values: np.ndarray, affine: np.ndarray, labels: np.ndarray, table: pd
         centroid = voxel_to_world(affine, ijk.mean(axis=0))
         peak_mm = voxel_to_world(affine, ijk[peak_i])
         n = int(ijk.shape[0])
-        base = {"component": k, "sign": int(sign), "n_voxels": n, "volume_mm3": n * voxel_volume,
-                "centroid_x": centroid[0], "centroid_y": centroid[1], "centroid_z": centroid[2],
-                "peak_value": float(vals[peak_i]), "peak_x": peak_mm[0], "peak_y": peak_mm[1],
-                "peak_z": peak_mm[2], "unlabelled_fraction": float(np.mean(lab == 0))}
+        base = {
+            "component": k,
+            "sign": int(sign),
+            "n_voxels": n,
+            "volume_mm3": n * voxel_volume,
+            "centroid_x": centroid[0],
+            "centroid_y": centroid[1],
+            "centroid_z": centroid[2],
+            "peak_value": float(vals[peak_i]),
+            "peak_x": peak_mm[0],
+            "peak_y": peak_mm[1],
+            "peak_z": peak_mm[2],
+            "unlabelled_fraction": float(np.mean(lab == 0)),
+        }
         overlap = np.bincount(lab, minlength=names.size)
         sums = np.bincount(lab, weights=vals, minlength=names.size)
         touched = np.flatnonzero(overlap[1:]) + 1
@@ -216,11 +264,21 @@ def assign(values: np.ndarray, affine: np.ndarray, labels: np.ndarray, table: pd
         if max_regions is not None:
             order = order[:max_regions]
         for rank, r in enumerate(order, start=1):
-            rows.append({**base, "rank": rank, "region": int(r), "region_name": names[r],
-                         "network": networks[r], "hemisphere": hemis[r], "overlap_voxels": int(overlap[r]),
-                         "overlap_fraction": overlap[r] / n,
-                         "region_coverage": overlap[r] / max(region_size[r], 1),
-                         "mean_value": sums[r] / overlap[r], "correlation": corr[r]})
+            rows.append(
+                {
+                    **base,
+                    "rank": rank,
+                    "region": int(r),
+                    "region_name": names[r],
+                    "network": networks[r],
+                    "hemisphere": hemis[r],
+                    "overlap_voxels": int(overlap[r]),
+                    "overlap_fraction": overlap[r] / n,
+                    "region_coverage": overlap[r] / max(region_size[r], 1),
+                    "mean_value": sums[r] / overlap[r],
+                    "correlation": corr[r],
+                }
+            )
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     return df.astype({"component": int, "sign": int, "n_voxels": int, "rank": int}) if len(df) else df
 
@@ -256,8 +314,10 @@ def _lookup(table: pd.DataFrame | None, max_label: int) -> tuple[np.ndarray, np.
         names[idx] = table["name"].astype(str).to_numpy()
         for col, arr in (("network", networks), ("hemisphere", hemis)):
             if col in table:
-                arr[idx] = [None if (x is None or (isinstance(x, float) and np.isnan(x)) or x == "")
-                            else str(x) for x in table[col]]
+                arr[idx] = [
+                    None if (x is None or (isinstance(x, float) and np.isnan(x)) or x == "") else str(x)
+                    for x in table[col]
+                ]
     return names, networks, hemis
 
 

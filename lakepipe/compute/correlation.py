@@ -101,9 +101,11 @@ def _center_unit(x: np.ndarray, axis: int, dtype) -> tuple[np.ndarray, np.ndarra
     scale[const] = 0.0
     unit /= np.where(const, 1.0, scale)
     unit *= ~const
-    return (unit.astype(dtype, copy=False), np.squeeze(scale, axis).astype(dtype),
-            np.squeeze(mean, axis).astype(dtype))
-
+    return (
+        unit.astype(dtype, copy=False),
+        np.squeeze(scale, axis).astype(dtype),
+        np.squeeze(mean, axis).astype(dtype),
+    )
 
 
 # column blocks of (time, series) arrays: float64 temporaries of ~2 MB stay in cache

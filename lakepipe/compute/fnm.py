@@ -35,7 +35,7 @@ FNM_CONVENTIONS: dict = {
     "correlation": "pearson, each series centred over time",
     "constant_series_r": 0.0,
     "fisher_z": "arctanh(clip(r, -r_clip, r_clip)); float32 r clipped just above r_clip, then z "
-                "clipped at arctanh(r_clip), so clipped cells have exactly that z",
+    "clipped at arctanh(r_clip), so clipped cells have exactly that z",
     "r_clip": R_CLIP,
     "seed_series": "(weighted) mean of the seed voxels' raw series",
     "zmap": "mean z over subjects",
@@ -47,7 +47,7 @@ FNM_CONVENTIONS: dict = {
     "zero_variance_t": f"0 where mean z == 0, else sign(mean z) * {T_MAX:g}; |t| capped at {T_MAX:g}",
     "n_below_2": "tmap 0 and pmap 1 (no variance estimate)",
     "accumulation": "float32 seed series and correlations (float32 unit series), float64 sums of z, "
-                    "z^2 and r",
+    "z^2 and r",
 }
 
 # seeds x voxels per tile of the r = S.T @ U GEMM: the float32 tile, its float64 z and the three
@@ -104,8 +104,9 @@ def prepare_seeds(W: np.ndarray | sp.spmatrix | sp.sparray | SeedWeights) -> See
     weights = weights.astype(np.float32)
     empty = np.flatnonzero(total == 0)
     if empty.size:
-        raise InputError(f"seed(s) {empty.tolist()[:10]} have no voxel (zero total weight) in the "
-                         "connectome mask")
+        raise InputError(
+            f"seed(s) {empty.tolist()[:10]} have no voxel (zero total weight) in the connectome mask"
+        )
     return SeedWeights(rows=rows, weights=weights, total=total, n_voxels=n_voxels)
 
 
@@ -140,8 +141,9 @@ def seed_series(unit: np.ndarray, scale: np.ndarray, W) -> np.ndarray:
     # sparse mat-vec per time point on its contiguous row: the float32 sums of the (L, K) x (K, T)
     # product, in the same order, without gathering and transposing the seed voxels' columns
     w = seeds.weights
-    w_full = sp.csr_matrix((w.data * scale_k[w.indices], seeds.rows[w.indices], w.indptr),
-                           shape=(w.shape[0], seeds.n_voxels))
+    w_full = sp.csr_matrix(
+        (w.data * scale_k[w.indices], seeds.rows[w.indices], w.indptr), shape=(w.shape[0], seeds.n_voxels)
+    )
     out = np.empty((unit.shape[0], w.shape[0]), np.result_type(w_full.dtype, unit.dtype))
     for t in range(unit.shape[0]):
         out[t] = w_full @ unit[t]
@@ -178,7 +180,7 @@ class FnmSums:
     n: int = 0
 
     @classmethod
-    def zeros(cls, n_seeds: int, n_voxels: int, with_r: bool = True) -> "FnmSums":
+    def zeros(cls, n_seeds: int, n_voxels: int, with_r: bool = True) -> FnmSums:
         """Empty sums; ``with_r=False`` skips ``sum_r`` (no ``avgr``, one pass less per subject)."""
         shape = (n_seeds, n_voxels)
         return cls(np.zeros(shape), np.zeros(shape), np.zeros(shape) if with_r else None, 0)
@@ -187,18 +189,17 @@ class FnmSums:
     def shape(self) -> tuple[int, int]:
         return self.sum_z.shape
 
-    def merge(self, other: "FnmSums") -> "FnmSums":
+    def merge(self, other: FnmSums) -> FnmSums:
         """New sums = self + other (inputs untouched, so safe as a Dask reduction)."""
         if self.shape != other.shape:
             raise ValueError(f"cannot merge FNM sums of shapes {self.shape} and {other.shape}")
         sum_r = None if self.sum_r is None or other.sum_r is None else self.sum_r + other.sum_r
-        return FnmSums(self.sum_z + other.sum_z, self.sum_z2 + other.sum_z2, sum_r,
-                       self.n + other.n)
+        return FnmSums(self.sum_z + other.sum_z, self.sum_z2 + other.sum_z2, sum_r, self.n + other.n)
 
-    def __add__(self, other: "FnmSums") -> "FnmSums":
+    def __add__(self, other: FnmSums) -> FnmSums:
         return self.merge(other)
 
-    def __radd__(self, other) -> "FnmSums":
+    def __radd__(self, other) -> FnmSums:
         if isinstance(other, int) and other == 0:  # sum() starts from 0
             return self
         return NotImplemented
@@ -228,8 +229,9 @@ class FnmSums:
             unit = np.asarray(unit, dtype=np.float32)
             seeds_unit = np.asarray(seeds_unit)
             if unit.ndim != 2 or unit.shape[1] != n_voxels or seeds_unit.shape != (unit.shape[0], n_seeds):
-                raise ValueError(f"unit {unit.shape} and seeds {seeds_unit.shape} do not fit sums "
-                                 f"{self.shape}")
+                raise ValueError(
+                    f"unit {unit.shape} and seeds {seeds_unit.shape} do not fit sums {self.shape}"
+                )
             pairs.append((unit, np.ascontiguousarray(seeds_unit.T, dtype=np.float32)))
         if not pairs:
             return
@@ -245,14 +247,15 @@ class FnmSums:
             if len(pairs) == 1:  # one subject: straight into the sums
                 unit, s = pairs[0]
                 np.matmul(s, unit[:, start:stop], out=rb)
-                _r_to_z_terms(rb, zb, [t[:, start:stop] for t in targets], first=False,
-                              with_r=self.sum_r is not None)
+                _r_to_z_terms(
+                    rb, zb, [t[:, start:stop] for t in targets], first=False, with_r=self.sum_r is not None
+                )
                 continue
             acc_b = [a[:, :w] for a in acc]
             for i, (unit, s) in enumerate(pairs):
                 np.matmul(s, unit[:, start:stop], out=rb)
                 _r_to_z_terms(rb, zb, acc_b, first=i == 0, with_r=self.sum_r is not None)
-            for target, a in zip(targets, acc_b):
+            for target, a in zip(targets, acc_b, strict=False):  # acc_b may hold an unused r slot
                 target[:, start:stop] += a
         self.n += len(pairs)
 
@@ -264,8 +267,7 @@ class FnmSums:
         self.add_seed_units(unit, unit_columns(seed_series(unit, scale, W)))
 
 
-def _r_to_z_terms(r: np.ndarray, z: np.ndarray, acc: list[np.ndarray], first: bool,
-                  with_r: bool) -> None:
+def _r_to_z_terms(r: np.ndarray, z: np.ndarray, acc: list[np.ndarray], first: bool, with_r: bool) -> None:
     """Turn an r tile (float32, overwritten) into z, z^2 (and r) added to ``acc`` (float64).
 
     r is clipped just above ``R_CLIP`` in float32 and z at ``Z_MAX`` in float64: the float64
@@ -290,7 +292,10 @@ def _r_to_z_terms(r: np.ndarray, z: np.ndarray, acc: list[np.ndarray], first: bo
 
 
 def subject_chunk_sums(
-    unit_chunk: np.ndarray, scale_chunk: np.ndarray, W, with_r: bool = True,
+    unit_chunk: np.ndarray,
+    scale_chunk: np.ndarray,
+    W,
+    with_r: bool = True,
     sums: FnmSums | None = None,
 ) -> FnmSums:
     """FNM sums of the subjects of one connectome chunk.
@@ -317,12 +322,15 @@ def subject_chunk_sums(
     seeds = prepare_seeds(W)
     unit_chunk = np.asarray(unit_chunk)
     if unit_chunk.ndim != 3 or np.shape(scale_chunk) != (unit_chunk.shape[0], unit_chunk.shape[2]):
-        raise ValueError(f"expected unit (S, T, V) and scale (S, V), got {unit_chunk.shape} and "
-                         f"{np.shape(scale_chunk)}")
+        raise ValueError(
+            f"expected unit (S, T, V) and scale (S, V), got {unit_chunk.shape} and {np.shape(scale_chunk)}"
+        )
     if sums is None:
         sums = FnmSums.zeros(seeds.n_seeds, seeds.n_voxels, with_r=with_r)
-    seeds_units = [unit_columns(seed_series(unit, scale, seeds))
-                   for unit, scale in zip(unit_chunk, scale_chunk, strict=True)]
+    seeds_units = [
+        unit_columns(seed_series(unit, scale, seeds))
+        for unit, scale in zip(unit_chunk, scale_chunk, strict=True)
+    ]
     sums.add_many(unit_chunk, seeds_units)
     return sums
 
@@ -331,8 +339,14 @@ def _t_and_p(mean: np.ndarray, sum_z2: np.ndarray, n: int) -> tuple[np.ndarray, 
     """One-sample t (mean z against 0) and its two-sided p, with the zero-variance convention."""
     mean = np.asarray(mean, np.float64)
     t, p = np.empty(mean.shape), np.empty(mean.shape)
-    _t_and_p_into(mean.reshape(-1), np.asarray(sum_z2, np.float64).reshape(-1), n, t.reshape(-1), p.reshape(-1),
-                  mean.size >= _P_TABLE_MIN)
+    _t_and_p_into(
+        mean.reshape(-1),
+        np.asarray(sum_z2, np.float64).reshape(-1),
+        n,
+        t.reshape(-1),
+        p.reshape(-1),
+        mean.size >= _P_TABLE_MIN,
+    )
     return t, p
 
 
@@ -388,8 +402,12 @@ class _TwoSidedP:
         x = np.expm1(u)
         with np.errstate(divide="ignore"):  # sf underflows to 0 far beyond the -120 floor below
             logsf = np.log(special.stdtr(df, -x))
-        logpdf = (special.gammaln((df + 1) / 2) - special.gammaln(df / 2) - 0.5 * np.log(df * np.pi)
-                  - (df + 1) / 2 * np.log1p(x * x / df))
+        logpdf = (
+            special.gammaln((df + 1) / 2)
+            - special.gammaln(df / 2)
+            - 0.5 * np.log(df * np.pi)
+            - (df + 1) / 2 * np.log1p(x * x / df)
+        )
         f = np.log(2.0) + logsf
         with np.errstate(over="ignore", invalid="ignore"):
             d = -np.exp(logpdf - logsf) * (1.0 + x) * self.H  # d log p / du, per node step
@@ -413,7 +431,7 @@ class _TwoSidedP:
         for a in range(0, t.size, n):
             k = min(n, t.size - a)
             w_, i_, acc_, tmp_ = w[:k], i[:k], acc[:k], tmp[:k]
-            np.abs(t[a:a + k], out=w_)
+            np.abs(t[a : a + k], out=w_)
             np.log1p(w_, out=w_)
             np.multiply(w_, 1.0 / self.H, out=w_)
             np.copyto(i_, w_, casting="unsafe")  # node below (truncation of a non-negative value)
@@ -423,7 +441,7 @@ class _TwoSidedP:
             for c in (c2, c1, c0):  # Horner
                 np.multiply(acc_, w_, out=acc_)
                 np.add(acc_, np.take(c, i_, out=tmp_), out=acc_)
-            np.exp(acc_, out=out[a:a + k])
+            np.exp(acc_, out=out[a : a + k])
         return out
 
 

@@ -103,7 +103,9 @@ class ParcelAverager:
         for start, stop, sub, voxels in self.blocks:
             x = np.asarray(get_block(start, stop))
             if x.shape != (n_time, stop - start):
-                raise ValueError(f"voxel block {start}:{stop} has shape {x.shape}, expected {(n_time, stop - start)}")
+                raise ValueError(
+                    f"voxel block {start}:{stop} has shape {x.shape}, expected {(n_time, stop - start)}"
+                )
             data = sub.data * scale[voxels]  # W * scale, the same float64 products as (diag(scale) @ W)
             buf = row[: stop - start]
             if _csr_matvec is None:  # pragma: no cover

@@ -112,15 +112,18 @@ def resample_nearest(
     j = np.arange(nj, dtype=np.float64)
     k = np.arange(nk, dtype=np.float64)
     # coordinates are affine in (i, j, k): build the (j, k) plane once, shift it per slice of i
-    plane = (m[:3, 1, None, None] * j[None, :, None] + m[:3, 2, None, None] * k[None, None, :]
-             + m[:3, 3, None, None])
+    plane = (
+        m[:3, 1, None, None] * j[None, :, None]
+        + m[:3, 2, None, None] * k[None, None, :]
+        + m[:3, 3, None, None]
+    )
     slab = max(1, _POINTS_PER_SLAB // max(nj * nk, 1))
     for i0 in range(0, ni, slab):
         i = np.arange(i0, min(i0 + slab, ni), dtype=np.float64)
         coords = plane[:, None] + m[:3, 0, None, None, None] * i[None, :, None, None]
         flat = _nearest_flat(coords, data.shape)
         vals = flat_src[np.maximum(flat, 0)]
-        out[i0:i0 + slab] = np.where(flat >= 0, vals, np.asarray(fill).astype(data.dtype))
+        out[i0 : i0 + slab] = np.where(flat >= 0, vals, np.asarray(fill).astype(data.dtype))
     return out
 
 
@@ -164,8 +167,9 @@ def sphere_voxels(
     hi = np.minimum(np.ceil(c_vox + half).astype(np.int64), np.array(shape) - 1)
     found = np.empty(0, np.int64)
     if np.all(hi >= lo):
-        ijk = np.stack(np.meshgrid(*[np.arange(a, b + 1) for a, b in zip(lo, hi)], indexing="ij"),
-                       axis=-1).reshape(-1, 3)
+        ijk = np.stack(
+            np.meshgrid(*[np.arange(a, b + 1) for a, b in zip(lo, hi, strict=True)], indexing="ij"), axis=-1
+        ).reshape(-1, 3)
         d2 = np.sum((voxel_to_world(affine, ijk) - center) ** 2, axis=1)
         ijk = ijk[d2 <= radius_mm**2]
         found = np.ravel_multi_index(tuple(ijk.T), shape).astype(np.int64)
@@ -224,14 +228,15 @@ def lesion_to_grid(
     # bounding box of the mask in source voxels, widened by the half voxel that rounds into it
     src_ijk = np.array(np.unravel_index(sorted_idx, src_shape))
     lo, hi = src_ijk.min(axis=1) - 0.5, src_ijk.max(axis=1) + 0.5
-    corners = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1).T
+    corners = np.array(np.meshgrid(*zip(lo, hi, strict=True), indexing="ij")).reshape(3, -1).T
     dst_corners = world_to_voxel(dst_affine, voxel_to_world(src_affine, corners))
     dlo = np.maximum(np.floor(dst_corners.min(axis=0)).astype(np.int64) - 1, 0)
     dhi = np.minimum(np.ceil(dst_corners.max(axis=0)).astype(np.int64) + 1, np.array(dst_shape) - 1)
     if np.any(dhi < dlo):
         return np.empty(0, np.int64), vals[:0]
-    box = np.stack(np.meshgrid(*[np.arange(a, b + 1) for a, b in zip(dlo, dhi)], indexing="ij"),
-                   axis=-1).reshape(-1, 3)
+    box = np.stack(
+        np.meshgrid(*[np.arange(a, b + 1) for a, b in zip(dlo, dhi, strict=True)], indexing="ij"), axis=-1
+    ).reshape(-1, 3)
     src_of_dst = nearest_indices(src_affine, src_shape, dst_affine, box)
     pos = np.clip(np.searchsorted(sorted_idx, src_of_dst), 0, sorted_idx.size - 1)
     hit = (src_of_dst >= 0) & (sorted_idx[pos] == src_of_dst)

@@ -20,7 +20,8 @@ def _check_atlas(atlas_flat: np.ndarray, n_regions: int) -> np.ndarray:
         raise InputError(f"atlas labels must be integers, got dtype {atlas_flat.dtype}")
     if atlas_flat.size and (atlas_flat.min() < 0 or atlas_flat.max() > n_regions):
         raise InputError(
-            f"atlas labels must lie in 0..{n_regions}, got {atlas_flat.min()}..{atlas_flat.max()}")
+            f"atlas labels must lie in 0..{n_regions}, got {atlas_flat.min()}..{atlas_flat.max()}"
+        )
     return atlas_flat
 
 
@@ -133,5 +134,11 @@ def lesion_weight_vector(
     coverage_fraction: float = 0.5,
 ) -> np.ndarray:
     """Weight vector m of one lesion: (n_regions,) float64; see :func:`weight_matrix`."""
-    return weight_matrix(np.asarray(counts)[None, :], sizes, np.array([n_lesion_voxels]), method,
-                         coverage_small, coverage_fraction)[0]
+    return weight_matrix(
+        np.asarray(counts)[None, :],
+        sizes,
+        np.array([n_lesion_voxels]),
+        method,
+        coverage_small,
+        coverage_fraction,
+    )[0]

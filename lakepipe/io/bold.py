@@ -16,7 +16,7 @@ from lakepipe.space import Grid
 @dataclass
 class NiftiFolderSource(ConnectomeSource):
     @classmethod
-    def open(cls, root: Path, mask: str | Path | None = None) -> "NiftiFolderSource":
+    def open(cls, root: Path, mask: str | Path | None = None) -> NiftiFolderSource:
         files = sorted(p for p in root.iterdir() if p.name.endswith((".nii", ".nii.gz")))
         masks = [p for p in files if "mask" in p.name]
         if mask is None:

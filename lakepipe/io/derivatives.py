@@ -38,14 +38,19 @@ def write_derivative(lake: str, method: str, name: str, ds: xr.Dataset) -> str:
 
 def open_derivative(url: str) -> xr.Dataset:
     """A derivative store as a lazy Dataset (text coordinates as Python strings)."""
-    return strings_as_objects(xr.open_zarr(zarr_store(url, read_only=True), zarr_format=3, consolidated=False))
+    return strings_as_objects(
+        xr.open_zarr(zarr_store(url, read_only=True), zarr_format=3, consolidated=False)
+    )
 
 
 def strings_as_objects(ds: xr.Dataset) -> xr.Dataset:
     """Zarr v3 text arrays load as numpy ``StringDType``, which pandas and ``astype(str)`` handle badly:
     turn every such (small) coordinate into an object array of ``str``."""
-    changes = {name: (c.dims, np.asarray(c.values, dtype=object))
-               for name, c in ds.coords.items() if c.dtype.kind == "T"}
+    changes = {
+        name: (c.dims, np.asarray(c.values, dtype=object))
+        for name, c in ds.coords.items()
+        if c.dtype.kind == "T"
+    }
     return ds.assign_coords(changes) if changes else ds
 
 
@@ -69,8 +74,10 @@ def write_tsv(path: Path, table: pd.DataFrame, meta: dict, index: bool = False) 
     if index:
         table = table.reset_index()
     path.write_text(format_tsv(table))
-    write_sidecar(path.with_suffix("").with_suffix(".json") if path.suffix == ".tsv" else
-                  Path(str(path) + ".json"), meta)
+    write_sidecar(
+        path.with_suffix("").with_suffix(".json") if path.suffix == ".tsv" else Path(str(path) + ".json"),
+        meta,
+    )
     return path
 
 
@@ -94,6 +101,12 @@ def dataset_description(out_dir: Path, name: str = "lakepipe") -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "dataset_description.json"
     if not path.exists():
-        write_sidecar(path, {"Name": f"{name} derivatives", "BIDSVersion": "1.9.0",
-                             "DatasetType": "derivative",
-                             "GeneratedBy": [{"Name": "lakepipe", "Version": lakepipe.__version__}]})
+        write_sidecar(
+            path,
+            {
+                "Name": f"{name} derivatives",
+                "BIDSVersion": "1.9.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "lakepipe", "Version": lakepipe.__version__}],
+            },
+        )

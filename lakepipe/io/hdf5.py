@@ -43,7 +43,8 @@ def read_geometry(f: h5py.File, path: Path) -> VoxelGeometry:
     if idx.shape[0] != n_vox:
         raise InputError(
             f"mask size does not match: mask_indices lists {idx.shape[0]} voxels, timeseries has {n_vox}",
-            path)
+            path,
+        )
     if np.any(idx < 0) or np.any(idx >= np.array(shape)):
         raise InputError(f"mask_indices fall outside mask_shape {shape}", path)
     affine = np.asarray(f["mask_affine"][()], float)
@@ -55,7 +56,7 @@ def read_geometry(f: h5py.File, path: Path) -> VoxelGeometry:
 @dataclass
 class HDF5BatchSource(ConnectomeSource):
     @classmethod
-    def open(cls, root: Path) -> "HDF5BatchSource":
+    def open(cls, root: Path) -> HDF5BatchSource:
         files = sorted([*root.glob("*.h5"), *root.glob("*.hdf5")])
         src = cls(root=root, kind="voxel")
         for path in files:
@@ -70,8 +71,11 @@ class HDF5BatchSource(ConnectomeSource):
                     raise InputError("mask differs from the first batch's mask", path)
                 elif ts.shape[1] != src.n_time:
                     raise InputError(f"{ts.shape[1]} timepoints, other batches have {src.n_time}", path)
-                ids = ([s.decode() if isinstance(s, bytes) else str(s) for s in f["subject_ids"][()]]
-                       if "subject_ids" in f else [f"{path.stem}r{i}" for i in range(ts.shape[0])])
+                ids = (
+                    [s.decode() if isinstance(s, bytes) else str(s) for s in f["subject_ids"][()]]
+                    if "subject_ids" in f
+                    else [f"{path.stem}r{i}" for i in range(ts.shape[0])]
+                )
                 if len(ids) != ts.shape[0]:
                     raise InputError("subject_ids and timeseries disagree on the number of subjects", path)
                 fp = file_fingerprint(path)

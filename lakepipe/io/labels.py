@@ -46,7 +46,8 @@ def read_label_table(path: str | Path) -> pd.DataFrame:
                 raise InputError("a _dseg.txt label file needs one non-empty name per line", path)
             if any(len(n.split()) > 1 and n.split()[0].isdigit() for n in names[:3]):
                 raise InputError(
-                    "looks like an 'index name' table; write it as a TSV with index/name columns", path)
+                    "looks like an 'index name' table; write it as a TSV with index/name columns", path
+                )
             table = pd.DataFrame({"index": np.arange(1, len(names) + 1), "name": names})
         elif suffix in (".tsv", ".csv"):
             table = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str)
@@ -56,7 +57,9 @@ def read_label_table(path: str | Path) -> pd.DataFrame:
             if icol is None or ncol is None:
                 raise InputError(
                     f"label TSV needs an index column ({'/'.join(_INDEX_COLS)}) and a name column "
-                    f"({'/'.join(_NAME_COLS)}); found {list(table.columns)}", path)
+                    f"({'/'.join(_NAME_COLS)}); found {list(table.columns)}",
+                    path,
+                )
             table = table.rename(columns={icol: "index", ncol: "name"})
             try:
                 table["index"] = table["index"].astype(int)
@@ -65,7 +68,9 @@ def read_label_table(path: str | Path) -> pd.DataFrame:
         else:
             raise InputError(
                 f"unknown label-file format {suffix!r}: use a BIDS _dseg.txt (one name per line) or a "
-                "TSV with index/name[/network] columns", path)
+                "TSV with index/name[/network] columns",
+                path,
+            )
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot parse label file ({exc})", path) from exc
     if table["index"].duplicated().any() or (table["index"] <= 0).any():
@@ -88,5 +93,7 @@ def check_labels_match(table: pd.DataFrame, volume_labels: np.ndarray, path) -> 
     if unnamed:
         raise InputError(
             f"labels do not match the atlas volume: {len(unnamed)} label value(s) in the volume have "
-            f"no name (e.g. {unnamed[:5]}); the table names {len(named)} labels", path)
+            f"no name (e.g. {unnamed[:5]}); the table names {len(named)} labels",
+            path,
+        )
     return sorted(named - present)

@@ -35,8 +35,9 @@ def _read_names(path: Path) -> list[str]:
     return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
 
 
-def load_matrix(path: str | Path, *, variable: str | None = None,
-                labels: str | Path | None = None) -> LabelledMatrix:
+def load_matrix(
+    path: str | Path, *, variable: str | None = None, labels: str | Path | None = None
+) -> LabelledMatrix:
     """Read a square matrix file.
 
     Parameters
@@ -66,7 +67,9 @@ def load_matrix(path: str | Path, *, variable: str | None = None,
             elif len(arrays) == 1:
                 values = next(iter(arrays.values()))
             else:
-                raise InputError(f"several matrices {sorted(arrays)}: choose one with --matrix-variable", path)
+                raise InputError(
+                    f"several matrices {sorted(arrays)}: choose one with --matrix-variable", path
+                )
         elif suffix == ".npy":
             values = np.load(path, allow_pickle=False)
         elif suffix in (".tsv", ".csv"):
@@ -94,8 +97,9 @@ def load_matrix(path: str | Path, *, variable: str | None = None,
     return LabelledMatrix(values, names, str(path))
 
 
-def align_to_atlas(matrix: LabelledMatrix, table: pd.DataFrame,
-                   order: list[str] | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+def align_to_atlas(
+    matrix: LabelledMatrix, table: pd.DataFrame, order: list[str] | None = None
+) -> tuple[np.ndarray, pd.DataFrame]:
     """Reorder ``matrix`` onto the atlas table order.
 
     Regions are matched by name, else by label index (``"17"`` matches index 17). ``order``
@@ -105,8 +109,9 @@ def align_to_atlas(matrix: LabelledMatrix, table: pd.DataFrame,
     """
     names = order if order is not None else matrix.regions
     if len(names) != matrix.values.shape[0]:
-        raise InputError(f"region order lists {len(names)} regions, matrix has {matrix.values.shape[0]}",
-                         matrix.source)
+        raise InputError(
+            f"region order lists {len(names)} regions, matrix has {matrix.values.shape[0]}", matrix.source
+        )
     pos = {str(n): i for i, n in enumerate(names)}
     rows, keep = [], []
     for k, row in enumerate(table.itertuples()):

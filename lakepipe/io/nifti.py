@@ -129,7 +129,9 @@ def load_mask(
     if space and not grid_matches_space(grid, space):
         raise InputError(
             f"grid {grid.shape} with voxel size {np.round(grid.voxel_size, 3).tolist()} mm does not "
-            f"match the stated space {space}", path)
+            f"match the stated space {space}",
+            path,
+        )
     flat = data.reshape(-1)
     if np.issubdtype(flat.dtype, np.floating) and not np.all(np.isfinite(flat)):
         raise InputError("mask contains NaN or infinite values", path)
@@ -143,7 +145,8 @@ def load_mask(
             uniq = np.unique(vals)[:5]
             raise InputError(
                 f"mask is not binary (values such as {uniq.tolist()}); pass --weighted for weighted masks",
-                path)
+                path,
+            )
         if np.any(vals < 0):
             raise InputError("weighted mask has negative values", path)
         values = vals.astype(np.float32)

@@ -25,19 +25,21 @@ def _load_array(path: Path) -> np.ndarray:
 @dataclass
 class ParcelSource(ConnectomeSource):
     @classmethod
-    def open(cls, root: Path, regions: str | Path | None = None) -> "ParcelSource":
+    def open(cls, root: Path, regions: str | Path | None = None) -> ParcelSource:
         table_path = Path(regions) if regions else root / "regions.tsv"
         if not table_path.exists():
             raise InputError("parcel time series need a region table (regions.tsv or --regions)", root)
         table = read_label_table(table_path)
-        files = sorted(p for p in root.iterdir()
-                       if p.suffix in (".npy", ".tsv") and p.resolve() != table_path.resolve())
+        files = sorted(
+            p for p in root.iterdir() if p.suffix in (".npy", ".tsv") and p.resolve() != table_path.resolve()
+        )
         src = cls(root=root, kind="parcel", regions=table)
         for path in files:
             arr = _load_array(path)
             if arr.ndim != 2 or arr.shape[0] != len(table):
                 raise InputError(
-                    f"expected (parcels={len(table)}, time) as in the region table, got {arr.shape}", path)
+                    f"expected (parcels={len(table)}, time) as in the region table, got {arr.shape}", path
+                )
             src.add_subject_file(path, int(arr.shape[1]))
         if not src.subjects:
             raise InputError("no parcel time series files", root)

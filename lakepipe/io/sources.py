@@ -34,7 +34,7 @@ class VoxelGeometry:
     def flat_indices(self) -> np.ndarray:
         return np.ravel_multi_index(tuple(self.ijk.T), self.grid.shape)
 
-    def same_as(self, other: "VoxelGeometry") -> bool:
+    def same_as(self, other: VoxelGeometry) -> bool:
         return self.grid.same_as(other.grid) and np.array_equal(self.ijk, other.ijk)
 
 
@@ -88,7 +88,9 @@ class ConnectomeSource:
             if data.shape != (self.n_time, self.n_features):
                 raise InputError(
                     f"time series of shape {data.shape}, expected (time={self.n_time}, "
-                    f"{self.kind}s={self.n_features})", where)
+                    f"{self.kind}s={self.n_features})",
+                    where,
+                )
             if not np.all(np.isfinite(data)):
                 bad = int(np.count_nonzero(~np.isfinite(data)))
                 raise InputError(f"time series contain {bad} NaN or infinite values", where)
@@ -114,8 +116,9 @@ def safe_subject_id(raw: str) -> str:
     return out
 
 
-def open_source(path: str | Path, *, mask: str | Path | None = None,
-                regions: str | Path | None = None) -> ConnectomeSource:
+def open_source(
+    path: str | Path, *, mask: str | Path | None = None, regions: str | Path | None = None
+) -> ConnectomeSource:
     """Detect the source format of a folder and open it.
 
     ``*.h5``/``*.hdf5`` files: GSP1000-style HDF5 batches. ``*.nii``/``*.nii.gz`` 4D files plus a brain

@@ -36,7 +36,7 @@ def lake_url(url: str | os.PathLike | None = None) -> str:
     """Normalise a lake location: ``None`` -> ``$LAKEPIPE_LAKE`` or ``./lake``; paths -> absolute."""
     url = str(url or os.environ.get("LAKEPIPE_LAKE") or DEFAULT_LAKE)
     if url.startswith("file://"):
-        url = url[len("file://"):]
+        url = url[len("file://") :]
     if "://" not in url:
         return str(Path(url).expanduser().resolve())
     return url.rstrip("/")
@@ -137,7 +137,7 @@ class StoreRef:
     endpoint_url: str | None = None
 
     @classmethod
-    def here(cls, url: str) -> "StoreRef":
+    def here(cls, url: str) -> StoreRef:
         return cls(url, storage_options(url).get("endpoint_url"))
 
     def group(self, mode: str = "r") -> zarr.Group:

@@ -52,7 +52,7 @@ def atlas_url(lake: str, name: str) -> str:
 
 def relative(lake: str, url: str) -> str:
     """Store URI relative to the lake root (what the catalog records)."""
-    return url[len(lake):].lstrip("/\\") if url.startswith(lake) else url
+    return url[len(lake) :].lstrip("/\\") if url.startswith(lake) else url
 
 
 def _grid_attrs(grid: Grid) -> dict:
@@ -74,8 +74,15 @@ def write_lesion(lake: str, cohort: str, key: str, mask: Mask, meta: dict) -> No
     grp.create_array("voxels", shape=(mask.n_voxels,), chunks=(n,), dtype="int64")[:] = mask.indices
     if mask.values is not None:
         grp.create_array("values", shape=(mask.n_voxels,), chunks=(n,), dtype="float32")[:] = mask.values
-    grp.attrs.update({**meta, "space": mask.space, "grid": _grid_attrs(mask.grid),
-                      "n_voxels": mask.n_voxels, "weighted": mask.weighted})
+    grp.attrs.update(
+        {
+            **meta,
+            "space": mask.space,
+            "grid": _grid_attrs(mask.grid),
+            "n_voxels": mask.n_voxels,
+            "weighted": mask.weighted,
+        }
+    )
 
 
 def read_lesion(lake: str, cohort: str, key: str) -> tuple[Mask, dict]:
@@ -132,9 +139,9 @@ class LesionIndex:
         else:  # a few entries: one slice each
             voxels, values, spans, offset = [], [], [], 0
             for x, y in zip(a, b, strict=True):
-                voxels.append(self.group["voxels"][int(x):int(y)].astype(np.int64))
+                voxels.append(self.group["voxels"][int(x) : int(y)].astype(np.int64))
                 if want_values:
-                    values.append(self.group["values"][int(x):int(y)])
+                    values.append(self.group["values"][int(x) : int(y)])
                 spans.append((offset, offset + int(y - x)))
                 offset += int(y - x)
             voxels = np.concatenate(voxels) if voxels else np.empty(0, np.int64)
@@ -164,7 +171,11 @@ def update_lesion_index(lake: str, cohort: str, masks: dict[str, tuple[Mask, str
 
     old = read_lesion_index(lake, cohort)
     keep = [k for k in (old.keys if old else []) if k not in masks]
-    entries = list(zip(keep, old.masks(keep), [old.sha256[old.position[k]] for k in keep], strict=True)) if keep else []
+    entries = (
+        list(zip(keep, old.masks(keep), [old.sha256[old.position[k]] for k in keep], strict=True))
+        if keep
+        else []
+    )
     entries += [(k, m, h) for k, (m, h) in masks.items()]
     entries.sort(key=lambda e: e[0])
     grids: dict[str, int] = {}
@@ -177,22 +188,30 @@ def update_lesion_index(lake: str, cohort: str, masks: dict[str, tuple[Mask, str
     start = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
     big = max((int(np.prod(m.grid.shape)) for _, m, _ in entries), default=0)
     vdtype = np.int32 if big < 2**31 else np.int64
-    voxels = np.concatenate([m.indices for _, m, _ in entries]).astype(vdtype) if entries else np.empty(0, vdtype)
-    values = (np.concatenate([m.values if m.weighted else np.ones(m.n_voxels, np.float32) for _, m, _ in entries])
-              .astype(np.float32) if entries else np.empty(0, np.float32))
+    voxels = (
+        np.concatenate([m.indices for _, m, _ in entries]).astype(vdtype) if entries else np.empty(0, vdtype)
+    )
+    values = (
+        np.concatenate(
+            [m.values if m.weighted else np.ones(m.n_voxels, np.float32) for _, m, _ in entries]
+        ).astype(np.float32)
+        if entries
+        else np.empty(0, np.float32)
+    )
     root = open_group(lesion_store_url(lake, cohort), mode="a")
     name = f"{LESION_INDEX_PREFIX}{uuid.uuid4().hex[:12]}"
     g = root.create_group(name)
     e = max(len(entries), 1)
     for arr_name, data, chunks in (
-            ("key", np.array([k for k, _, _ in entries], dtype=str), e),
-            ("sha256", np.array([h for _, _, h in entries], dtype=str), e),
-            ("space", np.array([m.space or "" for _, m, _ in entries], dtype=str), e),
-            ("grid", np.array([grids[m.grid.key()] for _, m, _ in entries], np.int32), e),
-            ("weighted", np.array([m.weighted for _, m, _ in entries], bool), e),
-            ("start", start, start.size),
-            ("voxels", voxels, max(1, min(voxels.size, _INDEX_CHUNK))),
-            ("values", values, max(1, min(values.size, _INDEX_CHUNK)))):
+        ("key", np.array([k for k, _, _ in entries], dtype=str), e),
+        ("sha256", np.array([h for _, _, h in entries], dtype=str), e),
+        ("space", np.array([m.space or "" for _, m, _ in entries], dtype=str), e),
+        ("grid", np.array([grids[m.grid.key()] for _, m, _ in entries], np.int32), e),
+        ("weighted", np.array([m.weighted for _, m, _ in entries], bool), e),
+        ("start", start, start.size),
+        ("voxels", voxels, max(1, min(voxels.size, _INDEX_CHUNK))),
+        ("values", values, max(1, min(values.size, _INDEX_CHUNK))),
+    ):
         g.create_array(arr_name, shape=data.shape, chunks=(chunks,), dtype=data.dtype)[:] = data
     g.attrs.update({"grids": grid_attrs, "n_entries": len(entries)})
     root.attrs["index"] = name  # the switch: readers see the old index or the new one, both valid
@@ -243,9 +262,18 @@ class ConnectomeWriter:
     the leftovers.
     """
 
-    def __init__(self, lake: str, name: str, *, kind: str, n_time: int,
-                 geometry: VoxelGeometry | None = None, regions: pd.DataFrame | None = None,
-                 space: str = "MNI152NLin6Asym", source: str = ""):
+    def __init__(
+        self,
+        lake: str,
+        name: str,
+        *,
+        kind: str,
+        n_time: int,
+        geometry: VoxelGeometry | None = None,
+        regions: pd.DataFrame | None = None,
+        space: str = "MNI152NLin6Asym",
+        source: str = "",
+    ):
         self.url = connectome_url(lake, name)
         feature = "voxel" if kind == "voxel" else "region"
         n_feat = geometry.n_voxels if kind == "voxel" else len(regions)
@@ -256,7 +284,8 @@ class ConnectomeWriter:
                 raise InputError(
                     f"connectome '{name}' exists with kind={a.get('kind')}, time={a.get('n_time')}, "
                     f"features={a.get('n_features')}; the source has kind={kind}, time={n_time}, "
-                    f"features={n_feat}: ingest it under another --name")
+                    f"features={n_feat}: ingest it under another --name"
+                )
             if kind == "voxel" and not np.array_equal(self.group["ijk"][:], geometry.ijk):
                 raise InputError(f"connectome '{name}' exists with a different brain mask")
         else:
@@ -267,29 +296,54 @@ class ConnectomeWriter:
     def _create(self, kind, feature, n_time, n_feat, geometry, regions, space, source) -> zarr.Group:
         g = open_group(self.url, mode="w")
         block = voxel_block(n_time, n_feat)
-        g.create_array("timeseries", shape=(0, n_time, n_feat), chunks=(1, n_time, block),
-                       dtype="float32", compressors=None, dimension_names=["subject", "time", feature])
+        g.create_array(
+            "timeseries",
+            shape=(0, n_time, n_feat),
+            chunks=(1, n_time, block),
+            dtype="float32",
+            compressors=None,
+            dimension_names=["subject", "time", feature],
+        )
         for var in ("scale", "mean"):
-            g.create_array(var, shape=(0, n_feat), chunks=(1, n_feat), dtype="float32",
-                           dimension_names=["subject", feature])
+            g.create_array(
+                var,
+                shape=(0, n_feat),
+                chunks=(1, n_feat),
+                dtype="float32",
+                dimension_names=["subject", feature],
+            )
         g.create_array("subject", shape=(0,), chunks=(1024,), dtype=str, dimension_names=["subject"])
         if kind == "voxel":
-            g.create_array("ijk", shape=geometry.ijk.shape, dtype="int32",
-                           dimension_names=[feature, "axis"])[:] = geometry.ijk
-            g.create_array("voxel", shape=(n_feat,), dtype="int32",
-                           dimension_names=[feature])[:] = np.arange(n_feat, dtype=np.int32)
+            g.create_array("ijk", shape=geometry.ijk.shape, dtype="int32", dimension_names=[feature, "axis"])[
+                :
+            ] = geometry.ijk
+            g.create_array("voxel", shape=(n_feat,), dtype="int32", dimension_names=[feature])[:] = np.arange(
+                n_feat, dtype=np.int32
+            )
             grid_attrs = _grid_attrs(geometry.grid)
         else:
-            g.create_array("region", shape=(n_feat,), dtype="int32",
-                           dimension_names=[feature])[:] = regions["index"].to_numpy(np.int32)
+            g.create_array("region", shape=(n_feat,), dtype="int32", dimension_names=[feature])[:] = regions[
+                "index"
+            ].to_numpy(np.int32)
             for col in ("name", "network", "hemisphere"):
                 vals = regions[col].fillna("").astype(str).to_numpy()
-                g.create_array(f"region_{col}", shape=(n_feat,), dtype=str,
-                               dimension_names=[feature])[:] = vals
+                g.create_array(f"region_{col}", shape=(n_feat,), dtype=str, dimension_names=[feature])[:] = (
+                    vals
+                )
             grid_attrs = None
-        g.attrs.update({"kind": kind, "n_time": n_time, "n_features": n_feat, "n_subjects": 0,
-                        "space": space, "grid": grid_attrs, "storage": STORAGE_CONVENTION,
-                        "source": source, "lakepipe_store": "connectome"})
+        g.attrs.update(
+            {
+                "kind": kind,
+                "n_time": n_time,
+                "n_features": n_feat,
+                "n_subjects": 0,
+                "space": space,
+                "grid": grid_attrs,
+                "storage": STORAGE_CONVENTION,
+                "source": source,
+                "lakepipe_store": "connectome",
+            }
+        )
         return g
 
     def subject_ids(self) -> list[str]:
@@ -326,8 +380,12 @@ def open_connectome(lake: str, name: str, chunks: dict | str | None = "auto") ->
     url = connectome_url(lake, name)
     if not exists(join(url, "zarr.json")):
         raise NotFoundError(f"no connectome named '{name}' in the lake (see `lakepipe catalog ls`)")
-    ds = xr.open_zarr(zarr_store(url, read_only=True), consolidated=False, zarr_format=3,
-                      chunks={} if chunks == "auto" else chunks)
+    ds = xr.open_zarr(
+        zarr_store(url, read_only=True),
+        consolidated=False,
+        zarr_format=3,
+        chunks={} if chunks == "auto" else chunks,
+    )
     n = int(ds.attrs.get("n_subjects", 0))
     return strings_as_objects(ds.isel(subject=slice(0, n)))
 
@@ -357,34 +415,58 @@ class Atlas:
         return lut
 
 
-def write_atlas(lake: str, name: str, labels: np.ndarray, grid: Grid, table: pd.DataFrame,
-                space: str | None, meta: dict) -> str:
+def write_atlas(
+    lake: str, name: str, labels: np.ndarray, grid: Grid, table: pd.DataFrame, space: str | None, meta: dict
+) -> str:
     url = atlas_url(lake, name)
     g = open_group(url, mode="w")
-    g.create_array("dseg", shape=labels.shape, chunks=(64, 64, 64), dtype="int32",
-                   dimension_names=["i", "j", "k"])[:] = labels
-    g.create_array("region", shape=(len(table),), dtype="int32",
-                   dimension_names=["region"])[:] = table["index"].to_numpy(np.int32)
+    g.create_array(
+        "dseg", shape=labels.shape, chunks=(64, 64, 64), dtype="int32", dimension_names=["i", "j", "k"]
+    )[:] = labels
+    g.create_array("region", shape=(len(table),), dtype="int32", dimension_names=["region"])[:] = table[
+        "index"
+    ].to_numpy(np.int32)
     for col in ("name", "network", "hemisphere"):
-        g.create_array(f"region_{col}", shape=(len(table),), dtype=str,
-                       dimension_names=["region"])[:] = table[col].fillna("").astype(str).to_numpy()
-    g.attrs.update({**meta, "space": space, "grid": _grid_attrs(grid), "n_regions": len(table),
-                    "lakepipe_store": "atlas"})
+        g.create_array(f"region_{col}", shape=(len(table),), dtype=str, dimension_names=["region"])[:] = (
+            table[col].fillna("").astype(str).to_numpy()
+        )
+    g.attrs.update(
+        {
+            **meta,
+            "space": space,
+            "grid": _grid_attrs(grid),
+            "n_regions": len(table),
+            "lakepipe_store": "atlas",
+        }
+    )
     return url
 
 
 def read_atlas(lake: str, name: str) -> Atlas:
     url = atlas_url(lake, name)
     if not exists(join(url, "zarr.json")):
-        raise NotFoundError(f"unknown atlas '{name}': not in the lake (ingest it with `lakepipe ingest atlas`)")
+        raise NotFoundError(
+            f"unknown atlas '{name}': not in the lake (ingest it with `lakepipe ingest atlas`)"
+        )
     g = open_group(url)
-    table = pd.DataFrame({
-        "index": g["region"][:].astype(int),
-        **{col: [str(v) or None for v in g[f"region_{col}"][:]] for col in ("name", "network", "hemisphere")},
-    })
+    table = pd.DataFrame(
+        {
+            "index": g["region"][:].astype(int),
+            **{
+                col: [str(v) or None for v in g[f"region_{col}"][:]]
+                for col in ("name", "network", "hemisphere")
+            },
+        }
+    )
     table = table.replace({"": None})
-    return Atlas(name, g["dseg"][:], grid_from_attrs(g.attrs["grid"]), table, g.attrs.get("space"),
-                 g.attrs.get("sha256", ""))
+    return Atlas(
+        name,
+        g["dseg"][:],
+        grid_from_attrs(g.attrs["grid"]),
+        table,
+        g.attrs.get("space"),
+        g.attrs.get("sha256", ""),
+    )
 
 
 def dump_json(obj) -> str:

@@ -56,17 +56,27 @@ class AfnmResult:
     files: list[Path] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"AFNM: {len(self.computed)} lesion(s) mapped, {len(self.skipped)} already in the lake"
-                + (f", {len(self.empty)} touching no parcel" if self.empty else "")
-                + (f" -> {self.store}" if self.store else ""))
+        return (
+            f"AFNM: {len(self.computed)} lesion(s) mapped, {len(self.skipped)} already in the lake"
+            + (f", {len(self.empty)} touching no parcel" if self.empty else "")
+            + (f" -> {self.store}" if self.store else "")
+        )
 
 
 # ------------------------------------------------------------------------------------------ matrix
 
 
-def resolve_matrix(lake: Lake, atlas: stores.Atlas, matrix: str | None, connectome: str | None,
-                   *, variable: str | None = None, labels: str | None = None,
-                   order: str | None = None, scheduler: str | None = None) -> GroupMatrix:
+def resolve_matrix(
+    lake: Lake,
+    atlas: stores.Atlas,
+    matrix: str | None,
+    connectome: str | None,
+    *,
+    variable: str | None = None,
+    labels: str | None = None,
+    order: str | None = None,
+    scheduler: str | None = None,
+) -> GroupMatrix:
     """Find C: a file, a parcellate statistic (``fcgroupz`` default, ``fcgroupr``), or a run name."""
     if matrix and Path(matrix).suffix.lower() in (".mat", ".npy", ".tsv", ".csv"):
         lm = load_matrix(matrix, variable=variable, labels=labels)
@@ -76,9 +86,12 @@ def resolve_matrix(lake: Lake, atlas: stores.Atlas, matrix: str | None, connecto
         values, table = align_to_atlas(lm, atlas.table, order_list)
         missing = len(atlas.table) - len(table)
         if missing:
-            log.warning("matrix covers %d of %d atlas regions; the others are left out", len(table),
-                        len(atlas.table))
-        ident = content_hash({"values": content_hash(values.round(7).tolist()), "regions": table["name"].tolist()})
+            log.warning(
+                "matrix covers %d of %d atlas regions; the others are left out", len(table), len(atlas.table)
+            )
+        ident = content_hash(
+            {"values": content_hash(values.round(7).tolist()), "regions": table["name"].tolist()}
+        )
         return GroupMatrix(values, table, ident, {"source": Path(matrix).name, "kind": "file"})
     stat = matrix or "fcgroupz"
     if stat not in ("fcgroupz", "fcgroupr"):
@@ -89,19 +102,28 @@ def resolve_matrix(lake: Lake, atlas: stores.Atlas, matrix: str | None, connecto
 
         log.info("no group FC for %s x %s yet: running parcellate first", connectome, atlas.name)
         parcellate(lake, connectome, atlas.name, scheduler=scheduler)
-        rows = lake.catalog.query(method="parcellate", atlas=atlas.name, connectome=connectome, statistic=stat)
+        rows = lake.catalog.query(
+            method="parcellate", atlas=atlas.name, connectome=connectome, statistic=stat
+        )
     if rows.empty:
-        raise NotFoundError(f"no group FC matrix for atlas '{atlas.name}': run `lakepipe parcellate` "
-                            "or pass --connectome or --matrix FILE")
+        raise NotFoundError(
+            f"no group FC matrix for atlas '{atlas.name}': run `lakepipe parcellate` "
+            "or pass --connectome or --matrix FILE"
+        )
     if rows["connectome"].nunique() > 1:
-        raise InputError(f"group FC for atlas '{atlas.name}' exists for several connectomes "
-                         f"({sorted(rows['connectome'].unique())}): choose one with --connectome")
+        raise InputError(
+            f"group FC for atlas '{atlas.name}' exists for several connectomes "
+            f"({sorted(rows['connectome'].unique())}): choose one with --connectome"
+        )
     row = rows.sort_values("created").iloc[-1]
     ds = derivatives.open_derivative(stores.join(lake.url, row["store_uri"]))
     table = region_table(ds)
-    return GroupMatrix(ds[stat].values.astype(np.float64), table, row["inputs_hash"] + ":" + stat,
-                       {"kind": "parcellate", "statistic": stat, "connectome": row["connectome"],
-                        "store": row["store_uri"]})
+    return GroupMatrix(
+        ds[stat].values.astype(np.float64),
+        table,
+        row["inputs_hash"] + ":" + stat,
+        {"kind": "parcellate", "statistic": stat, "connectome": row["connectome"], "store": row["store_uri"]},
+    )
 
 
 # ------------------------------------------------------------------------------------------ counts
@@ -114,8 +136,9 @@ def _counts_task(masks: list, labels_flat: np.ndarray, n_regions: int) -> tuple[
     return counts, sizes
 
 
-def lesion_counts(seeds: list[Seed], atlas: stores.Atlas, table: pd.DataFrame, client=None,
-                  chunk: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def lesion_counts(
+    seeds: list[Seed], atlas: stores.Atlas, table: pd.DataFrame, client=None, chunk: int = 64
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Counts (L, N+1), lesion sizes (L,), parcel sizes per lesion (L, N+1) in matrix region order.
 
     The atlas is resampled once per distinct lesion grid.
@@ -143,11 +166,14 @@ def lesion_counts(seeds: list[Seed], atlas: stores.Atlas, table: pd.DataFrame, c
         # one copy of the (up to 1 mm, 29 MB) label volume per worker, not one per task in the graph
         labels_d = client.scatter(labels) if client is not None else labels  # no broadcast: see fnm
         for a in range(0, len(idxs), chunk):
-            sel = idxs[a:a + chunk]
+            sel = idxs[a : a + chunk]
             # sent as one object per task, straight to the workers (not hashed, walked, or put in the graph)
             batch = [seeds[i].mask for i in sel]
-            masks = (client.scatter([batch], hash=False)[0] if client is not None
-                     else dask.delayed(batch, traverse=False, name=f"afnm-masks-{uuid.uuid4().hex}"))
+            masks = (
+                client.scatter([batch], hash=False)[0]
+                if client is not None
+                else dask.delayed(batch, traverse=False, name=f"afnm-masks-{uuid.uuid4().hex}")
+            )
             parts.append(dask.delayed(_counts_task, pure=False)(masks, labels_d, n))
             where.append(sel)
     results = compute(*parts, client=client) if parts else []
@@ -167,29 +193,59 @@ def afnm_params(weighting: str, gm: GroupMatrix, coverage_small: int, coverage_f
 # ---------------------------------------------------------------------------------------- pipeline
 
 
-def run_afnm(lake: Lake, cohort: str, atlas: str, *, matrix: str | None = None, connectome: str | None = None,
-             weighting: str = "fractional", participants: list[str] | None = None, on_empty: str = "warn",
-             bids_out: str | Path | None = None, with_weights: bool = False,
-             matrix_variable: str | None = None, matrix_labels: str | None = None,
-             matrix_order: str | None = None, coverage_small: int = 1000, coverage_fraction: float = 0.5,
-             scheduler: str | None = None, client=None) -> AfnmResult:
+def run_afnm(
+    lake: Lake,
+    cohort: str,
+    atlas: str,
+    *,
+    matrix: str | None = None,
+    connectome: str | None = None,
+    weighting: str = "fractional",
+    participants: list[str] | None = None,
+    on_empty: str = "warn",
+    bids_out: str | Path | None = None,
+    with_weights: bool = False,
+    matrix_variable: str | None = None,
+    matrix_labels: str | None = None,
+    matrix_order: str | None = None,
+    coverage_small: int = 1000,
+    coverage_fraction: float = 0.5,
+    scheduler: str | None = None,
+    client=None,
+) -> AfnmResult:
     """Map every lesion of ``cohort`` (or ``participants``) onto ``atlas`` regions: ``m @ C``."""
     if weighting not in WEIGHTINGS:
         raise InputError(f"unknown --lesion-weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
     if on_empty not in ON_EMPTY:
         raise InputError(f"--on-empty must be one of {', '.join(ON_EMPTY)}")
     atl = lake.read_atlas(atlas)
-    gm = resolve_matrix(lake, atl, matrix, connectome, variable=matrix_variable, labels=matrix_labels,
-                        order=matrix_order, scheduler=scheduler)
+    gm = resolve_matrix(
+        lake,
+        atl,
+        matrix,
+        connectome,
+        variable=matrix_variable,
+        labels=matrix_labels,
+        order=matrix_order,
+        scheduler=scheduler,
+    )
     params = afnm_params(weighting, gm, coverage_small, coverage_fraction)
     seeds = cohort_seeds(lake, cohort, participants, with_masks=False)
     records = {s.key: _record(cohort, atlas, gm, s, params, atl.sha256, "x", 0) for s in seeds}
-    done = lake.catalog.existing_keys(METHOD, [(STATISTIC, r.inputs_hash, r.params_hash) for r in records.values()])
-    todo = [s for s in seeds if (STATISTIC, records[s.key].inputs_hash, records[s.key].params_hash) not in done]
+    done = lake.catalog.existing_keys(
+        METHOD, [(STATISTIC, r.inputs_hash, r.params_hash) for r in records.values()]
+    )
+    todo = [
+        s for s in seeds if (STATISTIC, records[s.key].inputs_hash, records[s.key].params_hash) not in done
+    ]
     todo_keys = {s.key for s in todo}  # (a list's `in` compared whole Seed dataclasses: O(n^2))
     result = AfnmResult(None, None, skipped=[s.key for s in seeds if s.key not in todo_keys])
     if result.skipped:
-        log.info("afnm: %d of %d lesions already mapped with these inputs, skipped", len(result.skipped), len(seeds))
+        log.info(
+            "afnm: %d of %d lesions already mapped with these inputs, skipped",
+            len(result.skipped),
+            len(seeds),
+        )
     if not todo:
         return result
     todo = read_masks(lake, cohort, todo)
@@ -209,8 +265,13 @@ def run_afnm(lake: Lake, cohort: str, atlas: str, *, matrix: str | None = None, 
         result.empty = names
         if on_empty == "error":
             raise InputError(f"{len(names)} lesion(s) touch no region of atlas '{atlas}': {names[:5]}")
-        log.warning("afnm: %d lesion(s) touch no region of atlas '%s'%s: %s", len(names), atlas,
-                    " (skipped)" if on_empty == "skip" else " (scores are zero)", names[:5])
+        log.warning(
+            "afnm: %d lesion(s) touch no region of atlas '%s'%s: %s",
+            len(names),
+            atlas,
+            " (skipped)" if on_empty == "skip" else " (scores are zero)",
+            names[:5],
+        )
         if on_empty == "skip":
             keep = np.setdiff1d(np.arange(len(todo)), empty)
             todo, m, n_touched, lsize = [todo[i] for i in keep], m[keep], n_touched[keep], lsize[keep]
@@ -222,8 +283,9 @@ def run_afnm(lake: Lake, cohort: str, atlas: str, *, matrix: str | None = None, 
     url = derivatives.derivative_url(lake.url, METHOD, run_name)
     derivatives.write_derivative(lake.url, METHOD, run_name, ds)
     uri = stores.relative(lake.url, url)
-    lake.publish([_record(cohort, atlas, gm, s, params, atl.sha256, uri, i, len(gm.table))
-                           for i, s in enumerate(todo)])
+    lake.publish(
+        [_record(cohort, atlas, gm, s, params, atl.sha256, uri, i, len(gm.table)) for i, s in enumerate(todo)]
+    )
     result.scores, result.store, result.computed = ds, url, [s.key for s in todo]
     if bids_out:
         result.files = write_bids(ds, bids_out)
@@ -231,34 +293,65 @@ def run_afnm(lake: Lake, cohort: str, atlas: str, *, matrix: str | None = None, 
     return result
 
 
-def _record(cohort, atlas, gm: GroupMatrix, seed: Seed, params, atlas_hash, uri, index, n=None) -> OutputRecord:
+def _record(
+    cohort, atlas, gm: GroupMatrix, seed: Seed, params, atlas_hash, uri, index, n=None
+) -> OutputRecord:
     return OutputRecord(
-        kind="derivative", method=METHOD, statistic=STATISTIC, cohort=cohort, participant=seed.participant,
-        session=seed.session, label=seed.label, atlas=atlas, connectome=gm.description.get("connectome"),
-        params=params, inputs={"lesion": seed.content_hash, "atlas": atlas_hash, "matrix": gm.identity},
-        store_uri=uri, store_index=str(index), shape=(n,) if n else None)
+        kind="derivative",
+        method=METHOD,
+        statistic=STATISTIC,
+        cohort=cohort,
+        participant=seed.participant,
+        session=seed.session,
+        label=seed.label,
+        atlas=atlas,
+        connectome=gm.description.get("connectome"),
+        params=params,
+        inputs={"lesion": seed.content_hash, "atlas": atlas_hash, "matrix": gm.identity},
+        store_uri=uri,
+        store_index=str(index),
+        shape=(n,) if n else None,
+    )
 
 
 def _dataset(seeds, scores, m, n_touched, lsize, gm: GroupMatrix, params, atlas, cohort) -> xr.Dataset:
-    coords = {"seed": ("seed", [s.key for s in seeds]),
-              "participant": ("seed", [s.participant or "" for s in seeds]),
-              "session": ("seed", [s.session or "" for s in seeds]),
-              "label": ("seed", [s.label for s in seeds]),
-              **region_coords(gm.table, "region")}
-    data = {"score": (("seed", "region"), scores.astype(np.float32)),
-            "n_touched": ("seed", n_touched.astype(np.int32)),
-            "lesion_voxels": ("seed", lsize.astype(np.int64))}
+    coords = {
+        "seed": ("seed", [s.key for s in seeds]),
+        "participant": ("seed", [s.participant or "" for s in seeds]),
+        "session": ("seed", [s.session or "" for s in seeds]),
+        "label": ("seed", [s.label for s in seeds]),
+        **region_coords(gm.table, "region"),
+    }
+    data = {
+        "score": (("seed", "region"), scores.astype(np.float32)),
+        "n_touched": ("seed", n_touched.astype(np.int32)),
+        "lesion_voxels": ("seed", lsize.astype(np.int64)),
+    }
     if m is not None:
         data["weight"] = (("seed", "region"), m.astype(np.float32))
-    return xr.Dataset(data, coords=coords, attrs={
-        "method": METHOD, "atlas": atlas, "cohort": cohort, "parameters": params,
-        "lakepipe_version": lakepipe.__version__,
-        "description": "AFNM score = m @ C: lesion-to-parcel weights times the group FC matrix"})
+    return xr.Dataset(
+        data,
+        coords=coords,
+        attrs={
+            "method": METHOD,
+            "atlas": atlas,
+            "cohort": cohort,
+            "parameters": params,
+            "lakepipe_version": lakepipe.__version__,
+            "description": "AFNM score = m @ C: lesion-to-parcel weights times the group FC matrix",
+        },
+    )
 
 
 def parcel_table(ds: xr.Dataset, i: int, value_vars=("score", "weight")) -> pd.DataFrame:
-    table = pd.DataFrame({"index": ds["region"].values, "name": ds["region_name"].values,
-                          "network": ds["region_network"].values, "hemisphere": ds["region_hemisphere"].values})
+    table = pd.DataFrame(
+        {
+            "index": ds["region"].values,
+            "name": ds["region_name"].values,
+            "network": ds["region_network"].values,
+            "hemisphere": ds["region_hemisphere"].values,
+        }
+    )
     for var in value_vars:
         if var in ds:
             table[var] = ds[var].values[i]
@@ -272,12 +365,28 @@ def write_bids(ds: xr.Dataset, out_dir: str | Path) -> list[Path]:
     files = []
     for i in range(ds.sizes["seed"]):
         p, s, lab = (str(ds[c].values[i]) or None for c in ("participant", "session", "label"))
-        name = bids_name({"sub": p, "ses": s, "label": lab, "method": METHOD, "atlas": ds.attrs["atlas"],
-                          "desc": STATISTIC}, "parcelstats", ".tsv")
+        name = bids_name(
+            {
+                "sub": p,
+                "ses": s,
+                "label": lab,
+                "method": METHOD,
+                "atlas": ds.attrs["atlas"],
+                "desc": STATISTIC,
+            },
+            "parcelstats",
+            ".tsv",
+        )
         folder = out / subject_dir(p, s) if p else out
-        meta = {"Description": ds.attrs["description"], "Method": METHOD, "Atlas": ds.attrs["atlas"],
-                "Cohort": ds.attrs["cohort"], "Parameters": ds.attrs["parameters"],
-                "TouchedRegions": int(ds["n_touched"].values[i]), "LesionVoxels": int(ds["lesion_voxels"].values[i]),
-                "LakepipeVersion": ds.attrs["lakepipe_version"]}
+        meta = {
+            "Description": ds.attrs["description"],
+            "Method": METHOD,
+            "Atlas": ds.attrs["atlas"],
+            "Cohort": ds.attrs["cohort"],
+            "Parameters": ds.attrs["parameters"],
+            "TouchedRegions": int(ds["n_touched"].values[i]),
+            "LesionVoxels": int(ds["lesion_voxels"].values[i]),
+            "LakepipeVersion": ds.attrs["lakepipe_version"],
+        }
         files.append(derivatives.write_tsv(folder / name, parcel_table(ds, i), meta))
     return files

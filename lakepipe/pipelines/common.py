@@ -73,8 +73,10 @@ def connectome_info(lake: Lake, name: str) -> ConnectomeInfo:
 def require_same_space(a: str | None, b: str | None, what_a: str, what_b: str) -> None:
     """Refuse to combine data in different template spaces (an affine alone cannot map them)."""
     if a and b and a != b:
-        raise InputError(f"{what_a} is in space {a} but {what_b} is in space {b}; resampling by affine "
-                         "alone would silently misplace regions: bring both into one space first")
+        raise InputError(
+            f"{what_a} is in space {a} but {what_b} is in space {b}; resampling by affine "
+            "alone would silently misplace regions: bring both into one space first"
+        )
 
 
 def atlas_labels_on_grid(atlas: Atlas, grid: Grid) -> np.ndarray:
@@ -104,11 +106,18 @@ def voxel_parcels(con: ConnectomeInfo, atlas: Atlas) -> tuple[np.ndarray, pd.Dat
 
 def region_table(ds: xr.Dataset, dim: str = "region") -> pd.DataFrame:
     """The region table (index, name, network, hemisphere) carried by a store's region coordinates."""
+
     def col(name: str) -> list:
         return [str(v) or None for v in ds[f"{dim}_{name}"].values]
 
-    return pd.DataFrame({"index": ds[dim].values.astype(int), "name": [str(v) for v in ds[f"{dim}_name"].values],
-                         "network": col("network"), "hemisphere": col("hemisphere")})
+    return pd.DataFrame(
+        {
+            "index": ds[dim].values.astype(int),
+            "name": [str(v) for v in ds[f"{dim}_name"].values],
+            "network": col("network"),
+            "hemisphere": col("hemisphere"),
+        }
+    )
 
 
 def region_coords(table: pd.DataFrame, dim: str = "region") -> dict:

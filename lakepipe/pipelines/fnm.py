@@ -59,8 +59,10 @@ class FnmResult:
     n_batches: int = 0
 
     def summary(self) -> str:
-        return (f"FNM: {len(self.computed)} seed(s) mapped in {self.n_batches} pass(es) over the connectome, "
-                f"{len(self.skipped)} already in the lake" + (f" -> {self.store}" if self.store else ""))
+        return (
+            f"FNM: {len(self.computed)} seed(s) mapped in {self.n_batches} pass(es) over the connectome, "
+            f"{len(self.skipped)} already in the lake" + (f" -> {self.store}" if self.store else "")
+        )
 
 
 # ------------------------------------------------------------------------------------------- seeds
@@ -84,24 +86,36 @@ def seed_voxels(seed: Seed, con: ConnectomeInfo, lut: np.ndarray) -> tuple[np.nd
         flat = sphere_voxels((x, y, z), r, grid.shape, grid.affine)
         values = np.ones(flat.size, np.float32)
         if flat.size == 0:
-            raise InputError(f"sphere seed {seed.key} at {(x, y, z)} mm radius {r} mm contains no voxel "
-                             "centre of the connectome grid (outside the field of view?)")
+            raise InputError(
+                f"sphere seed {seed.key} at {(x, y, z)} mm radius {r} mm contains no voxel "
+                "centre of the connectome grid (outside the field of view?)"
+            )
     else:
         require_same_space(seed.mask.space, con.space, f"lesion {seed.key}", f"connectome '{con.name}'")
-        flat, values = lesion_to_grid(seed.mask.indices, seed.mask.values, seed.mask.grid.shape,
-                                      seed.mask.grid.affine, grid.shape, grid.affine)
+        flat, values = lesion_to_grid(
+            seed.mask.indices,
+            seed.mask.values,
+            seed.mask.grid.shape,
+            seed.mask.grid.affine,
+            grid.shape,
+            grid.affine,
+        )
         values = np.ones(flat.size, np.float32) if values is None else np.asarray(values, np.float32)
         if flat.size == 0:  # e.g. a few 1 mm voxels between the centres of 2 mm voxels
-            raise InputError(f"lesion seed {seed.key} covers no voxel centre of the connectome grid after "
-                             f"nearest resampling ({seed.mask.indices.size} voxel(s) on its own grid: too small "
-                             "for this grid, or outside its field of view)")
+            raise InputError(
+                f"lesion seed {seed.key} covers no voxel centre of the connectome grid after "
+                f"nearest resampling ({seed.mask.indices.size} voxel(s) on its own grid: too small "
+                "for this grid, or outside its field of view)"
+            )
     pos = lut[flat] if flat.size else np.array([], np.int32)
     inside = pos >= 0
     dropped = int(flat.size - inside.sum())
     if not inside.any():
         what = "sphere" if seed.sphere is not None else "lesion"
-        raise InputError(f"{what} seed {seed.key} has no voxel inside the connectome mask "
-                         f"({flat.size} voxel(s) on the connectome grid, all outside the brain)")
+        raise InputError(
+            f"{what} seed {seed.key} has no voxel inside the connectome mask "
+            f"({flat.size} voxel(s) on the connectome grid, all outside the brain)"
+        )
     return pos[inside], values[inside], dropped
 
 
@@ -149,12 +163,12 @@ def _sums_task(ref: StoreRef, positions: list[int], seedw, with_r: bool) -> FnmS
     bufs = [np.empty((n_time, n_vox), np.float32) for _ in range(k)]
     outs = [default_buffer_prototype().nd_buffer.from_numpy_array(b) for b in bufs]
     for a in range(0, len(positions), k):
-        group = positions[a:a + k]
+        group = positions[a : a + k]
         seeds_units = []
         for j, s in enumerate(group):
             ts.get_basic_selection(s, out=outs[j])
             seeds_units.append(unit_columns(seed_series(bufs[j], scale[s], seedw)))
-        sums.add_many(bufs[:len(group)], seeds_units)
+        sums.add_many(bufs[: len(group)], seeds_units)
     return sums
 
 
@@ -171,8 +185,9 @@ def _merge(parts: list[FnmSums]) -> FnmSums:
     return total
 
 
-def _finalize_task(sums: FnmSums, out: StoreRef, rows: slice, names: tuple[str, ...], with_avgr: bool,
-                   parcel_avg) -> tuple[slice, dict[str, np.ndarray]]:
+def _finalize_task(
+    sums: FnmSums, out: StoreRef, rows: slice, names: tuple[str, ...], with_avgr: bool, parcel_avg
+) -> tuple[slice, dict[str, np.ndarray]]:
     """Maps from sums, written into their rows of the derivative store (one chunk per seed row, so
     tasks for other rows write other chunks); the small parcel summaries are returned, for the
     caller to write (their chunks hold many seed rows: concurrent writers would overwrite each other)."""
@@ -194,9 +209,16 @@ def fnm_params() -> dict:
     return {"conventions": FNM_CONVENTIONS, "resampling": "nearest (seed to connectome grid)"}
 
 
-def output_keys(seed: Seed, con: ConnectomeInfo, params: dict, names, cohort: str | None,
-                atlas: str | None = None, atlas_hash: str | None = None) -> list[tuple[str, str, str]]:
-    """Catalog keys of every output a run publishes for ``seed``: maps and, with an atlas, parcel summaries."""
+def output_keys(
+    seed: Seed,
+    con: ConnectomeInfo,
+    params: dict,
+    names,
+    cohort: str | None,
+    atlas: str | None = None,
+    atlas_hash: str | None = None,
+) -> list[tuple[str, str, str]]:
+    """Catalog keys of every output a run publishes for ``seed``: maps and (atlas) parcel summaries."""
     seed_cohort = cohort if seed.sphere is None else None
     recs = _records(seed, con, params, "x", 0, names, cohort=seed_cohort)
     if atlas:
@@ -204,28 +226,63 @@ def output_keys(seed: Seed, con: ConnectomeInfo, params: dict, names, cohort: st
     return [(r.statistic, r.inputs_hash, r.params_hash) for r in recs]
 
 
-def _records(seed: Seed, con: ConnectomeInfo, params: dict, uri: str, index: int, names, atlas=None,
-             atlas_hash=None, cohort=None) -> list[OutputRecord]:
+def _records(
+    seed: Seed,
+    con: ConnectomeInfo,
+    params: dict,
+    uri: str,
+    index: int,
+    names,
+    atlas=None,
+    atlas_hash=None,
+    cohort=None,
+) -> list[OutputRecord]:
     inputs = {"seed": seed.content_hash, "connectome": con.identity}
     if atlas:
         inputs["atlas"] = atlas_hash
-    return [OutputRecord(kind="derivative", method=METHOD, statistic=name, cohort=cohort,
-                         participant=seed.participant, session=seed.session, label=seed.label,
-                         atlas=atlas, connectome=con.name, params=params, inputs=inputs,
-                         store_uri=uri, store_index=str(index)) for name in names]
+    return [
+        OutputRecord(
+            kind="derivative",
+            method=METHOD,
+            statistic=name,
+            cohort=cohort,
+            participant=seed.participant,
+            session=seed.session,
+            label=seed.label,
+            atlas=atlas,
+            connectome=con.name,
+            params=params,
+            inputs=inputs,
+            store_uri=uri,
+            store_index=str(index),
+        )
+        for name in names
+    ]
 
 
-def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participants: list[str] | None = None,
-            spheres: list[Seed] | None = None, atlas: str | None = None, bids_out: str | Path | None = None,
-            with_avgr: bool = False, batch_size: int | None = None, scheduler: str | None = None,
-            client=None) -> FnmResult:
+def run_fnm(
+    lake: Lake,
+    connectome: str,
+    *,
+    cohort: str | None = None,
+    participants: list[str] | None = None,
+    spheres: list[Seed] | None = None,
+    atlas: str | None = None,
+    bids_out: str | Path | None = None,
+    with_avgr: bool = False,
+    batch_size: int | None = None,
+    scheduler: str | None = None,
+    client=None,
+) -> FnmResult:
     """Seed-to-voxel FNM maps (zmap, rmap, tmap, pmap[, avgr]) for every seed, plus parcel summaries."""
     if not cohort and not spheres:
         raise InputError("FNM needs seeds: --cohort NAME and/or --sphere X,Y,Z --radius MM")
     con = connectome_info(lake, connectome)
     if con.kind != "voxel":
-        raise InputError(f"FNM needs a voxel connectome; '{connectome}' holds parcel time series "
-                         "(use `lakepipe run afnm` with it)")
+        raise InputError(
+            f"FNM needs a voxel connectome; '{connectome}' holds parcel time series "
+            "(use `lakepipe run afnm` with it)"
+        )
     atl = lake.read_atlas(atlas) if atlas else None
     if atl is not None:
         require_same_space(con.space, atl.space, f"connectome '{connectome}'", f"atlas '{atlas}'")
@@ -240,13 +297,16 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
         raise InputError("two seeds share one name; name spheres uniquely")
 
     # what is already published: every requested statistic, and parcel summaries for this atlas
-    wanted = {s.key: output_keys(s, con, params, names, cohort, atlas, atl.sha256 if atl else None)
-              for s in seeds}
+    wanted = {
+        s.key: output_keys(s, con, params, names, cohort, atlas, atl.sha256 if atl else None) for s in seeds
+    }
     have = lake.catalog.existing_keys(METHOD, [k for ks in wanted.values() for k in ks])
     todo = [s for s in seeds if not all(k in have for k in wanted[s.key])]
     result = FnmResult(skipped=[s.key for s in seeds if s not in todo])
     if result.skipped:
-        log.info("fnm: %d of %d seeds already mapped with these inputs, skipped", len(result.skipped), len(seeds))
+        log.info(
+            "fnm: %d of %d seeds already mapped with these inputs, skipped", len(result.skipped), len(seeds)
+        )
     if not todo:
         return result
     lesion_seeds = [s for s in todo if s.sphere is None]
@@ -258,8 +318,12 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
     for s in todo:
         pos, w, dropped = seed_voxels(s, con, lut)
         if dropped:
-            log.warning("fnm: seed %s: %d of %d voxel(s) lie outside the connectome mask and are dropped",
-                        s.key, dropped, dropped + pos.size)
+            log.warning(
+                "fnm: seed %s: %d of %d voxel(s) lie outside the connectome mask and are dropped",
+                s.key,
+                dropped,
+                dropped + pos.size,
+            )
         result.dropped_voxels[s.key] = dropped
         voxels.append((pos, w))
 
@@ -279,8 +343,15 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
         size = batch_size or auto_batch_size(n_vox, n_workers, with_avgr)
         groups = subject_groups(n_sub, tasks_for(cl, n_sub, per_worker=1))
         batches = [range(a, min(a + size, n_seeds)) for a in range(0, n_seeds, size)]
-        log.info("fnm: %d seed(s) x %d voxels x %d subjects in %d pass(es) of <= %d seeds, %d task(s) each",
-                 n_seeds, n_vox, n_sub, len(batches), size, len(groups))
+        log.info(
+            "fnm: %d seed(s) x %d voxels x %d subjects in %d pass(es) of <= %d seeds, %d task(s) each",
+            n_seeds,
+            n_vox,
+            n_sub,
+            len(batches),
+            size,
+            len(groups),
+        )
         from lakepipe.progress import progress
 
         uri = stores.relative(lake.url, url)
@@ -290,17 +361,26 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
             # (a broadcast scatter waits on the dead worker; scattered data die with their holder); an
             # argument of each task (a few MB), not a key of its own: one worker would hold that key and
             # the other would start only once it had fetched it
-            parts = [dask.delayed(_sums_task, pure=False)(in_ref, [positions[i] for i in g], seedw, with_avgr)
-                     for g in groups]
+            parts = [
+                dask.delayed(_sums_task, pure=False)(in_ref, [positions[i] for i in g], seedw, with_avgr)
+                for g in groups
+            ]
             # the maps are finalised and written in row blocks, one per worker, each from the matching
             # rows of every part: both workers work and each moves only its share of the sums
             fins = []
             for rows in subject_groups(len(batch), n_workers):
                 pieces = [dask.delayed(_rows, pure=False)(part, rows) for part in parts]
                 merged = dask.delayed(_merge, pure=False)(pieces)
-                fins.append(dask.delayed(_finalize_task, pure=False)(
-                    merged, out_ref, slice(batch.start + rows.start, batch.start + rows.stop), names, with_avgr,
-                    parcel_avg))
+                fins.append(
+                    dask.delayed(_finalize_task, pure=False)(
+                        merged,
+                        out_ref,
+                        slice(batch.start + rows.start, batch.start + rows.stop),
+                        names,
+                        with_avgr,
+                        parcel_avg,
+                    )
+                )
             done = compute(*fins, client=cl, desc=f"fnm pass {k}/{len(batches)}")
             if parcel_avg is not None:
                 g = out_ref.group(mode="a")
@@ -325,34 +405,65 @@ def run_fnm(lake: Lake, connectome: str, *, cohort: str | None = None, participa
     return result
 
 
-def _create_store(url, con: ConnectomeInfo, seeds: list[Seed], names, dropped, params, connectome,
-                  atlas: str | None, table: pd.DataFrame | None) -> None:
+def _create_store(
+    url,
+    con: ConnectomeInfo,
+    seeds: list[Seed],
+    names,
+    dropped,
+    params,
+    connectome,
+    atlas: str | None,
+    table: pd.DataFrame | None,
+) -> None:
     """Lay out the derivative store: (seed, voxel) maps, (seed, region) summaries, coordinates, attrs.
 
     Workers fill the map rows of their seed batch; the store is complete once every batch ran.
     """
     n_vox = con.ijk.shape[0]
     coords = xr.Dataset(
-        coords={"seed": ("seed", [s.key for s in seeds]),
-                "participant": ("seed", [s.participant or "" for s in seeds]),
-                "session": ("seed", [s.session or "" for s in seeds]),
-                "label": ("seed", [s.label for s in seeds]),
-                "seed_voxels_dropped": ("seed", [dropped[s.key] for s in seeds]),
-                "ijk": (("voxel", "axis"), con.ijk.astype(np.int16)),
-                **(region_coords(table, "region") if table is not None else {})},
-        attrs={"method": METHOD, "connectome": connectome, "atlas": atlas, "n_subjects": len(con.subjects),
-               "grid": {"shape": list(con.grid.shape), "affine": con.grid.affine.tolist()},
-               "space": con.space, "parameters": params, "conventions": FNM_CONVENTIONS,
-               "spheres": {s.key: s.meta for s in seeds if s.sphere is not None},
-               "lakepipe_version": lakepipe.__version__})
+        coords={
+            "seed": ("seed", [s.key for s in seeds]),
+            "participant": ("seed", [s.participant or "" for s in seeds]),
+            "session": ("seed", [s.session or "" for s in seeds]),
+            "label": ("seed", [s.label for s in seeds]),
+            "seed_voxels_dropped": ("seed", [dropped[s.key] for s in seeds]),
+            "ijk": (("voxel", "axis"), con.ijk.astype(np.int16)),
+            **(region_coords(table, "region") if table is not None else {}),
+        },
+        attrs={
+            "method": METHOD,
+            "connectome": connectome,
+            "atlas": atlas,
+            "n_subjects": len(con.subjects),
+            "grid": {"shape": list(con.grid.shape), "affine": con.grid.affine.tolist()},
+            "space": con.space,
+            "parameters": params,
+            "conventions": FNM_CONVENTIONS,
+            "spheres": {s.key: s.meta for s in seeds if s.sphere is not None},
+            "lakepipe_version": lakepipe.__version__,
+        },
+    )
     coords.to_zarr(zarr_store(url), mode="w", zarr_format=3, consolidated=False)
     g = zarr.open_group(zarr_store(url), mode="a", zarr_format=3)
     for name in names:
-        g.create_array(name, shape=(len(seeds), n_vox), chunks=(1, n_vox), dtype="float32",
-                       dimension_names=["seed", "voxel"], fill_value=np.nan)
+        g.create_array(
+            name,
+            shape=(len(seeds), n_vox),
+            chunks=(1, n_vox),
+            dtype="float32",
+            dimension_names=["seed", "voxel"],
+            fill_value=np.nan,
+        )
         if table is not None:
-            g.create_array(f"parcel_{name}", shape=(len(seeds), len(table)), chunks=(256, len(table)),
-                           dtype="float32", dimension_names=["seed", "region"], fill_value=np.nan)
+            g.create_array(
+                f"parcel_{name}",
+                shape=(len(seeds), len(table)),
+                chunks=(256, len(table)),
+                dtype="float32",
+                dimension_names=["seed", "region"],
+                fill_value=np.nan,
+            )
 
 
 # ------------------------------------------------------------------------------------------- export
@@ -379,23 +490,41 @@ def write_bids(ds: xr.Dataset, out_dir: str | Path) -> list[Path]:
         key = str(ds["seed"].values[i])
         ent = {"sub": p, "ses": s, "label": lab} if p else {"seed": lab}
         folder = out / subject_dir(p, s) if p else out / "seeds"
-        meta = {"Method": METHOD, "Connectome": ds.attrs["connectome"],
-                "NumberOfSubjects": ds.attrs["n_subjects"],
-                "SeedVoxelsDropped": int(ds["seed_voxels_dropped"].values[i]),
-                "Conventions": ds.attrs["conventions"], "LakepipeVersion": ds.attrs["lakepipe_version"],
-                **({"Sphere": ds.attrs["spheres"][key]} if key in ds.attrs.get("spheres", {}) else {})}
+        meta = {
+            "Method": METHOD,
+            "Connectome": ds.attrs["connectome"],
+            "NumberOfSubjects": ds.attrs["n_subjects"],
+            "SeedVoxelsDropped": int(ds["seed_voxels_dropped"].values[i]),
+            "Conventions": ds.attrs["conventions"],
+            "LakepipeVersion": ds.attrs["lakepipe_version"],
+            **({"Sphere": ds.attrs["spheres"][key]} if key in ds.attrs.get("spheres", {}) else {}),
+        }
         for stat in stats:
             path = folder / bids_name({**ent, "method": METHOD, "desc": stat}, "statmap", ".nii.gz")
             write_nifti(seed_map(ds, stat, i), affine, path, ds.attrs.get("space"))
-            derivatives.write_sidecar(Path(str(path)[: -len(".nii.gz")] + ".json"),
-                                      {**meta, "Statistic": stat, "Description": FNM_CONVENTIONS.get(stat, stat)})
+            derivatives.write_sidecar(
+                Path(str(path)[: -len(".nii.gz")] + ".json"),
+                {**meta, "Statistic": stat, "Description": FNM_CONVENTIONS.get(stat, stat)},
+            )
             files.append(path)
             if f"parcel_{stat}" in ds:
                 atlas_name = ds.attrs.get("atlas") or "atlas"
-                tsv = folder / bids_name({**ent, "method": METHOD, "atlas": atlas_name, "desc": stat},
-                                         "parcelstats", ".tsv")
-                table = pd.DataFrame({"index": ds["region"].values, "name": ds["region_name"].values,
-                                      "network": ds["region_network"].values, stat: ds[f"parcel_{stat}"].values[i]})
-                files.append(derivatives.write_tsv(tsv, table, {**meta, "Statistic": stat,
-                                                                "Summary": "mean over the parcel's in-mask voxels"}))
+                tsv = folder / bids_name(
+                    {**ent, "method": METHOD, "atlas": atlas_name, "desc": stat}, "parcelstats", ".tsv"
+                )
+                table = pd.DataFrame(
+                    {
+                        "index": ds["region"].values,
+                        "name": ds["region_name"].values,
+                        "network": ds["region_network"].values,
+                        stat: ds[f"parcel_{stat}"].values[i],
+                    }
+                )
+                files.append(
+                    derivatives.write_tsv(
+                        tsv,
+                        table,
+                        {**meta, "Statistic": stat, "Summary": "mean over the parcel's in-mask voxels"},
+                    )
+                )
     return files

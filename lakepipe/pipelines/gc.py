@@ -24,8 +24,9 @@ class GcResult:
 
     def summary(self, dry_run: bool) -> str:
         verb = "would remove" if dry_run else "removed"
-        return (f"gc: {verb} {len(self.removed)} unregistered item(s)"
-                + (f"; kept {len(self.kept_young)} newer than the grace period" if self.kept_young else ""))
+        return f"gc: {verb} {len(self.removed)} unregistered item(s)" + (
+            f"; kept {len(self.kept_young)} newer than the grace period" if self.kept_young else ""
+        )
 
 
 def _age_s(url: str) -> float:
@@ -38,7 +39,7 @@ def _age_s(url: str) -> float:
     if stamp is None:
         return float("inf")
     if isinstance(stamp, dt.datetime):
-        return (dt.datetime.now(dt.timezone.utc) - stamp.astimezone(dt.timezone.utc)).total_seconds()
+        return (dt.datetime.now(dt.UTC) - stamp.astimezone(dt.UTC)).total_seconds()
     return dt.datetime.now().timestamp() - float(stamp)
 
 

@@ -42,8 +42,10 @@ class IngestResult:
     store: str = ""
 
     def summary(self) -> str:
-        return (f"{self.what} '{self.name}': {len(self.written)} new, {len(self.skipped)} already in the "
-                f"lake -> {self.store}")
+        return (
+            f"{self.what} '{self.name}': {len(self.written)} new, {len(self.skipped)} already in the "
+            f"lake -> {self.store}"
+        )
 
 
 def check_name(name: str, what: str) -> str:
@@ -68,8 +70,9 @@ class LesionFile:
         return f"sub-{self.participant}{ses}_label-{self.label}"
 
 
-def find_lesion_files(bids_dir: Path, participants: list[str] | None = None,
-                      default_space: str | None = DEFAULT_SPACE) -> list[LesionFile]:
+def find_lesion_files(
+    bids_dir: Path, participants: list[str] | None = None, default_space: str | None = DEFAULT_SPACE
+) -> list[LesionFile]:
     """Mask files of a BIDS dataset (``sub-*/[ses-*/]anat/*_{mask,roi}.nii[.gz]``), entities validated."""
     if not bids_dir.is_dir():
         raise InputError("BIDS dataset folder not found", bids_dir)
@@ -91,7 +94,9 @@ def find_lesion_files(bids_dir: Path, participants: list[str] | None = None,
         if lf.key in found:
             raise InputError(
                 f"two masks for {lf.key} ({found[lf.key].path.name} and {path.name}): ingest different "
-                "resolutions or spaces into separate cohorts", path)
+                "resolutions or spaces into separate cohorts",
+                path,
+            )
         found[lf.key] = lf
     if wanted:
         missing = wanted - {f.participant for f in found.values()}
@@ -113,22 +118,43 @@ def check_in_brain(mask: Mask, path: Path) -> None:
     dst = np.rint(inv[:3, :3] @ xyz + inv[:3, 3:4]).astype(int)
     ok = np.all((dst >= 0) & (dst < np.array(grid.shape)[:, None]), axis=0)
     if not ok.any() or not brain[tuple(dst[:, ok])].any():
-        raise InputError("lesion lies entirely outside the brain (no voxel inside the MNI152 brain mask)", path)
+        raise InputError(
+            "lesion lies entirely outside the brain (no voxel inside the MNI152 brain mask)", path
+        )
 
 
 def lesion_record(cohort: str, lf: LesionFile, mask: Mask, store_uri: str) -> OutputRecord:
     return OutputRecord(
-        kind="lesion", method="ingest", cohort=cohort, participant=lf.participant,
-        session=lf.session, label=lf.label, statistic="mask",
-        params={"cohort": cohort, "participant": lf.participant, "session": lf.session,
-                "label": lf.label, "space": mask.space},
-        inputs={"mask": mask.content_hash()}, store_uri=store_uri, store_index=lf.key,
-        shape=[mask.n_voxels])
+        kind="lesion",
+        method="ingest",
+        cohort=cohort,
+        participant=lf.participant,
+        session=lf.session,
+        label=lf.label,
+        statistic="mask",
+        params={
+            "cohort": cohort,
+            "participant": lf.participant,
+            "session": lf.session,
+            "label": lf.label,
+            "space": mask.space,
+        },
+        inputs={"mask": mask.content_hash()},
+        store_uri=store_uri,
+        store_index=lf.key,
+        shape=[mask.n_voxels],
+    )
 
 
-def ingest_lesions(lake: Lake, bids_dir: str | Path, *, cohort: str = "default",
-                   participants: list[str] | None = None, weighted: bool = False,
-                   space: str | None = DEFAULT_SPACE) -> IngestResult:
+def ingest_lesions(
+    lake: Lake,
+    bids_dir: str | Path,
+    *,
+    cohort: str = "default",
+    participants: list[str] | None = None,
+    weighted: bool = False,
+    space: str | None = DEFAULT_SPACE,
+) -> IngestResult:
     """Ingest a BIDS lesion dataset into ``lesions/<cohort>.zarr``.
 
     All masks are validated before anything is written. Unchanged entries are skipped; an entry
@@ -153,27 +179,43 @@ def ingest_lesions(lake: Lake, bids_dir: str | Path, *, cohort: str = "default",
         h = mask.content_hash()
         if lf.key in known:
             if known[lf.key] != h:
-                raise InputError(f"{lf.key} is already in cohort '{cohort}' with a different mask; "
-                                 "ingest the new version into another --cohort", lf.path)
+                raise InputError(
+                    f"{lf.key} is already in cohort '{cohort}' with a different mask; "
+                    "ingest the new version into another --cohort",
+                    lf.path,
+                )
             result.skipped.append(lf.key)
         else:
             todo.append((lf, mask))
     records = []
     for lf, mask in progress(todo, desc="write masks"):
         rel = str(lf.path.relative_to(bids_dir))
-        stores.write_lesion(lake.url, cohort, lf.key, mask, {
-            "participant": lf.participant, "session": lf.session, "label": lf.label,
-            "source": rel, "sha256": mask.content_hash()})
+        stores.write_lesion(
+            lake.url,
+            cohort,
+            lf.key,
+            mask,
+            {
+                "participant": lf.participant,
+                "session": lf.session,
+                "label": lf.label,
+                "source": rel,
+                "sha256": mask.content_hash(),
+            },
+        )
         records.append(lesion_record(cohort, lf, mask, store_uri))
         result.written.append(lf.key)
     if records:
         lake.publish(records)
         # the cohort's packed index (a read cache), so that AFNM/FNM read all its masks in a few reads
         try:
-            stores.update_lesion_index(lake.url, cohort, {lf.key: (mask, mask.content_hash()) for lf, mask in todo})
+            stores.update_lesion_index(
+                lake.url, cohort, {lf.key: (mask, mask.content_hash()) for lf, mask in todo}
+            )
         except Exception as exc:  # noqa: BLE001 - the entries are published; readers fall back to them
-            log.warning("lesion index of cohort %s not updated (%s); masks will be read entry by entry",
-                        cohort, exc)
+            log.warning(
+                "lesion index of cohort %s not updated (%s); masks will be read entry by entry", cohort, exc
+            )
     store_participants(lake, cohort, bids_dir)
     log.info(result.summary())
     return result
@@ -198,9 +240,16 @@ def store_participants(lake: Lake, cohort: str, bids_dir: Path) -> None:
 # ----------------------------------------------------------------------------------------- connectomes
 
 
-def ingest_connectome(lake: Lake, source_dir: str | Path, *, name: str, mask: str | Path | None = None,
-                      regions: str | Path | None = None, space: str = DEFAULT_SPACE,
-                      commit_every: int = 32) -> IngestResult:
+def ingest_connectome(
+    lake: Lake,
+    source_dir: str | Path,
+    *,
+    name: str,
+    mask: str | Path | None = None,
+    regions: str | Path | None = None,
+    space: str = DEFAULT_SPACE,
+    commit_every: int = 32,
+) -> IngestResult:
     """Stream a connectome source into ``connectomes/<name>.zarr``, one subject at a time.
 
     Subjects already registered are skipped; new subjects are appended. Every ``commit_every``
@@ -211,25 +260,34 @@ def ingest_connectome(lake: Lake, source_dir: str | Path, *, name: str, mask: st
     src = open_source(source_dir, mask=mask, regions=regions)
     src.space = space
     if src.kind == "voxel" and not grid_matches_space(src.geometry.grid, space):
-        raise InputError(f"connectome grid {src.geometry.grid.shape} does not match space {space}", source_dir)
+        raise InputError(
+            f"connectome grid {src.geometry.grid.shape} does not match space {space}", source_dir
+        )
     url = stores.connectome_url(lake.url, name)
     store_uri = stores.relative(lake.url, url)
     fresh = not exists(join(url, "zarr.json"))
-    writer = stores.ConnectomeWriter(lake.url, name, kind=src.kind, n_time=src.n_time,
-                                     geometry=src.geometry, regions=src.regions, space=space,
-                                     source=str(source_dir))
+    writer = stores.ConnectomeWriter(
+        lake.url,
+        name,
+        kind=src.kind,
+        n_time=src.n_time,
+        geometry=src.geometry,
+        regions=src.regions,
+        space=space,
+        source=str(source_dir),
+    )
     registered = set(lake.catalog.query(kind="connectome", connectome=name)["store_index"])
     committed = writer.subject_ids()
     # subjects committed to the store but not registered (killed between the two): register now
     orphans = [s for s in committed if s not in registered]
     fingerprints = {r.subject_id: r.fingerprint for r in src.subjects}
     if orphans:
-        lake.publish([_subject_record(name, s, fingerprints.get(s, ""), store_uri, src)
-                               for s in orphans])
+        lake.publish([_subject_record(name, s, fingerprints.get(s, ""), store_uri, src) for s in orphans])
     done = set(committed)
     todo = [r for r in src.subjects if r.subject_id not in done]
-    result = IngestResult("connectome", name, store=url,
-                          skipped=[r.subject_id for r in src.subjects if r.subject_id in done])
+    result = IngestResult(
+        "connectome", name, store=url, skipped=[r.subject_id for r in src.subjects if r.subject_id in done]
+    )
 
     def flush() -> None:
         ids = writer.commit()
@@ -256,17 +314,24 @@ def ingest_connectome(lake: Lake, source_dir: str | Path, *, name: str, mask: st
 
 def _subject_record(name: str, subject: str, fingerprint: str, store_uri: str, src) -> OutputRecord:
     return OutputRecord(
-        kind="connectome", method="ingest", connectome=name, statistic="timeseries",
+        kind="connectome",
+        method="ingest",
+        connectome=name,
+        statistic="timeseries",
         params={"connectome": name, "subject": subject, "storage": stores.STORAGE_CONVENTION},
-        inputs={"source": fingerprint or subject}, store_uri=store_uri, store_index=subject,
-        shape=[src.n_time, src.n_features])
+        inputs={"source": fingerprint or subject},
+        store_uri=store_uri,
+        store_index=subject,
+        shape=[src.n_time, src.n_features],
+    )
 
 
 # --------------------------------------------------------------------------------------------- atlases
 
 
-def ingest_atlas(lake: Lake, nifti: str | Path, *, labels: str | Path, name: str,
-                 space: str | None = None) -> IngestResult:
+def ingest_atlas(
+    lake: Lake, nifti: str | Path, *, labels: str | Path, name: str, space: str | None = None
+) -> IngestResult:
     """Ingest a label volume and its label file as ``atlases/<name>.zarr``."""
     name = check_name(name, "atlas")
     nifti = Path(nifti)
@@ -278,25 +343,49 @@ def ingest_atlas(lake: Lake, nifti: str | Path, *, labels: str | Path, name: str
     table = read_label_table(labels)
     absent = check_labels_match(table, volume, labels)
     if absent:
-        log.warning("atlas %s: %d labelled region(s) have no voxel in the volume: %s",
-                    name, len(absent), absent[:10])
+        log.warning(
+            "atlas %s: %d labelled region(s) have no voxel in the volume: %s", name, len(absent), absent[:10]
+        )
     digest = content_hash({"dseg": _array_hash(volume, grid), "table": table.to_csv(index=False)})
     url = stores.atlas_url(lake.url, name)
     result = IngestResult("atlas", name, store=url)
     existing = lake.catalog.query(kind="atlas", atlas=name)
     if len(existing):
         if existing.iloc[0]["inputs"].get("atlas") != digest:
-            raise InputError(f"atlas '{name}' is already in the lake with other content; choose another --name",
-                             nifti)
+            raise InputError(
+                f"atlas '{name}' is already in the lake with other content; choose another --name", nifti
+            )
         result.skipped.append(name)
         return result
-    stores.write_atlas(lake.url, name, volume, grid, table, space,
-                       {"source": str(nifti.name), "labels_source": str(Path(labels).name), "sha256": digest,
-                        "absent_labels": absent})
-    lake.publish([OutputRecord(
-        kind="atlas", method="ingest", atlas=name, statistic="dseg",
-        params={"atlas": name, "space": space}, inputs={"atlas": digest},
-        store_uri=stores.relative(lake.url, url), store_index=name, shape=list(grid.shape))])
+    stores.write_atlas(
+        lake.url,
+        name,
+        volume,
+        grid,
+        table,
+        space,
+        {
+            "source": str(nifti.name),
+            "labels_source": str(Path(labels).name),
+            "sha256": digest,
+            "absent_labels": absent,
+        },
+    )
+    lake.publish(
+        [
+            OutputRecord(
+                kind="atlas",
+                method="ingest",
+                atlas=name,
+                statistic="dseg",
+                params={"atlas": name, "space": space},
+                inputs={"atlas": digest},
+                store_uri=stores.relative(lake.url, url),
+                store_index=name,
+                shape=list(grid.shape),
+            )
+        ]
+    )
     result.written.append(name)
     log.info(result.summary())
     return result

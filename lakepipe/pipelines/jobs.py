@@ -42,15 +42,19 @@ SCHEMA_DIR_ENV = "LAKEPIPE_SCHEMA_DIR"
 STEP_KINDS = ("ingest-lesions", "ingest-connectome", "ingest-atlas", "parcellate", "afnm", "fnm", "collect")
 #: step fields holding local paths (resolved against the spec's folder); URLs are left alone
 PATH_FIELDS = {
-    "ingest-lesions": ("source",), "ingest-connectome": ("source", "mask", "regions"),
-    "ingest-atlas": ("nifti", "labels"), "parcellate": ("out",),
-    "afnm": ("matrix", "matrix_labels", "matrix_order", "bids_out"), "fnm": ("bids_out",),
+    "ingest-lesions": ("source",),
+    "ingest-connectome": ("source", "mask", "regions"),
+    "ingest-atlas": ("nifti", "labels"),
+    "parcellate": ("out",),
+    "afnm": ("matrix", "matrix_labels", "matrix_order", "bids_out"),
+    "fnm": ("bids_out",),
     "collect": ("out",),
 }
 MATRIX_FILE_SUFFIXES = (".mat", ".npy", ".tsv", ".csv")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE|ACCESS_KEY|SESSION_KEY|API_KEY",
-                          re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE|ACCESS_KEY|SESSION_KEY|API_KEY", re.IGNORECASE
+)
 
 
 # ------------------------------------------------------------------------------------------ schema
@@ -75,8 +79,9 @@ def load_schema(name: str = "job") -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise InputError(f"JSON Schema not found; set {SCHEMA_DIR_ENV} to the folder holding "
-                         f"{path.name}", path) from None
+        raise InputError(
+            f"JSON Schema not found; set {SCHEMA_DIR_ENV} to the folder holding {path.name}", path
+        ) from None
 
 
 def field_path(parts: Iterable[Any]) -> str:
@@ -162,8 +167,9 @@ def read_spec(path: str | os.PathLike) -> dict:
     return data
 
 
-def substitute(data: Any, env: dict[str, str] | None = None, *, source=None, strict: bool = True,
-               _path: tuple = ()) -> tuple[Any, set[str], set[str]]:
+def substitute(
+    data: Any, env: dict[str, str] | None = None, *, source=None, strict: bool = True, _path: tuple = ()
+) -> tuple[Any, set[str], set[str]]:
     """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of ``data``.
 
     Returns the new data, the variables used and the variables missing (left as written when
@@ -193,8 +199,11 @@ def substitute(data: Any, env: dict[str, str] | None = None, *, source=None, str
     def repl(m: re.Match) -> str:
         name, default = m.group(1), m.group(2)
         if _SECRET_NAME.search(name):
-            raise InputError(f"{field_path(_path)}: ${{{name}}} looks like a secret; credentials must come "
-                             "from the environment directly, not through a job spec", source)
+            raise InputError(
+                f"{field_path(_path)}: ${{{name}}} looks like a secret; credentials must come "
+                "from the environment directly, not through a job spec",
+                source,
+            )
         used.add(name)
         value = env.get(name)
         if value is None or value == "":
@@ -252,9 +261,16 @@ def load_job(path: str | os.PathLike, env: dict[str, str] | None = None) -> JobS
     lake = data.get("lake")
     if lake and "://" not in lake:
         lake = _resolve(lake, base)
-    return JobSpec(name=data["name"], steps=steps, path=path, lake=lake, catalog=data.get("catalog"),
-                   scheduler=data.get("scheduler"), description=data.get("description", ""),
-                   variables=sorted(used))
+    return JobSpec(
+        name=data["name"],
+        steps=steps,
+        path=path,
+        lake=lake,
+        catalog=data.get("catalog"),
+        scheduler=data.get("scheduler"),
+        description=data.get("description", ""),
+        variables=sorted(used),
+    )
 
 
 def check_spec_file(path: str | os.PathLike, env: dict[str, str] | None = None) -> list[str]:
@@ -292,8 +308,15 @@ class StepPlan:
         def n(v):
             return "-" if v is None else str(v)
 
-        return (str(self.index), self.kind, self.target, n(self.new), n(self.skipped), str(self.to_compute),
-                self.note)
+        return (
+            str(self.index),
+            self.kind,
+            self.target,
+            n(self.new),
+            n(self.skipped),
+            str(self.to_compute),
+            self.note,
+        )
 
 
 @dataclass
@@ -342,8 +365,10 @@ def _lesion_entries(source: str, participants: list[str] | None, space: str | No
 
     if "://" not in source:
         root = Path(source)
-        return [_Entry(f.key, f.participant, f.path.relative_to(root).as_posix())
-                for f in find_lesion_files(root, participants, space)]
+        return [
+            _Entry(f.key, f.participant, f.path.relative_to(root).as_posix())
+            for f in find_lesion_files(root, participants, space)
+        ]
     return _remote_lesion_entries(source, participants)
 
 
@@ -361,7 +386,7 @@ def _remote_lesion_entries(url: str, participants: list[str] | None) -> list[_En
     wanted = {check_entity(p, "sub") for p in participants} if participants else None
     found: dict[str, _Entry] = {}
     for f in sorted(files):
-        rel = f[len(root):].lstrip("/")
+        rel = f[len(root) :].lstrip("/")
         parts = rel.split("/")
         name = parts[-1]
         if not parts[0].startswith("sub-") or len(parts) < 2 or not re.search(r"\.nii(\.gz)?$", name):
@@ -421,8 +446,9 @@ def _plan_ingest_connectome(lake: Lake, step: dict, plan: StepPlan, state: _Stat
     from lakepipe.io.sources import open_source
 
     if "://" in step["source"]:
-        raise InputError("connectome sources must be local folders (HDF5 batches, 4D NIfTI, parcel series)",
-                         step["source"])
+        raise InputError(
+            "connectome sources must be local folders (HDF5 batches, 4D NIfTI, parcel series)", step["source"]
+        )
     src = open_source(step["source"], mask=step.get("mask"), regions=step.get("regions"))
     ids = [r.subject_id for r in src.subjects]
     known = set(lake.catalog.query(kind="connectome", connectome=step["name"])["store_index"])
@@ -451,8 +477,11 @@ def _plan_parcellate(lake: Lake, step: dict, plan: StepPlan, state: _State) -> N
     con_name, atlas = step["connectome"], step.get("atlas")
     key = (con_name, atlas)
     plan.new = None
-    if (con_name in state.changed_connectomes or (atlas and atlas in state.new_atlases)
-            or not _known_connectome(lake, con_name)):
+    if (
+        con_name in state.changed_connectomes
+        or (atlas and atlas in state.new_atlases)
+        or not _known_connectome(lake, con_name)
+    ):
         plan.skipped, plan.to_compute = 0, 1
         plan.note = "inputs change in this job"
         state.pending_parcellate.add(key)
@@ -461,9 +490,16 @@ def _plan_parcellate(lake: Lake, step: dict, plan: StepPlan, state: _State) -> N
     atl = lake.read_atlas(atlas) if atlas else None
     atlas_name = atlas or con_name
     inputs = {"connectome": con.identity, "atlas": atl.sha256 if atl else con.identity}
-    proto = OutputRecord(kind="derivative", method=METHOD, statistic="fcgroupz", store_uri="x",
-                         atlas=atlas_name, connectome=con_name, params=parcellate_params(con, atlas_name),
-                         inputs=inputs)
+    proto = OutputRecord(
+        kind="derivative",
+        method=METHOD,
+        statistic="fcgroupz",
+        store_uri="x",
+        atlas=atlas_name,
+        connectome=con_name,
+        params=parcellate_params(con, atlas_name),
+        inputs=inputs,
+    )
     have = lake.catalog.existing_keys(METHOD, [(s, proto.inputs_hash, proto.params_hash) for s in STATISTICS])
     done = len(have) == len(STATISTICS)
     plan.skipped, plan.to_compute = int(done), int(not done)
@@ -504,13 +540,18 @@ def _targets(lake: Lake, step: dict, plan: StepPlan, state: _State, method: str,
     else:
         plan.participants = participants
     rows = _lesion_rows(lake, cohort, participants)
-    planned = {k: p for k, p in state.planned_lesions.get(cohort, {}).items()
-               if (participants is None or p in participants) and k not in set(rows["store_index"])}
+    planned = {
+        k: p
+        for k, p in state.planned_lesions.get(cohort, {}).items()
+        if (participants is None or p in participants) and k not in set(rows["store_index"])
+    }
     if rows.empty and not planned:
         known = lake.catalog.query(kind="lesion")
         cohorts = sorted(set(known["cohort"])) if len(known) else []
-        raise NotFoundError(f"no lesions for cohort '{cohort}' in the lake and none ingested by this job "
-                            f"(cohorts: {cohorts or 'none'})")
+        raise NotFoundError(
+            f"no lesions for cohort '{cohort}' in the lake and none ingested by this job "
+            f"(cohorts: {cohorts or 'none'})"
+        )
     return rows, planned
 
 
@@ -536,27 +577,43 @@ def _plan_afnm(lake: Lake, step: dict, plan: StepPlan, state: _State) -> None:
     atlas, matrix, con = step["atlas"], step.get("matrix"), step.get("connectome")
     matrix_is_file = bool(matrix) and Path(matrix).suffix.lower() in MATRIX_FILE_SUFFIXES
     done: int | None = None
-    changed = atlas in state.new_atlases or (not matrix_is_file and (
-        (con and con in state.changed_connectomes) or any(a == atlas for _, a in state.pending_parcellate)))
+    changed = atlas in state.new_atlases or (
+        not matrix_is_file
+        and (
+            (con and con in state.changed_connectomes) or any(a == atlas for _, a in state.pending_parcellate)
+        )
+    )
     if changed:
         plan.note = "inputs change in this job"
     elif not rows.empty:
         atl = lake.read_atlas(atlas)
         stat = matrix or "fcgroupz"
-        if not matrix_is_file and lake.catalog.query(method="parcellate", atlas=atlas, connectome=con,
-                                                     statistic=stat).empty:
+        if (
+            not matrix_is_file
+            and lake.catalog.query(method="parcellate", atlas=atlas, connectome=con, statistic=stat).empty
+        ):
             plan.note = "group FC computed first"
         else:
-            gm = afnm.resolve_matrix(lake, atl, matrix, con, variable=step.get("matrix_variable"),
-                                     labels=step.get("matrix_labels"), order=step.get("matrix_order"))
+            gm = afnm.resolve_matrix(
+                lake,
+                atl,
+                matrix,
+                con,
+                variable=step.get("matrix_variable"),
+                labels=step.get("matrix_labels"),
+                order=step.get("matrix_order"),
+            )
             params = afnm.afnm_params(step.get("weighting", "fractional"), gm, 1000, 0.5)
             from lakepipe.pipelines.seeds import Seed
 
-            seeds = [Seed(r.store_index, r.participant, r.session, r.label, r.inputs["mask"])
-                     for r in rows.itertuples()]
+            seeds = [
+                Seed(r.store_index, r.participant, r.session, r.label, r.inputs["mask"])
+                for r in rows.itertuples()
+            ]
             keys = [afnm._record(step["cohort"], atlas, gm, s, params, atl.sha256, "x", 0) for s in seeds]
-            have = lake.catalog.existing_keys(afnm.METHOD, [(afnm.STATISTIC, r.inputs_hash, r.params_hash)
-                                                            for r in keys])
+            have = lake.catalog.existing_keys(
+                afnm.METHOD, [(afnm.STATISTIC, r.inputs_hash, r.params_hash) for r in keys]
+            )
             done = sum((afnm.STATISTIC, r.inputs_hash, r.params_hash) in have for r in keys)
     _fill_counts(plan, state, step["cohort"], rows, planned, done)
 
@@ -574,18 +631,25 @@ def _plan_fnm(lake: Lake, step: dict, plan: StepPlan, state: _State) -> None:
         return
     con_name = step["connectome"]
     done: int | None = None
-    if con_name in state.changed_connectomes or (atlas and atlas in state.new_atlases) \
-            or not _known_connectome(lake, con_name):
+    if (
+        con_name in state.changed_connectomes
+        or (atlas and atlas in state.new_atlases)
+        or not _known_connectome(lake, con_name)
+    ):
         plan.note = "inputs change in this job"
     elif not rows.empty:
         con = connectome_info(lake, con_name)
         atl = lake.read_atlas(atlas) if atlas else None
         names = fnm.MAPS + (("avgr",) if step.get("avgr") else ())
         params = fnm.fnm_params()
-        seeds = [Seed(r.store_index, r.participant, r.session, r.label, r.inputs["mask"])
-                 for r in rows.itertuples()]
-        wanted = [fnm.output_keys(s, con, params, names, step["cohort"], atlas, atl.sha256 if atl else None)
-                  for s in seeds]
+        seeds = [
+            Seed(r.store_index, r.participant, r.session, r.label, r.inputs["mask"])
+            for r in rows.itertuples()
+        ]
+        wanted = [
+            fnm.output_keys(s, con, params, names, step["cohort"], atlas, atl.sha256 if atl else None)
+            for s in seeds
+        ]
         have = lake.catalog.existing_keys(fnm.METHOD, [k for ks in wanted for k in ks])
         done = sum(all(k in have for k in ks) for ks in wanted)
     _fill_counts(plan, state, step["cohort"], rows, planned, done)
@@ -606,9 +670,16 @@ def _collect_rows(lake: Lake, step: dict):
     from lakepipe.pipelines.collect import select_rows
 
     label = step.get("label")
-    return select_rows(lake, step["method"], atlas=step.get("atlas"), label=label,
-                       statistic=step.get("statistic"), cohort=step.get("cohort"),
-                       connectome=step.get("connectome"), params=step.get("params"))
+    return select_rows(
+        lake,
+        step["method"],
+        atlas=step.get("atlas"),
+        label=label,
+        statistic=step.get("statistic"),
+        cohort=step.get("cohort"),
+        connectome=step.get("connectome"),
+        params=step.get("params"),
+    )
 
 
 def _plan_collect(lake: Lake, step: dict, plan: StepPlan, state: _State) -> None:
@@ -622,15 +693,20 @@ def _plan_collect(lake: Lake, step: dict, plan: StepPlan, state: _State) -> None
         meta = json.loads(sidecar.read_text())
     except (OSError, ValueError):
         meta = {}
-    current = (meta.get("Sources") == sorted(rows["store_uri"].unique())
-               and meta.get("NumberOfRows") == len(rows))
+    current = meta.get("Sources") == sorted(rows["store_uri"].unique()) and meta.get("NumberOfRows") == len(
+        rows
+    )
     plan.skipped, plan.to_compute = int(current), int(not current)
     plan.note = f"{len(rows)} row(s)" + (" unchanged" if current else "")
 
 
 _PLANNERS: dict[str, Callable] = {
-    "ingest-lesions": _plan_ingest_lesions, "ingest-connectome": _plan_ingest_connectome,
-    "ingest-atlas": _plan_ingest_atlas, "parcellate": _plan_parcellate, "afnm": _plan_afnm, "fnm": _plan_fnm,
+    "ingest-lesions": _plan_ingest_lesions,
+    "ingest-connectome": _plan_ingest_connectome,
+    "ingest-atlas": _plan_ingest_atlas,
+    "parcellate": _plan_parcellate,
+    "afnm": _plan_afnm,
+    "fnm": _plan_fnm,
     "collect": _plan_collect,
 }
 
@@ -663,7 +739,10 @@ def format_plan(job: JobSpec, lake: Lake, plan: list[StepPlan]) -> str:
     where = f" ({job.path})" if job.path else ""
     lines = [f"job '{job.name}'{where} on lake {public_url(lake.url)}"]
     for r in rows:
-        cells = [c.rjust(w) if i in (0, 3, 4, 5) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        cells = [
+            c.rjust(w) if i in (0, 3, 4, 5) else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=False))
+        ]
         lines.append("  " + "  ".join(cells) + (f"  {r[-1]}" if r[-1] else ""))
     total = sum(p.to_compute for p in plan)
     lines.append(f"  {total} item(s) to compute" if total else "  nothing to do: everything is in the lake")
@@ -741,8 +820,15 @@ def job_lake(job: JobSpec, lake: str | None = None, catalog: str | None = None) 
     return Lake(lake or job.lake, catalog=catalog or job.catalog)
 
 
-def run_job(job: JobSpec, *, lake: Lake | None = None, scheduler: str | None = None, client=None,
-            dry_run: bool = False, echo: Callable[[str], None] | None = None) -> JobResult:
+def run_job(
+    job: JobSpec,
+    *,
+    lake: Lake | None = None,
+    scheduler: str | None = None,
+    client=None,
+    dry_run: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> JobResult:
     """Plan ``job`` and (unless ``dry_run``) run its steps on one Dask client.
 
     ``echo`` receives the plan table and one line per finished step (the CLI prints them);
@@ -757,9 +843,14 @@ def run_job(job: JobSpec, *, lake: Lake | None = None, scheduler: str | None = N
     if dry_run:
         return result
     scheduler = scheduler or job.scheduler
-    run_id = lake.catalog.start_run(f"lakepipe jobs run {job.path or job.name}",
-                                    {"job": job.name, "spec": str(job.path) if job.path else None,
-                                     "steps": [s["kind"] for s in job.steps]})
+    run_id = lake.catalog.start_run(
+        f"lakepipe jobs run {job.path or job.name}",
+        {
+            "job": job.name,
+            "spec": str(job.path) if job.path else None,
+            "steps": [s["kind"] for s in job.steps],
+        },
+    )
     state = _State()
     status = "failed"
     try:
@@ -775,8 +866,9 @@ def run_job(job: JobSpec, *, lake: Lake | None = None, scheduler: str | None = N
                 return shared["client"]
 
             for i, step in enumerate(job.steps, 1):
-                log.info("job %s: step %d/%d %s: %s", job.name, i, len(job.steps), step["kind"],
-                         step_target(step))
+                log.info(
+                    "job %s: step %d/%d %s: %s", job.name, i, len(job.steps), step["kind"], step_target(step)
+                )
                 t0 = time.perf_counter()
                 try:
                     res = _RUNNERS[step["kind"]](lake, step, state, get_client)
@@ -785,8 +877,15 @@ def run_job(job: JobSpec, *, lake: Lake | None = None, scheduler: str | None = N
                 res.index, res.kind, res.target = i, step["kind"], step_target(step)
                 res.seconds = time.perf_counter() - t0
                 result.steps.append(res)
-                log.info("job %s: step %d/%d %s done in %.1f s: %s", job.name, i, len(job.steps),
-                         step["kind"], res.seconds, res.summary)
+                log.info(
+                    "job %s: step %d/%d %s done in %.1f s: %s",
+                    job.name,
+                    i,
+                    len(job.steps),
+                    step["kind"],
+                    res.seconds,
+                    res.summary,
+                )
         status = "finished"
     finally:
         lake.catalog.finish_run(run_id, result.written, result.skipped, status=status)
@@ -812,8 +911,9 @@ def _run_ingest_lesions(lake: Lake, step: dict, state: _State, get_client) -> St
     state.new_participants.setdefault(cohort, set())
     if step.get("incremental", True):
         if not new:
-            return StepResult(0, "", "", 0, len(entries),
-                              summary=f"nothing new ({len(entries)} already in the lake)")
+            return StepResult(
+                0, "", "", 0, len(entries), summary=f"nothing new ({len(entries)} already in the lake)"
+            )
         participants = fresh
     else:
         participants = sorted({e.participant for e in entries})
@@ -823,20 +923,33 @@ def _run_ingest_lesions(lake: Lake, step: dict, state: _State, get_client) -> St
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lakepipe-bids-")))
             _download(source, [e for e in entries if e.participant in set(participants)], tmp)
             folder = str(tmp)
-        res = ingest_lesions(lake, folder, cohort=cohort, participants=participants,
-                             weighted=bool(step.get("weighted")), space=step.get("space"))
+        res = ingest_lesions(
+            lake,
+            folder,
+            cohort=cohort,
+            participants=participants,
+            weighted=bool(step.get("weighted")),
+            space=step.get("space"),
+        )
     written = set(res.written)
     state.new_participants[cohort].update(e.participant for e in entries if e.key in written)
     skipped = len(entries) - len(res.written)
-    return StepResult(0, "", "", len(res.written), skipped,
-                      summary=res.summary().replace(f" -> {res.store}", ""))
+    return StepResult(
+        0, "", "", len(res.written), skipped, summary=res.summary().replace(f" -> {res.store}", "")
+    )
 
 
 def _run_ingest_connectome(lake: Lake, step: dict, state: _State, get_client) -> StepResult:
     from lakepipe.pipelines.ingest import ingest_connectome
 
-    res = ingest_connectome(lake, step["source"], name=step["name"], mask=step.get("mask"),
-                            regions=step.get("regions"), space=step.get("space", "MNI152NLin6Asym"))
+    res = ingest_connectome(
+        lake,
+        step["source"],
+        name=step["name"],
+        mask=step.get("mask"),
+        regions=step.get("regions"),
+        space=step.get("space", "MNI152NLin6Asym"),
+    )
     return StepResult(0, "", "", len(res.written), len(res.skipped), summary=res.summary().split(" -> ")[0])
 
 
@@ -858,8 +971,15 @@ def _run_parcellate(lake: Lake, step: dict, state: _State, get_client) -> StepRe
         if all((Path(out) / n).exists() for n in names):
             out = None  # unchanged and already exported: leave the files alone
     res = parcellate(lake, step["connectome"], step.get("atlas"), out_dir=out, client=client)
-    return StepResult(0, "", "", int(not res.skipped), int(res.skipped), files=list(res.files),
-                      summary=res.summary().split(":")[0])
+    return StepResult(
+        0,
+        "",
+        "",
+        int(not res.skipped),
+        int(res.skipped),
+        files=list(res.files),
+        summary=res.summary().split(":")[0],
+    )
 
 
 def _only_new_participants(plan: StepPlan, step: dict):
@@ -876,20 +996,42 @@ def _run_afnm(lake: Lake, step: dict, state: _State, get_client) -> StepResult:
     if step.get("only_new") and not participants:
         return StepResult(0, "", "", 0, 0, summary="nothing new to map")
     matrix, con = step.get("matrix"), step.get("connectome")
-    if con and not (matrix and Path(matrix).suffix.lower() in MATRIX_FILE_SUFFIXES) and lake.catalog.query(
-            method="parcellate", atlas=step["atlas"], connectome=con, statistic=matrix or "fcgroupz").empty:
+    if (
+        con
+        and not (matrix and Path(matrix).suffix.lower() in MATRIX_FILE_SUFFIXES)
+        and lake.catalog.query(
+            method="parcellate", atlas=step["atlas"], connectome=con, statistic=matrix or "fcgroupz"
+        ).empty
+    ):
         from lakepipe.pipelines.parcellate import parcellate
 
         log.info("job: no group FC for %s x %s yet: parcellate first", con, step["atlas"])
         parcellate(lake, con, step["atlas"], client=get_client())  # on the job's client, not a new cluster
-    res = run_afnm(lake, step["cohort"], step["atlas"], matrix=matrix, connectome=con,
-                   weighting=step.get("weighting", "fractional"), participants=participants,
-                   on_empty=step.get("on_empty", "warn"), bids_out=step.get("bids_out"),
-                   with_weights=bool(step.get("with_weights")), matrix_variable=step.get("matrix_variable"),
-                   matrix_labels=step.get("matrix_labels"), matrix_order=step.get("matrix_order"),
-                   client=client)
-    return StepResult(0, "", "", len(res.computed), len(res.skipped), files=list(res.files),
-                      summary=res.summary().split(" -> ")[0])
+    res = run_afnm(
+        lake,
+        step["cohort"],
+        step["atlas"],
+        matrix=matrix,
+        connectome=con,
+        weighting=step.get("weighting", "fractional"),
+        participants=participants,
+        on_empty=step.get("on_empty", "warn"),
+        bids_out=step.get("bids_out"),
+        with_weights=bool(step.get("with_weights")),
+        matrix_variable=step.get("matrix_variable"),
+        matrix_labels=step.get("matrix_labels"),
+        matrix_order=step.get("matrix_order"),
+        client=client,
+    )
+    return StepResult(
+        0,
+        "",
+        "",
+        len(res.computed),
+        len(res.skipped),
+        files=list(res.files),
+        summary=res.summary().split(" -> ")[0],
+    )
 
 
 def _run_fnm(lake: Lake, step: dict, state: _State, get_client) -> StepResult:
@@ -899,11 +1041,26 @@ def _run_fnm(lake: Lake, step: dict, state: _State, get_client) -> StepResult:
     participants = _only_new_participants(plan, step)
     if step.get("only_new") and not participants:
         return StepResult(0, "", "", 0, 0, summary="nothing new to map")
-    res = run_fnm(lake, step["connectome"], cohort=step["cohort"], participants=participants,
-                  atlas=step.get("atlas"), bids_out=step.get("bids_out"), with_avgr=bool(step.get("avgr")),
-                  batch_size=step.get("batch_size"), client=client)
-    return StepResult(0, "", "", len(res.computed), len(res.skipped), files=list(res.files),
-                      summary=res.summary().split(" -> ")[0])
+    res = run_fnm(
+        lake,
+        step["connectome"],
+        cohort=step["cohort"],
+        participants=participants,
+        atlas=step.get("atlas"),
+        bids_out=step.get("bids_out"),
+        with_avgr=bool(step.get("avgr")),
+        batch_size=step.get("batch_size"),
+        client=client,
+    )
+    return StepResult(
+        0,
+        "",
+        "",
+        len(res.computed),
+        len(res.skipped),
+        files=list(res.files),
+        summary=res.summary().split(" -> ")[0],
+    )
 
 
 def _run_collect(lake: Lake, step: dict, state: _State, get_client) -> StepResult:
@@ -913,18 +1070,42 @@ def _run_collect(lake: Lake, step: dict, state: _State, get_client) -> StepResul
     plan = _plan_step(lake, 0, step, state, name_step=False)
     if not plan.to_compute:
         return StepResult(0, "", "", 0, 1, summary=f"group file up to date ({plan.note})")
-    da = collect(lake, step["method"], atlas=step.get("atlas"), label=step.get("label"),
-                 statistic=step.get("statistic"), cohort=step.get("cohort"),
-                 connectome=step.get("connectome"), params=step.get("params"))
+    da = collect(
+        lake,
+        step["method"],
+        atlas=step.get("atlas"),
+        label=step.get("label"),
+        statistic=step.get("statistic"),
+        cohort=step.get("cohort"),
+        connectome=step.get("connectome"),
+        params=step.get("params"),
+    )
     files = write_group(da, step["out"])
     return StepResult(0, "", "", 1, 0, files=files, summary=f"{da.sizes['seed']} row(s) -> {files[0]}")
 
 
 _RUNNERS: dict[str, Callable] = {
-    "ingest-lesions": _run_ingest_lesions, "ingest-connectome": _run_ingest_connectome,
-    "ingest-atlas": _run_ingest_atlas, "parcellate": _run_parcellate, "afnm": _run_afnm, "fnm": _run_fnm,
+    "ingest-lesions": _run_ingest_lesions,
+    "ingest-connectome": _run_ingest_connectome,
+    "ingest-atlas": _run_ingest_atlas,
+    "parcellate": _run_parcellate,
+    "afnm": _run_afnm,
+    "fnm": _run_fnm,
     "collect": _run_collect,
 }
 
-__all__ = ["JobResult", "JobSpec", "StepPlan", "StepResult", "check_spec_file", "format_plan", "job_lake",
-           "load_job", "load_schema", "plan_job", "run_job", "schema_errors", "validate_spec"]
+__all__ = [
+    "JobResult",
+    "JobSpec",
+    "StepPlan",
+    "StepResult",
+    "check_spec_file",
+    "format_plan",
+    "job_lake",
+    "load_job",
+    "load_schema",
+    "plan_job",
+    "run_job",
+    "schema_errors",
+    "validate_spec",
+]

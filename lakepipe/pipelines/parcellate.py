@@ -93,7 +93,9 @@ def _region_group_sum(ref: StoreRef, positions: list[int], columns: np.ndarray) 
 # ------------------------------------------------------------------------------------------ pipeline
 
 
-def _region_columns(con: ConnectomeInfo, atlas: stores.Atlas | None) -> tuple[np.ndarray, pd.DataFrame, list[str]]:
+def _region_columns(
+    con: ConnectomeInfo, atlas: stores.Atlas | None
+) -> tuple[np.ndarray, pd.DataFrame, list[str]]:
     table = region_table(con.dataset)
     if atlas is None:
         return np.arange(len(table)), table, []
@@ -113,12 +115,25 @@ def _region_columns(con: ConnectomeInfo, atlas: stores.Atlas | None) -> tuple[np
 
 
 def parcellate_params(con: ConnectomeInfo, atlas_name: str) -> dict:
-    return {"connectome": con.name, "atlas": atlas_name, "clip": R_CLIP, "aggregate": "mean-fisher-z",
-            "resampling": "nearest", "parcel_series": "mean of raw voxel series"}
+    return {
+        "connectome": con.name,
+        "atlas": atlas_name,
+        "clip": R_CLIP,
+        "aggregate": "mean-fisher-z",
+        "resampling": "nearest",
+        "parcel_series": "mean of raw voxel series",
+    }
 
 
-def parcellate(lake: Lake, connectome: str, atlas: str | None, *, out_dir: str | Path | None = None,
-               scheduler: str | None = None, client=None) -> ParcellateResult:
+def parcellate(
+    lake: Lake,
+    connectome: str,
+    atlas: str | None,
+    *,
+    out_dir: str | Path | None = None,
+    scheduler: str | None = None,
+    client=None,
+) -> ParcellateResult:
     """Compute (or find already computed) the group FC matrices of ``connectome`` under ``atlas``."""
     con = connectome_info(lake, connectome)
     atl = lake.read_atlas(atlas) if atlas else None
@@ -129,11 +144,21 @@ def parcellate(lake: Lake, connectome: str, atlas: str | None, *, out_dir: str |
         require_same_space(con.space, atl.space, f"connectome '{connectome}'", f"atlas '{atlas}'")
     params = parcellate_params(con, atlas_name)
     inputs = {"connectome": con.identity, "atlas": atl.sha256 if atl else con.identity}
-    proto = OutputRecord(kind="derivative", method=METHOD, statistic="fcgroupz", store_uri="x",
-                         atlas=atlas_name, connectome=connectome, params=params, inputs=inputs)
+    proto = OutputRecord(
+        kind="derivative",
+        method=METHOD,
+        statistic="fcgroupz",
+        store_uri="x",
+        atlas=atlas_name,
+        connectome=connectome,
+        params=params,
+        inputs=inputs,
+    )
     name = f"connectome-{connectome}_atlas-{atlas_name}_{proto.params_hash[:8]}{proto.inputs_hash[:8]}"
     url = derivatives.derivative_url(lake.url, METHOD, name)
-    existing = lake.catalog.existing_keys(METHOD, [(s, proto.inputs_hash, proto.params_hash) for s in STATISTICS])
+    existing = lake.catalog.existing_keys(
+        METHOD, [(s, proto.inputs_hash, proto.params_hash) for s in STATISTICS]
+    )
     if len(existing) == len(STATISTICS):
         ds = derivatives.open_derivative(url).load()
         log.info("parcellate: %s x %s already computed, skipping", connectome, atlas_name)
@@ -149,26 +174,45 @@ def parcellate(lake: Lake, connectome: str, atlas: str | None, *, out_dir: str |
         groups = subject_groups(n, tasks_for(cl, n))
         if con.kind == "voxel":
             labels, table, dropped = voxel_parcels(con, atl)
-            parts = [dask.delayed(_voxel_group_sum, pure=False)(ref, [positions[i] for i in g], labels, len(table))
-                     for g in groups]
+            parts = [
+                dask.delayed(_voxel_group_sum, pure=False)(ref, [positions[i] for i in g], labels, len(table))
+                for g in groups
+            ]
         else:
             columns, table, dropped = _region_columns(con, atl)
-            parts = [dask.delayed(_region_group_sum, pure=False)(ref, [positions[i] for i in g], columns)
-                     for g in groups]
+            parts = [
+                dask.delayed(_region_group_sum, pure=False)(ref, [positions[i] for i in g], columns)
+                for g in groups
+            ]
         total = dask.delayed(sum)(parts)
         (sum_z,) = compute(total, client=cl, desc=f"parcellate {connectome} x {atlas_name}")
     if dropped:
-        log.warning("parcellate: %d region(s) have no voxel in the connectome mask and are dropped: %s",
-                    len(dropped), dropped[:10])
+        log.warning(
+            "parcellate: %d region(s) have no voxel in the connectome mask and are dropped: %s",
+            len(dropped),
+            dropped[:10],
+        )
     fcz, fcr = finalize_group_fc(sum_z, n)
     ds = _dataset(fcz, fcr, table, n, dropped, params, inputs)
     derivatives.write_derivative(lake.url, METHOD, name, ds)
     uri = stores.relative(lake.url, url)
-    lake.publish([
-        OutputRecord(kind="derivative", method=METHOD, statistic=stat, atlas=atlas_name, connectome=connectome,
-                     params=params, inputs=inputs, store_uri=uri, store_index=stat,
-                     shape=(len(table), len(table)))
-        for stat in STATISTICS])
+    lake.publish(
+        [
+            OutputRecord(
+                kind="derivative",
+                method=METHOD,
+                statistic=stat,
+                atlas=atlas_name,
+                connectome=connectome,
+                params=params,
+                inputs=inputs,
+                store_uri=uri,
+                store_index=stat,
+                shape=(len(table), len(table)),
+            )
+            for stat in STATISTICS
+        ]
+    )
     files = write_bids(ds, out_dir) if out_dir else []
     return ParcellateResult(ds, url, False, files)
 
@@ -179,10 +223,20 @@ def _dataset(fcz, fcr, table, n, dropped, params, inputs) -> xr.Dataset:
     return xr.Dataset(
         {"fcgroupz": (dims, fcz.astype(np.float32)), "fcgroupr": (dims, fcr.astype(np.float32))},
         coords=coords,
-        attrs={"method": METHOD, "n_subjects": n, "dropped_regions": list(dropped), "parameters": params,
-               "inputs": inputs, "lakepipe_version": lakepipe.__version__,
-               "conventions": {"fcgroupz": "mean Fisher z over subjects, diagonal 0",
-                               "fcgroupr": "tanh(mean z), diagonal 1", "clip": R_CLIP}})
+        attrs={
+            "method": METHOD,
+            "n_subjects": n,
+            "dropped_regions": list(dropped),
+            "parameters": params,
+            "inputs": inputs,
+            "lakepipe_version": lakepipe.__version__,
+            "conventions": {
+                "fcgroupz": "mean Fisher z over subjects, diagonal 0",
+                "fcgroupr": "tanh(mean z), diagonal 1",
+                "clip": R_CLIP,
+            },
+        },
+    )
 
 
 def matrix_table(ds: xr.Dataset, stat: str) -> pd.DataFrame:
@@ -198,12 +252,18 @@ def write_bids(ds: xr.Dataset, out_dir: str | Path) -> list[Path]:
     files = []
     for stat in STATISTICS:
         path = out / bids_name({"method": METHOD, "atlas": atlas, "desc": stat}, "connmatrix", ".tsv")
-        meta = {"Description": ds.attrs["conventions"][stat], "Method": METHOD,
-                "Atlas": atlas, "Connectome": ds.attrs["parameters"]["connectome"],
-                "NumberOfSubjects": ds.attrs["n_subjects"], "DroppedRegions": ds.attrs["dropped_regions"],
-                "RegionLabels": ds["region_name"].values.astype(str).tolist(),
-                "Networks": ds["region_network"].values.astype(str).tolist(),
-                "Sources": ds.attrs["inputs"], "Parameters": ds.attrs["parameters"],
-                "LakepipeVersion": ds.attrs.get("lakepipe_version")}
+        meta = {
+            "Description": ds.attrs["conventions"][stat],
+            "Method": METHOD,
+            "Atlas": atlas,
+            "Connectome": ds.attrs["parameters"]["connectome"],
+            "NumberOfSubjects": ds.attrs["n_subjects"],
+            "DroppedRegions": ds.attrs["dropped_regions"],
+            "RegionLabels": ds["region_name"].values.astype(str).tolist(),
+            "Networks": ds["region_network"].values.astype(str).tolist(),
+            "Sources": ds.attrs["inputs"],
+            "Parameters": ds.attrs["parameters"],
+            "LakepipeVersion": ds.attrs.get("lakepipe_version"),
+        }
         files.append(derivatives.write_tsv(path, matrix_table(ds, stat), meta, index=True))
     return files

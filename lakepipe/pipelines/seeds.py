@@ -38,8 +38,9 @@ class Seed:
         return {"sub": self.participant, "ses": self.session, "label": self.label}
 
 
-def cohort_seeds(lake: Lake, cohort: str, participants: list[str] | None = None,
-                 with_masks: bool = True, threads: int = 8) -> list[Seed]:
+def cohort_seeds(
+    lake: Lake, cohort: str, participants: list[str] | None = None, with_masks: bool = True, threads: int = 8
+) -> list[Seed]:
     """Registered lesion entries of ``cohort`` (optionally a participant subset), masks read in parallel."""
     cohort = check_entity(cohort, "cohort")
     if participants:
@@ -49,9 +50,12 @@ def cohort_seeds(lake: Lake, cohort: str, participants: list[str] | None = None,
         known = lake.catalog.query(kind="lesion")
         cohorts = sorted(set(known["cohort"])) if len(known) else []
         what = f"participants {participants} in " if participants else ""
-        raise NotFoundError(f"no lesions for {what}cohort '{cohort}' in the lake (cohorts: {cohorts or 'none'})")
-    seeds = [Seed(r.store_index, r.participant, r.session, r.label, r.inputs["mask"])
-             for r in rows.itertuples()]
+        raise NotFoundError(
+            f"no lesions for {what}cohort '{cohort}' in the lake (cohorts: {cohorts or 'none'})"
+        )
+    seeds = [
+        Seed(r.store_index, r.participant, r.session, r.label, r.inputs["mask"]) for r in rows.itertuples()
+    ]
     return read_masks(lake, cohort, seeds, threads) if with_masks else seeds
 
 
@@ -87,8 +91,9 @@ def read_masks(lake: Lake, cohort: str, seeds: list[Seed], threads: int = 8) -> 
     return seeds
 
 
-def sphere_seed(x: float, y: float, z: float, radius: float, name: str | None = None,
-                space: str = "MNI152NLin6Asym") -> Seed:
+def sphere_seed(
+    x: float, y: float, z: float, radius: float, name: str | None = None, space: str = "MNI152NLin6Asym"
+) -> Seed:
     """A sphere seed (mask is built on the connectome grid when the run needs it)."""
     if not radius > 0:
         raise InputError(f"sphere radius must be positive, got {radius}")
@@ -98,10 +103,18 @@ def sphere_seed(x: float, y: float, z: float, radius: float, name: str | None = 
     label = check_entity(name, "label") if name else _coord_label(x, y, z, radius)
     from lakepipe.catalog import content_hash
 
-    ident = content_hash({"sphere": [round(x, 3), round(y, 3), round(z, 3)], "radius": round(radius, 3),
-                          "space": space})
-    return Seed(f"sphere-{label}", None, None, label, ident, sphere=(x, y, z, radius),
-                meta={"center_mm": [x, y, z], "radius_mm": radius, "space": space})
+    ident = content_hash(
+        {"sphere": [round(x, 3), round(y, 3), round(z, 3)], "radius": round(radius, 3), "space": space}
+    )
+    return Seed(
+        f"sphere-{label}",
+        None,
+        None,
+        label,
+        ident,
+        sphere=(x, y, z, radius),
+        meta={"center_mm": [x, y, z], "radius_mm": radius, "space": space},
+    )
 
 
 def _coord_label(x: float, y: float, z: float, r: float) -> str:

@@ -32,8 +32,9 @@ def figure_format(path: str | Path) -> str:
     """``png``, ``pdf`` or ``svg`` from a file name; :class:`InputError` for anything else."""
     suffix = Path(path).suffix.lower()
     if suffix not in FIGURE_FORMATS:
-        raise InputError(f"cannot tell the figure format from {str(path)!r}: "
-                         f"use one of {', '.join(FIGURE_FORMATS)}")
+        raise InputError(
+            f"cannot tell the figure format from {str(path)!r}: use one of {', '.join(FIGURE_FORMATS)}"
+        )
     return suffix[1:]
 
 

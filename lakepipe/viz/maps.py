@@ -65,13 +65,14 @@ def fnm_image(ds: xr.Dataset, statistic: str = "zmap", seed: int | str = 0) -> n
     from lakepipe.pipelines.fnm import seed_map
 
     if statistic not in ds:
-        raise InputError(f"this FNM store has no {statistic!r} map (has {[v for v in ds.data_vars]})")
+        raise InputError(f"this FNM store has no {statistic!r} map (has {list(ds.data_vars)})")
     i = seed_position(ds, seed)
     return to_image(seed_map(ds, statistic, i), np.asarray(ds.attrs["grid"]["affine"]))
 
 
-def sphere_markers(ds: xr.Dataset | xr.DataArray,
-                   seed: int | str) -> list[tuple[tuple[float, float, float], float]]:
+def sphere_markers(
+    ds: xr.Dataset | xr.DataArray, seed: int | str
+) -> list[tuple[tuple[float, float, float], float]]:
     """``[(centre_mm, radius_mm)]`` when the seed is a sphere (from the store's ``spheres`` attribute)."""
     key = str(ds["seed"].values[seed_position(ds, seed)])
     sphere = (ds.attrs.get("spheres") or {}).get(key)
@@ -115,8 +116,9 @@ def group_mean(da: xr.DataArray) -> xr.DataArray:
     return mean.compute()
 
 
-def collection_image(da: xr.DataArray, *, atlas: Atlas | None = None,
-                     ijk: np.ndarray | None = None) -> nib.Nifti1Image:
+def collection_image(
+    da: xr.DataArray, *, atlas: Atlas | None = None, ijk: np.ndarray | None = None
+) -> nib.Nifti1Image:
     """A 1D region- or voxel-level result (e.g. :func:`group_mean`) as a NIfTI image.
 
     Region-level values need the ``atlas``; voxel-level values need the grid (``attrs['grid']``)
@@ -166,8 +168,9 @@ def resolve_threshold(threshold: float | str | None, data_max: float) -> float:
         try:
             value = float(text[:-1]) / 100.0 * data_max if text.endswith("%") else float(text)
         except ValueError:
-            raise InputError(f"threshold must be a number or a percentage like 20%, "
-                             f"got {threshold!r}") from None
+            raise InputError(
+                f"threshold must be a number or a percentage like 20%, got {threshold!r}"
+            ) from None
     else:
         value = float(threshold)
     if not np.isfinite(value) or value < 0:
@@ -175,10 +178,22 @@ def resolve_threshold(threshold: float | str | None, data_max: float) -> float:
     return value
 
 
-def plot_brain_map(img: nib.Nifti1Image, *, view: str = "both", threshold: float | None = None,
-                   vmax: float | None = None, title: str | None = None, markers=None, cut_coords=None,
-                   display_mode: str | None = None, cmap: str = "RdBu_r", colorbar: bool = True,
-                   figsize: tuple[float, float] | None = None, dpi: int = 100, bg_img=None):
+def plot_brain_map(
+    img: nib.Nifti1Image,
+    *,
+    view: str = "both",
+    threshold: float | None = None,
+    vmax: float | None = None,
+    title: str | None = None,
+    markers=None,
+    cut_coords=None,
+    display_mode: str | None = None,
+    cmap: str = "RdBu_r",
+    colorbar: bool = True,
+    figsize: tuple[float, float] | None = None,
+    dpi: int = 100,
+    bg_img=None,
+):
     """nilearn stat-map slices and/or glass brain of ``img`` in one figure.
 
     Parameters
@@ -220,20 +235,40 @@ def plot_brain_map(img: nib.Nifti1Image, *, view: str = "both", threshold: float
     for panel, frac in zip(panels, fractions, strict=True):
         y -= frac
         ax = fig.add_axes([0.0, y, 1.0, frac])
-        common = {"figure": fig, "axes": ax, "threshold": thr, "vmax": vmax, "cmap": cmap,
-                  "colorbar": colorbar, "annotate": True}
+        common = {
+            "figure": fig,
+            "axes": ax,
+            "threshold": thr,
+            "vmax": vmax,
+            "cmap": cmap,
+            "colorbar": colorbar,
+            "annotate": True,
+        }
         if panel == "stat":
-            display = plotting.plot_stat_map(img, bg_img=template() if bg_img is None else bg_img,
-                                             display_mode=display_mode or "ortho",
-                                             cut_coords=cut_coords, symmetric_cbar=True, draw_cross=False,
-                                             black_bg=False, dim=-0.3, **common)
+            display = plotting.plot_stat_map(
+                img,
+                bg_img=template() if bg_img is None else bg_img,
+                display_mode=display_mode or "ortho",
+                cut_coords=cut_coords,
+                symmetric_cbar=True,
+                draw_cross=False,
+                black_bg=False,
+                dim=-0.3,
+                **common,
+            )
         else:
-            display = plotting.plot_glass_brain(img, display_mode="lyrz" if display_mode in (None, "ortho")
-                                                else display_mode, plot_abs=False, symmetric_cbar=True,
-                                                black_bg=False, **common)
+            display = plotting.plot_glass_brain(
+                img,
+                display_mode="lyrz" if display_mode in (None, "ortho") else display_mode,
+                plot_abs=False,
+                symmetric_cbar=True,
+                black_bg=False,
+                **common,
+            )
         if centres:
-            display.add_markers(centres, marker_color=MARKER_COLOUR, marker_size=60, edgecolor="black",
-                                linewidth=0.6)
+            display.add_markers(
+                centres, marker_color=MARKER_COLOUR, marker_size=60, edgecolor="black", linewidth=0.6
+            )
     if title:
         fig.text(0.01, 1.0 - 0.05 / figsize[1], title, ha="left", va="top", fontsize=11)
     return fig
@@ -248,8 +283,16 @@ def _marker_centres(markers) -> list[tuple[float, float, float]]:
     return out
 
 
-def plot_fnm(ds: xr.Dataset, seed: int | str = 0, statistic: str = "zmap", *, threshold: float | None = None,
-             view: str = "both", title: str | None = None, **kwargs):
+def plot_fnm(
+    ds: xr.Dataset,
+    seed: int | str = 0,
+    statistic: str = "zmap",
+    *,
+    threshold: float | None = None,
+    view: str = "both",
+    title: str | None = None,
+    **kwargs,
+):
     """One seed's FNM map; sphere seeds are marked at their centre."""
     img = fnm_image(ds, statistic, seed)
     i = seed_position(ds, seed)
@@ -258,21 +301,36 @@ def plot_fnm(ds: xr.Dataset, seed: int | str = 0, statistic: str = "zmap", *, th
         key = str(ds["seed"].values[i])
         extra = ""
         if markers:
-            (c, r), = markers[:1]
+            ((c, r),) = markers[:1]
             extra = f"  (sphere at {tuple(round(x, 1) for x in c)} mm, radius {r:g} mm)"
         n = ds.attrs.get("n_subjects")
         title = f"FNM {statistic}: {key}" + (f", {n} connectome subjects" if n else "") + extra
     return plot_brain_map(img, view=view, threshold=threshold, title=title, markers=markers, **kwargs)
 
 
-def plot_parcel_map(values, atlas: Atlas, *, threshold: float | None = None, view: str = "both",
-                    title: str | None = None, **kwargs):
+def plot_parcel_map(
+    values,
+    atlas: Atlas,
+    *,
+    threshold: float | None = None,
+    view: str = "both",
+    title: str | None = None,
+    **kwargs,
+):
     """Parcel values (AFNM scores, FNM parcel summaries, a group mean) painted onto the atlas."""
     return plot_brain_map(parcel_image(values, atlas), view=view, threshold=threshold, title=title, **kwargs)
 
 
-def plot_afnm(scores: xr.Dataset | xr.DataArray, atlas: Atlas, seed: int | str = 0, *,
-              threshold: float | None = None, view: str = "both", title: str | None = None, **kwargs):
+def plot_afnm(
+    scores: xr.Dataset | xr.DataArray,
+    atlas: Atlas,
+    seed: int | str = 0,
+    *,
+    threshold: float | None = None,
+    view: str = "both",
+    title: str | None = None,
+    **kwargs,
+):
     """One lesion's AFNM scores painted onto the atlas volume.
 
     ``scores`` is an AFNM store (variable ``score``) or a (seed, region) collection.
@@ -285,20 +343,30 @@ def plot_afnm(scores: xr.Dataset | xr.DataArray, atlas: Atlas, seed: int | str =
     return plot_parcel_map(row, atlas, threshold=threshold, view=view, title=title, **kwargs)
 
 
-def plot_group_mean(da: xr.DataArray, *, atlas: Atlas | None = None, ijk: np.ndarray | None = None,
-                    threshold: float | None = None, view: str = "both", title: str | None = None, **kwargs):
+def plot_group_mean(
+    da: xr.DataArray,
+    *,
+    atlas: Atlas | None = None,
+    ijk: np.ndarray | None = None,
+    threshold: float | None = None,
+    view: str = "both",
+    title: str | None = None,
+    **kwargs,
+):
     """Mean over the seeds of a collection (region level: painted on ``atlas``; voxel level: on its grid)."""
     mean = group_mean(da)
     if title is None:
         stat = da.attrs.get("statistic") or da.name or "value"
         n = da.sizes.get("seed", 1)
         title = f"group mean of {da.attrs.get('method', '').upper()} {stat} over {n} seed(s)"
-    return plot_brain_map(collection_image(mean, atlas=atlas, ijk=ijk), view=view, threshold=threshold,
-                          title=title, **kwargs)
+    return plot_brain_map(
+        collection_image(mean, atlas=atlas, ijk=ijk), view=view, threshold=threshold, title=title, **kwargs
+    )
 
 
-def assign_image(img: nib.Nifti1Image, atlas: Atlas, *, threshold: float, mode: str = "signed", mask=None,
-                 **kwargs):
+def assign_image(
+    img: nib.Nifti1Image, atlas: Atlas, *, threshold: float, mode: str = "signed", mask=None, **kwargs
+):
     """Region assignment (:func:`lakepipe.compute.assign.assign`) of an image against an atlas of the lake.
 
     The correlation's brain domain defaults to the image's non-zero finite voxels (images made by
@@ -309,5 +377,14 @@ def assign_image(img: nib.Nifti1Image, atlas: Atlas, *, threshold: float, mode: 
     data = np.asarray(img.dataobj, dtype=np.float64)
     if mask is None:
         mask = np.isfinite(data) & (data != 0)
-    return assign(data, img.affine, atlas.labels, atlas.table, labels_affine=atlas.grid.affine,
-                  threshold=threshold, mode=mode, mask=mask, **kwargs)
+    return assign(
+        data,
+        img.affine,
+        atlas.labels,
+        atlas.table,
+        labels_affine=atlas.grid.affine,
+        threshold=threshold,
+        mode=mode,
+        mask=mask,
+        **kwargs,
+    )

@@ -39,8 +39,9 @@ def fc_matrix(fc: xr.Dataset | xr.DataArray, statistic: str | None = None) -> xr
 
 def network_layout(da: xr.DataArray) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
     """Region permutation in network order and the (network, start, stop) blocks of that order."""
-    nets = clean_networks(da["region_network"].values if "region_network" in da.coords
-                          else [None] * da.sizes["region"])
+    nets = clean_networks(
+        da["region_network"].values if "region_network" in da.coords else [None] * da.sizes["region"]
+    )
     hemis = da["region_hemisphere"].values if "region_hemisphere" in da.coords else None
     order = region_sort_order(nets, hemis)
     sorted_nets = nets[order]
@@ -62,9 +63,17 @@ def symmetric_vmax(values: np.ndarray, exclude_diagonal: bool = True) -> float:
     return vmax if vmax > 0 else 1.0
 
 
-def plot_fc_matrix(fc: xr.Dataset | xr.DataArray, statistic: str | None = None, *, vmax: float | None = None,
-                   cmap: str = "RdBu_r", title: str | None = None, figsize: tuple[float, float] = (9.0, 8.0),
-                   dpi: int = 100, network_labels: bool = True):
+def plot_fc_matrix(
+    fc: xr.Dataset | xr.DataArray,
+    statistic: str | None = None,
+    *,
+    vmax: float | None = None,
+    cmap: str = "RdBu_r",
+    title: str | None = None,
+    figsize: tuple[float, float] = (9.0, 8.0),
+    dpi: int = 100,
+    network_labels: bool = True,
+):
     """Group FC matrix ordered by network, boundaries and names drawn, symmetric colour scale.
 
     Parameters
@@ -113,11 +122,13 @@ def _network_strips(fig, ax, blocks, n, strip) -> None:
     cmap = ListedColormap([colours[k % len(colours)] for k in range(len(blocks))])
     pos = ax.get_position()
     left = fig.add_axes([pos.x0 - strip, pos.y0, strip * 0.8, pos.height])
-    left.imshow(codes[:, None], cmap=cmap, aspect="auto", interpolation="nearest", vmin=-0.5,
-                vmax=len(blocks) - 0.5)
+    left.imshow(
+        codes[:, None], cmap=cmap, aspect="auto", interpolation="nearest", vmin=-0.5, vmax=len(blocks) - 0.5
+    )
     top = fig.add_axes([pos.x0, pos.y1 + strip * 0.2, pos.width, strip * 0.8])
-    top.imshow(codes[None, :], cmap=cmap, aspect="auto", interpolation="nearest", vmin=-0.5,
-               vmax=len(blocks) - 0.5)
+    top.imshow(
+        codes[None, :], cmap=cmap, aspect="auto", interpolation="nearest", vmin=-0.5, vmax=len(blocks) - 0.5
+    )
     fontsize = 8 if len(blocks) <= 12 else 6.5
     mids = [(start + stop - 1) / 2 for _, start, stop in blocks]
     names = [name for name, _, _ in blocks]
@@ -134,8 +145,9 @@ def _network_strips(fig, ax, blocks, n, strip) -> None:
             s.set_visible(False)
 
 
-def network_block_means(fc: xr.Dataset | xr.DataArray, statistic: str | None = None,
-                        include_diagonal: bool = False) -> pd.DataFrame:
+def network_block_means(
+    fc: xr.Dataset | xr.DataArray, statistic: str | None = None, include_diagonal: bool = False
+) -> pd.DataFrame:
     """Mean connectivity between (and within) networks: a networks x networks table.
 
     Within-network cells average the off-diagonal region pairs (the diagonal of ``fcgroupz`` is 0
@@ -145,8 +157,9 @@ def network_block_means(fc: xr.Dataset | xr.DataArray, statistic: str | None = N
     values = np.asarray(da.values, dtype=np.float64).copy()
     if not include_diagonal and values.shape[0] == values.shape[1]:
         np.fill_diagonal(values, np.nan)
-    nets = clean_networks(da["region_network"].values if "region_network" in da.coords else
-                          [None] * da.sizes["region"])
+    nets = clean_networks(
+        da["region_network"].values if "region_network" in da.coords else [None] * da.sizes["region"]
+    )
     order = network_order(nets)
     out = pd.DataFrame(index=pd.Index(order, name="network"), columns=order, dtype=float)
     for a in order:
@@ -158,8 +171,14 @@ def network_block_means(fc: xr.Dataset | xr.DataArray, statistic: str | None = N
     return out
 
 
-def plot_network_blocks(table: pd.DataFrame, *, title: str | None = None, label: str = "mean FC",
-                        dpi: int = 100, figsize: tuple[float, float] | None = None):
+def plot_network_blocks(
+    table: pd.DataFrame,
+    *,
+    title: str | None = None,
+    label: str = "mean FC",
+    dpi: int = 100,
+    figsize: tuple[float, float] | None = None,
+):
     """Heat map of :func:`network_block_means` with the values written in the cells."""
     k = len(table)
     fig = new_figure(figsize or (max(5.0, 0.45 * k + 3), max(4.2, 0.4 * k + 2.2)), dpi=dpi)
@@ -175,8 +194,15 @@ def plot_network_blocks(table: pd.DataFrame, *, title: str | None = None, label:
         for i in range(k):
             for j in range(k):
                 if np.isfinite(v[i, j]):
-                    ax.text(j, i, f"{v[i, j]:.2f}", ha="center", va="center", fontsize=5.5,
-                            color="white" if abs(v[i, j]) > 0.6 * vmax else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{v[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=5.5,
+                        color="white" if abs(v[i, j]) > 0.6 * vmax else "black",
+                    )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).set_label(label)
     ax.set_title(title or "network block means", fontsize=10)
     fig.tight_layout()

@@ -72,11 +72,14 @@ def has_networks(da: xr.DataArray | xr.Dataset, dim: str = "region") -> bool:
 
 def _require_networks(da, dim: str = "region") -> None:
     if dim not in da.dims:
-        raise InputError(f"a network summary needs a parcel-level output (a '{dim}' dimension); got dims "
-                         f"{tuple(da.dims)}")
+        raise InputError(
+            f"a network summary needs a parcel-level output (a '{dim}' dimension); got dims {tuple(da.dims)}"
+        )
     if not has_networks(da, dim):
-        raise InputError("the atlas of this output has no network labels (no network column in its region "
-                         "table and no known naming scheme such as Schaefer's '7Networks_LH_Vis_1')")
+        raise InputError(
+            "the atlas of this output has no network labels (no network column in its region "
+            "table and no known naming scheme such as Schaefer's '7Networks_LH_Vis_1')"
+        )
 
 
 def network_summary(da: xr.DataArray, *, by_hemisphere: bool = True) -> pd.DataFrame:
@@ -103,15 +106,24 @@ def network_summary(da: xr.DataArray, *, by_hemisphere: bool = True) -> pd.DataF
     values = np.asarray(da.transpose(..., "region").values, dtype=np.float64)
     values = values.reshape(-1, da.sizes["region"])
     nets = clean_networks(da["region_network"].values)
-    hemis = (clean_hemispheres(da["region_hemisphere"].values) if "region_hemisphere" in da.coords
-             else np.full(nets.size, NO_HEMISPHERE, dtype=object))
+    hemis = (
+        clean_hemispheres(da["region_hemisphere"].values)
+        if "region_hemisphere" in da.coords
+        else np.full(nets.size, NO_HEMISPHERE, dtype=object)
+    )
     order = network_order(nets)
     keys = ["network", "hemisphere"] if by_hemisphere else "network"
     groups = pd.DataFrame({"network": nets, "hemisphere": hemis}).groupby(keys, sort=False).indices
-    present_hemis = ([h for h in HEMISPHERE_ORDER if h in set(hemis)]
-                     + sorted(set(hemis) - set(HEMISPHERE_ORDER)))
-    sorted_keys = sorted(groups, key=lambda k: (order.index(k[0] if by_hemisphere else k),
-                                                present_hemis.index(k[1]) if by_hemisphere else 0))
+    present_hemis = [h for h in HEMISPHERE_ORDER if h in set(hemis)] + sorted(
+        set(hemis) - set(HEMISPHERE_ORDER)
+    )
+    sorted_keys = sorted(
+        groups,
+        key=lambda k: (
+            order.index(k[0] if by_hemisphere else k),
+            present_hemis.index(k[1]) if by_hemisphere else 0,
+        ),
+    )
     seed_info = _seed_frame(da) if "seed" in da.dims else None
     rows = []
     for s in range(values.shape[0]):
@@ -123,8 +135,13 @@ def network_summary(da: xr.DataArray, *, by_hemisphere: bool = True) -> pd.DataF
             row.update({"network": key[0] if by_hemisphere else key})
             if by_hemisphere:
                 row["hemisphere"] = key[1]
-            row.update({"n_regions": int(idx.size), "mean": float(v.mean()) if v.size else np.nan,
-                        "sd": float(v.std(ddof=1)) if v.size > 1 else np.nan})
+            row.update(
+                {
+                    "n_regions": int(idx.size),
+                    "mean": float(v.mean()) if v.size else np.nan,
+                    "sd": float(v.std(ddof=1)) if v.size > 1 else np.nan,
+                }
+            )
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -145,15 +162,21 @@ def summarize_seeds(summary: pd.DataFrame) -> pd.DataFrame:
         out["n_seeds"], out["sd"], out["sem"] = 1, np.nan, np.nan
         return out[keys + ["n_regions", "n_seeds", "mean", "sd", "sem"]]
     g = summary.groupby(keys, sort=False)
-    out = g.agg(n_regions=("n_regions", "first"), n_seeds=("mean", "count"), mean=("mean", "mean"),
-                sd=("mean", "std")).reset_index()
+    out = g.agg(
+        n_regions=("n_regions", "first"), n_seeds=("mean", "count"), mean=("mean", "mean"), sd=("mean", "std")
+    ).reset_index()
     out["sem"] = out["sd"] / np.sqrt(out["n_seeds"].clip(lower=1))
     return out
 
 
-def plot_network_summary(data: xr.DataArray | pd.DataFrame, *, title: str | None = None,
-                         ylabel: str | None = None,
-                         figsize: tuple[float, float] | None = None, dpi: int = 100):
+def plot_network_summary(
+    data: xr.DataArray | pd.DataFrame,
+    *,
+    title: str | None = None,
+    ylabel: str | None = None,
+    figsize: tuple[float, float] | None = None,
+    dpi: int = 100,
+):
     """Bar plot of the mean per network and hemisphere (error bars: SEM across seeds when several).
 
     ``data`` is a parcel-level :class:`xarray.DataArray` (see :func:`network_summary`) or a table
@@ -180,22 +203,38 @@ def plot_network_summary(data: xr.DataArray | pd.DataFrame, *, title: str | None
         sub = table[table["hemisphere"] == h].set_index("network")
         present = np.array([n in sub.index for n in nets])
         means = np.array([sub["mean"].get(n, np.nan) for n in nets], dtype=float)[present]
-        errs = (np.array([sub["sem"].get(n, np.nan) for n in nets], dtype=float)[present]
-                if "sem" in sub else None)
+        errs = (
+            np.array([sub["sem"].get(n, np.nan) for n in nets], dtype=float)[present]
+            if "sem" in sub
+            else None
+        )
         if errs is not None and not np.isfinite(errs).any():
             errs = None
-        ax.bar(x[present] + (j - (len(hemis) - 1) / 2) * width, np.nan_to_num(means), width, yerr=errs,
-               label={"L": "left", "R": "right", "M": "midline", NO_HEMISPHERE: "n/a"}.get(h, h),
-               color=_HEMI_COLOURS.get(h, "#8172B3"), edgecolor="white", linewidth=0.5,
-               error_kw={"elinewidth": 0.8, "capsize": 2})
+        ax.bar(
+            x[present] + (j - (len(hemis) - 1) / 2) * width,
+            np.nan_to_num(means),
+            width,
+            yerr=errs,
+            label={"L": "left", "R": "right", "M": "midline", NO_HEMISPHERE: "n/a"}.get(h, h),
+            color=_HEMI_COLOURS.get(h, "#8172B3"),
+            edgecolor="white",
+            linewidth=0.5,
+            error_kw={"elinewidth": 0.8, "capsize": 2},
+        )
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(x)
     ax.set_xticklabels(nets, rotation=45, ha="right", fontsize=8 if len(nets) > 10 else 9)
     ax.set_xlim(-0.6, len(nets) - 0.4)
     ax.set_ylabel(ylabel or "mean over regions")
     n_seeds = int(table["n_seeds"].max()) if "n_seeds" in table else 1
-    ax.set_title(title or ("mean per network and hemisphere"
-                           + (f" ({n_seeds} seeds, error bars: SEM)" if n_seeds > 1 else "")), fontsize=10)
+    ax.set_title(
+        title
+        or (
+            "mean per network and hemisphere"
+            + (f" ({n_seeds} seeds, error bars: SEM)" if n_seeds > 1 else "")
+        ),
+        fontsize=10,
+    )
     if len(hemis) > 1:
         ax.legend(title="hemisphere", fontsize=8, title_fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)

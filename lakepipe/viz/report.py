@@ -76,7 +76,7 @@ window.addEventListener('load', function () {
 });
 """
 
-_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'")
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
 
 @dataclass
@@ -96,17 +96,22 @@ class Report:
     def figure(self, body: list[str], fig, caption: str, dpi: int = REPORT_DPI) -> None:
         uri = png_data_uri(fig, dpi=dpi)
         self.n_figures += 1
-        body.append(f'<figure><img src="{uri}" alt="{html.escape(caption)}">'
-                    f"<figcaption>Figure {self.n_figures}. {html.escape(caption)}</figcaption></figure>")
+        body.append(
+            f'<figure><img src="{uri}" alt="{html.escape(caption)}">'
+            f"<figcaption>Figure {self.n_figures}. {html.escape(caption)}</figcaption></figure>"
+        )
 
     def html(self) -> str:
-        parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-                 f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
-                 '<meta name="viewport" content="width=device-width, initial-scale=1">',
-                 f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head>",
-                 "<body>",
-                 f"<header><h1>{html.escape(self.title)}</h1><p>{html.escape(self.subtitle)}</p></header>",
-                 "<main>"]
+        parts = [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head>",
+            "<body>",
+            f"<header><h1>{html.escape(self.title)}</h1><p>{html.escape(self.subtitle)}</p></header>",
+            "<main>",
+        ]
         for title, body in self.sections:
             parts.append(f"<section><h2>{html.escape(title)}</h2>")
             parts.extend(body)
@@ -118,16 +123,29 @@ class Report:
 def table_html(df: pd.DataFrame, max_rows: int = 40, index: bool = False, digits: int = 4) -> str:
     """An escaped HTML table (first ``max_rows`` rows, with a note when cut)."""
     shown = df.head(max_rows)
-    out = '<div class="tw">' + shown.to_html(index=index, border=0, classes="tbl", na_rep="n/a", escape=True,
-                                             float_format=lambda v: f"{v:.{digits}g}") + "</div>"
+    out = (
+        '<div class="tw">'
+        + shown.to_html(
+            index=index,
+            border=0,
+            classes="tbl",
+            na_rep="n/a",
+            escape=True,
+            float_format=lambda v: f"{v:.{digits}g}",
+        )
+        + "</div>"
+    )
     if len(df) > max_rows:
         out += f'<p class="note">first {max_rows} of {len(df)} rows</p>'
     return out
 
 
 def facts_html(facts: dict) -> str:
-    items = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(_fmt(v))}</dd>"
-                    for k, v in facts.items() if v is not None)
+    items = "".join(
+        f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(_fmt(v))}</dd>"
+        for k, v in facts.items()
+        if v is not None
+    )
     return f'<dl class="facts">{items}</dl>'
 
 
@@ -148,10 +166,19 @@ def pre_json(obj) -> str:
 # --------------------------------------------------------------------------------------- selection
 
 
-def select_run(lake: Lake, method: str, *, store: str | None = None, run: str | None = None,
-               atlas: str | None = None, connectome: str | None = None, cohort: str | None = None,
-               statistic: str | None = None, label: str | None = None,
-               params: dict | None = None) -> tuple[str, pd.DataFrame]:
+def select_run(
+    lake: Lake,
+    method: str,
+    *,
+    store: str | None = None,
+    run: str | None = None,
+    atlas: str | None = None,
+    connectome: str | None = None,
+    cohort: str | None = None,
+    statistic: str | None = None,
+    label: str | None = None,
+    params: dict | None = None,
+) -> tuple[str, pd.DataFrame]:
     """The store URI of one run of ``method`` and its catalog rows.
 
     ``store`` names the derivative store; ``run`` a recorded command's run id (``lakepipe catalog``
@@ -165,49 +192,90 @@ def select_run(lake: Lake, method: str, *, store: str | None = None, run: str | 
         if not stores:
             raise NotFoundError(f"run {run!r} published no {method} output")
         if store is None and len(stores) > 1:
-            raise InputError(f"run {run!r} wrote {len(stores)} {method} stores; choose one with --store: "
-                             f"{stores}")
+            raise InputError(
+                f"run {run!r} wrote {len(stores)} {method} stores; choose one with --store: {stores}"
+            )
         store = store or stores[0]
     if store is not None:
         rows = lake.catalog.query(method=method, store_uri=store)
         if rows.empty:
-            raise NotFoundError(f"no published {method} output in store {store!r} "
-                                "(see `lakepipe catalog ls`)")
-        for col, value in (("statistic", statistic), ("label", label), ("atlas", atlas), ("cohort", cohort),
-                           ("connectome", connectome)):
+            raise NotFoundError(
+                f"no published {method} output in store {store!r} (see `lakepipe catalog ls`)"
+            )
+        for col, value in (
+            ("statistic", statistic),
+            ("label", label),
+            ("atlas", atlas),
+            ("cohort", cohort),
+            ("connectome", connectome),
+        ):
             if value:
                 rows = rows[rows[col] == value]
         if rows.empty:
             raise NotFoundError(f"no {method} output in store {store!r} matches the filters")
         return store, rows.reset_index(drop=True)
-    rows = select_rows(lake, method, atlas=atlas if method != "fnm" else None, connectome=connectome,
-                       cohort=cohort, statistic=statistic, label=label, params=params)
+    rows = select_rows(
+        lake,
+        method,
+        atlas=atlas if method != "fnm" else None,
+        connectome=connectome,
+        cohort=cohort,
+        statistic=statistic,
+        label=label,
+        params=params,
+    )
     newest = rows.groupby("store_uri")["created"].max().sort_values()
     uri = str(newest.index[-1])
     if len(newest) > 1:
-        log.info("report: %d %s runs match; reporting the newest (%s); pick another with --store",
-                 len(newest), method, uri)
+        log.info(
+            "report: %d %s runs match; reporting the newest (%s); pick another with --store",
+            len(newest),
+            method,
+            uri,
+        )
     return uri, rows[rows["store_uri"] == uri].reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------ report
 
 
-def build_report(lake: Lake, method: str, *, store: str | None = None, run: str | None = None,
-                 atlas: str | None = None,
-                 connectome: str | None = None, cohort: str | None = None, statistic: str | None = None,
-                 label: str | None = None, params: dict | None = None, threshold: float | str | None = None,
-                 max_seeds: int = 4) -> str:
+def build_report(
+    lake: Lake,
+    method: str,
+    *,
+    store: str | None = None,
+    run: str | None = None,
+    atlas: str | None = None,
+    connectome: str | None = None,
+    cohort: str | None = None,
+    statistic: str | None = None,
+    label: str | None = None,
+    params: dict | None = None,
+    threshold: float | str | None = None,
+    max_seeds: int = 4,
+) -> str:
     """The HTML report of one run (see the module notes); returns the page as a string."""
-    uri, rows = select_run(lake, method, store=store, run=run, atlas=atlas, connectome=connectome,
-                           cohort=cohort, statistic=statistic, label=label, params=params)
+    uri, rows = select_run(
+        lake,
+        method,
+        store=store,
+        run=run,
+        atlas=atlas,
+        connectome=connectome,
+        cohort=cohort,
+        statistic=statistic,
+        label=label,
+        params=params,
+    )
     ds = open_store(lake, uri)
     created = rows["created"].max()
-    rep = Report(title=f"lakepipe {method} report: {Path(uri).stem}",
-                 subtitle=f"lake {public_url(lake.url)} · store {uri} · "
-                          f"created {created:%Y-%m-%d %H:%M UTC} · "
-                          f"report made {_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M UTC} with lakepipe "
-                          f"{lakepipe.__version__}")
+    rep = Report(
+        title=f"lakepipe {method} report: {Path(uri).stem}",
+        subtitle=f"lake {public_url(lake.url)} · store {uri} · "
+        f"created {created:%Y-%m-%d %H:%M UTC} · "
+        f"report made {_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M UTC} with lakepipe "
+        f"{lakepipe.__version__}",
+    )
     if method == "parcellate":
         _parcellate_sections(rep, ds.load())
     elif method == "afnm":
@@ -235,20 +303,35 @@ def _parcellate_sections(rep: Report, ds: xr.Dataset) -> None:
 
     p = ds.attrs.get("parameters", {})
     body = rep.section("Summary")
-    body.append(facts_html({"method": "parcellate (group functional connectivity)",
-                            "connectome": p.get("connectome"), "atlas": p.get("atlas"),
-                            "subjects": ds.attrs.get("n_subjects"),
-                            "regions": ds.sizes["region"], "dropped regions": ds.attrs.get("dropped_regions"),
-                            "definition": (ds.attrs.get("conventions") or {}).get("fcgroupz")}))
+    body.append(
+        facts_html(
+            {
+                "method": "parcellate (group functional connectivity)",
+                "connectome": p.get("connectome"),
+                "atlas": p.get("atlas"),
+                "subjects": ds.attrs.get("n_subjects"),
+                "regions": ds.sizes["region"],
+                "dropped regions": ds.attrs.get("dropped_regions"),
+                "definition": (ds.attrs.get("conventions") or {}).get("fcgroupz"),
+            }
+        )
+    )
     body = rep.section("Group FC matrix")
-    rep.figure(body, plot_fc_matrix(ds, "fcgroupz"), dpi=90,
-               caption="fcgroupz (mean Fisher z over subjects), regions ordered by network; lines mark "
-                       "network boundaries; colour scale symmetric around 0.")
+    rep.figure(
+        body,
+        plot_fc_matrix(ds, "fcgroupz"),
+        dpi=90,
+        caption="fcgroupz (mean Fisher z over subjects), regions ordered by network; lines mark "
+        "network boundaries; colour scale symmetric around 0.",
+    )
     if has_networks(ds):
         blocks = network_block_means(ds, "fcgroupz")
         body = rep.section("Network block means")
-        rep.figure(body, plot_network_blocks(blocks, label="mean Fisher z"),
-                   "Mean fcgroupz between and within networks (within: off-diagonal pairs only).")
+        rep.figure(
+            body,
+            plot_network_blocks(blocks, label="mean Fisher z"),
+            "Mean fcgroupz between and within networks (within: off-diagonal pairs only).",
+        )
         body.append(table_html(blocks.round(4).reset_index(), max_rows=len(blocks)))
     body = rep.section("Strongest region pairs")
     body.append(table_html(strongest_pairs(ds), max_rows=20))
@@ -262,8 +345,15 @@ def strongest_pairs(ds: xr.Dataset, statistic: str = "fcgroupz", n: int = 20) ->
     top = np.argsort(-np.abs(np.nan_to_num(vals)), kind="stable")[:n]
     names, nets = ds["region_name"].values, ds["region_network"].values
     a, b = iu[0][top], iu[1][top]
-    return pd.DataFrame({"region_a": names[a], "network_a": nets[a], "region_b": names[b],
-                         "network_b": nets[b], statistic: vals[top]})
+    return pd.DataFrame(
+        {
+            "region_a": names[a],
+            "network_a": nets[a],
+            "region_b": names[b],
+            "network_b": nets[b],
+            statistic: vals[top],
+        }
+    )
 
 
 def _seed_table(ds: xr.Dataset, extra: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -295,15 +385,18 @@ def _network_section(rep: Report, da: xr.DataArray, what: str) -> None:
     body = rep.section("Network summary")
     table = summarize_seeds(network_summary(da))
     several = da.sizes.get("seed", 1) > 1
-    rep.figure(body, plot_network_summary(table, ylabel=f"{what} (mean over regions)"),
-               f"Mean {what} per network and hemisphere"
-               + (", mean over seeds of the per-seed means; error bars: SEM across seeds." if several
-                  else "."))
+    rep.figure(
+        body,
+        plot_network_summary(table, ylabel=f"{what} (mean over regions)"),
+        f"Mean {what} per network and hemisphere"
+        + (", mean over seeds of the per-seed means; error bars: SEM across seeds." if several else "."),
+    )
     body.append(table_html(table, max_rows=200))
 
 
-def _afnm_sections(rep: Report, lake: Lake, ds: xr.Dataset, rows: pd.DataFrame, threshold,
-                   max_seeds: int) -> None:
+def _afnm_sections(
+    rep: Report, lake: Lake, ds: xr.Dataset, rows: pd.DataFrame, threshold, max_seeds: int
+) -> None:
     from lakepipe.viz.maps import group_mean, plot_afnm, plot_parcel_map
 
     ds = ds.load()
@@ -311,38 +404,72 @@ def _afnm_sections(rep: Report, lake: Lake, ds: xr.Dataset, rows: pd.DataFrame, 
     p = ds.attrs.get("parameters", {})
     body = rep.section("Summary")
     empty = int((ds["n_touched"].values == 0).sum()) if "n_touched" in ds else None
-    body.append(facts_html({"method": "AFNM (score = m @ C)", "cohort": ds.attrs.get("cohort"),
-                            "atlas": atlas.name,
-                            "lesion weighting": p.get("weighting"), "matrix": p.get("matrix"),
-                            "seeds": ds.sizes["seed"], "lesions touching no region": empty,
-                            "definition": ds.attrs.get("description")}))
+    body.append(
+        facts_html(
+            {
+                "method": "AFNM (score = m @ C)",
+                "cohort": ds.attrs.get("cohort"),
+                "atlas": atlas.name,
+                "lesion weighting": p.get("weighting"),
+                "matrix": p.get("matrix"),
+                "seeds": ds.sizes["seed"],
+                "lesions touching no region": empty,
+                "definition": ds.attrs.get("description"),
+            }
+        )
+    )
     score = ds["score"]
     mean = group_mean(score)
     body = rep.section("Group mean")
-    rep.figure(body, plot_parcel_map(mean, atlas, threshold=threshold,
-                                     title=f"mean AFNM score over {ds.sizes['seed']} lesion(s)"),
-               f"Mean AFNM score over the run's {ds.sizes['seed']} lesions, painted onto {atlas.name}"
-               + (f"; |score| <= {threshold} hidden." if threshold is not None else "."))
+    rep.figure(
+        body,
+        plot_parcel_map(
+            mean, atlas, threshold=threshold, title=f"mean AFNM score over {ds.sizes['seed']} lesion(s)"
+        ),
+        f"Mean AFNM score over the run's {ds.sizes['seed']} lesions, painted onto {atlas.name}"
+        + (f"; |score| <= {threshold} hidden." if threshold is not None else "."),
+    )
     names = ds["region_name"].values
-    top = pd.DataFrame({"region": names, "network": ds["region_network"].values,
-                        "hemisphere": ds["region_hemisphere"].values, "mean score": mean.values})
+    top = pd.DataFrame(
+        {
+            "region": names,
+            "network": ds["region_network"].values,
+            "hemisphere": ds["region_hemisphere"].values,
+            "mean score": mean.values,
+        }
+    )
     top = top.sort_values("mean score", ascending=False, kind="stable")
     body.append("<h3>Regions with the highest mean score</h3>" + table_html(top, max_rows=15))
     body = rep.section("Seeds")
-    extra = {"touched regions": ds["n_touched"].values, "lesion voxels": ds["lesion_voxels"].values,
-             "top regions (score)": _top_regions(score.values, names)}
+    extra = {
+        "touched regions": ds["n_touched"].values,
+        "lesion voxels": ds["lesion_voxels"].values,
+        "top regions (score)": _top_regions(score.values, names),
+    }
     body.append(table_html(_seed_table(ds, extra), max_rows=100))
     for i in range(min(max_seeds, ds.sizes["seed"])):
-        rep.figure(body, plot_afnm(ds, atlas, i, threshold=threshold, view="stat", figsize=(11, 3.4)),
-                   f"AFNM score of {ds['seed'].values[i]}.")
+        rep.figure(
+            body,
+            plot_afnm(ds, atlas, i, threshold=threshold, view="stat", figsize=(11, 3.4)),
+            f"AFNM score of {ds['seed'].values[i]}.",
+        )
     if ds.sizes["seed"] > max_seeds:
-        body.append(f'<p class="note">maps of the first {max_seeds} of {ds.sizes["seed"]} seeds; '
-                    "`lakepipe plot afnm` draws any other</p>")
+        body.append(
+            f'<p class="note">maps of the first {max_seeds} of {ds.sizes["seed"]} seeds; '
+            "`lakepipe plot afnm` draws any other</p>"
+        )
     _network_section(rep, score, "AFNM score")
 
 
-def _fnm_sections(rep: Report, lake: Lake, ds: xr.Dataset, rows: pd.DataFrame, statistic: str | None,
-                  threshold, max_seeds: int) -> None:
+def _fnm_sections(
+    rep: Report,
+    lake: Lake,
+    ds: xr.Dataset,
+    rows: pd.DataFrame,
+    statistic: str | None,
+    threshold,
+    max_seeds: int,
+) -> None:
     from lakepipe.compute.assign import component_summary
     from lakepipe.viz.maps import collection_image, group_mean, plot_brain_map, plot_fnm, resolve_threshold
 
@@ -352,16 +479,24 @@ def _fnm_sections(rep: Report, lake: Lake, ds: xr.Dataset, rows: pd.DataFrame, s
     hidden = f"|value| <= {shown}{relative} hidden"
     if stat not in ds:
         raise InputError(f"this FNM run has no {stat!r} map")
-    in_run = sorted(set(int(i) for i in rows["store_index"]))
+    in_run = sorted({int(i) for i in rows["store_index"]})
     sub = ds.isel(seed=in_run)
     n = sub.sizes["seed"]
     body = rep.section("Summary")
-    body.append(facts_html({
-        "method": "FNM (seed-to-voxel functional network mapping)", "connectome": ds.attrs.get("connectome"),
-        "connectome subjects": ds.attrs.get("n_subjects"), "statistic shown": stat,
-        "definition": (ds.attrs.get("conventions") or {}).get(stat), "seeds": n,
-        "sphere seeds": sum(str(k) in (ds.attrs.get("spheres") or {}) for k in sub["seed"].values),
-        "parcel summaries": ds.attrs.get("atlas") or "none"}))
+    body.append(
+        facts_html(
+            {
+                "method": "FNM (seed-to-voxel functional network mapping)",
+                "connectome": ds.attrs.get("connectome"),
+                "connectome subjects": ds.attrs.get("n_subjects"),
+                "statistic shown": stat,
+                "definition": (ds.attrs.get("conventions") or {}).get(stat),
+                "seeds": n,
+                "sphere seeds": sum(str(k) in (ds.attrs.get("spheres") or {}) for k in sub["seed"].values),
+                "parcel summaries": ds.attrs.get("atlas") or "none",
+            }
+        )
+    )
     maps = sub[stat]
     atlas_name = ds.attrs.get("atlas")
     atlas = lake.read_atlas(atlas_name) if atlas_name else None
@@ -370,25 +505,40 @@ def _fnm_sections(rep: Report, lake: Lake, ds: xr.Dataset, rows: pd.DataFrame, s
         mean.attrs["grid"] = ds.attrs["grid"]
         img = collection_image(mean, ijk=ds["ijk"].values)
         body = rep.section("Group mean")
-        rep.figure(body, plot_brain_map(img, threshold=shown, title=f"mean {stat} over {n} seeds"),
-                   f"Mean {stat} over the run's {n} seeds; {hidden}.")
+        rep.figure(
+            body,
+            plot_brain_map(img, threshold=shown, title=f"mean {stat} over {n} seeds"),
+            f"Mean {stat} over the run's {n} seeds; {hidden}.",
+        )
     else:
         img = None
     body = rep.section("Seeds")
     peaks = np.nanmax(np.abs(maps.values), axis=1)
-    extra = {"voxels dropped": sub["seed_voxels_dropped"].values if "seed_voxels_dropped" in sub else None,
-             f"max |{stat}|": peaks,
-             "sphere": [_sphere_text(ds, k) for k in sub["seed"].values]}
+    extra = {
+        "voxels dropped": sub["seed_voxels_dropped"].values if "seed_voxels_dropped" in sub else None,
+        f"max |{stat}|": peaks,
+        "sphere": [_sphere_text(ds, k) for k in sub["seed"].values],
+    }
     body.append(table_html(_seed_table(sub, {k: v for k, v in extra.items() if v is not None}), max_rows=100))
     for i in range(min(max_seeds, n)):
-        rep.figure(body, plot_fnm(sub, i, stat, threshold=shown,
-                                  view="both" if n == 1 else "stat",
-                                  figsize=None if n == 1 else (11, 3.4)),
-                   f"{stat} of seed {sub['seed'].values[i]}; {hidden}"
-                   + (" (green: sphere centre)." if _sphere_text(ds, sub['seed'].values[i]) else "."))
+        rep.figure(
+            body,
+            plot_fnm(
+                sub,
+                i,
+                stat,
+                threshold=shown,
+                view="both" if n == 1 else "stat",
+                figsize=None if n == 1 else (11, 3.4),
+            ),
+            f"{stat} of seed {sub['seed'].values[i]}; {hidden}"
+            + (" (green: sphere centre)." if _sphere_text(ds, sub["seed"].values[i]) else "."),
+        )
     if n > max_seeds:
-        body.append(f'<p class="note">maps of the first {max_seeds} of {n} seeds; `lakepipe plot fnm` '
-                    "draws any other</p>")
+        body.append(
+            f'<p class="note">maps of the first {max_seeds} of {n} seeds; `lakepipe plot fnm` '
+            "draws any other</p>"
+        )
     if atlas is not None:
         from lakepipe.viz.maps import assign_image
 
@@ -406,21 +556,59 @@ def _fnm_sections(rep: Report, lake: Lake, ds: xr.Dataset, rows: pd.DataFrame, s
         table = assign_image(img, atlas, threshold=thr, min_voxels=MIN_CLUSTER_VOXELS)
         body = rep.section("Region assignment")
         how = "given threshold" if threshold is not None else "the 99th percentile of |value| over the brain"
-        body.append(f'<p class="note">Clusters of the {"group mean " if n > 1 else ""}{stat} map with '
-                    f"|value| &gt; {thr:.3g} ({how}; 26-connectivity; clusters of at least "
-                    f"{MIN_CLUSTER_VOXELS} voxels), "
-                    f"and the {html.escape(atlas.name)} regions they overlap, ranked by the share of the "
-                    "cluster inside each region. Correlation: Pearson r between the (signed) map and the "
-                    "region's indicator over the brain: how much higher the map is inside the region than "
-                    "elsewhere.</p>")
+        body.append(
+            f'<p class="note">Clusters of the {"group mean " if n > 1 else ""}{stat} map with '
+            f"|value| &gt; {thr:.3g} ({how}; 26-connectivity; clusters of at least "
+            f"{MIN_CLUSTER_VOXELS} voxels), "
+            f"and the {html.escape(atlas.name)} regions they overlap, ranked by the share of the "
+            "cluster inside each region. Correlation: Pearson r between the (signed) map and the "
+            "region's indicator over the brain: how much higher the map is inside the region than "
+            "elsewhere.</p>"
+        )
         best = component_summary(table)
-        best.insert(4, "centroid (mm)", [f"({x:.0f}, {y:.0f}, {z:.0f})" for x, y, z in
-                                         best[["centroid_x", "centroid_y", "centroid_z"]].to_numpy()])
-        body.append("<h3>Clusters (best region)</h3>" + table_html(
-            best[["component", "sign", "n_voxels", "volume_mm3", "centroid (mm)", "peak_value", "region_name",
-                  "network", "overlap_fraction", "correlation"]], max_rows=20, digits=3))
-        overlaps = table[["component", "rank", "region_name", "network", "hemisphere", "overlap_voxels",
-                          "overlap_fraction", "region_coverage", "mean_value", "correlation"]]
+        best.insert(
+            4,
+            "centroid (mm)",
+            [
+                f"({x:.0f}, {y:.0f}, {z:.0f})"
+                for x, y, z in best[["centroid_x", "centroid_y", "centroid_z"]].to_numpy()
+            ],
+        )
+        body.append(
+            "<h3>Clusters (best region)</h3>"
+            + table_html(
+                best[
+                    [
+                        "component",
+                        "sign",
+                        "n_voxels",
+                        "volume_mm3",
+                        "centroid (mm)",
+                        "peak_value",
+                        "region_name",
+                        "network",
+                        "overlap_fraction",
+                        "correlation",
+                    ]
+                ],
+                max_rows=20,
+                digits=3,
+            )
+        )
+        overlaps = table[
+            [
+                "component",
+                "rank",
+                "region_name",
+                "network",
+                "hemisphere",
+                "overlap_voxels",
+                "overlap_fraction",
+                "region_coverage",
+                "mean_value",
+                "correlation",
+            ]
+        ]
         body.append("<h3>Overlaps</h3>" + table_html(overlaps, max_rows=40, digits=3))
         parcel = f"parcel_{stat}"
         if parcel in sub:
@@ -441,13 +629,45 @@ def _provenance_section(rep: Report, lake: Lake, ds: xr.Dataset, rows: pd.DataFr
         runs = lake.catalog.runs()
         runs = runs[runs["run_id"].isin(run_ids)]
         if len(runs):
-            body.append("<h3>Recorded runs</h3>" + table_html(
-                runs[["run_id", "command", "started", "finished", "status", "n_outputs", "n_skipped",
-                      "lakepipe_version"]], max_rows=20))
-    cols = [c for c in ("id", "participant", "session", "label", "statistic", "atlas", "connectome", "cohort",
-                        "params_hash", "inputs_hash", "store_index", "created", "status", "run_id",
-                        "lakepipe_version")
-            if c in rows.columns]
+            body.append(
+                "<h3>Recorded runs</h3>"
+                + table_html(
+                    runs[
+                        [
+                            "run_id",
+                            "command",
+                            "started",
+                            "finished",
+                            "status",
+                            "n_outputs",
+                            "n_skipped",
+                            "lakepipe_version",
+                        ]
+                    ],
+                    max_rows=20,
+                )
+            )
+    cols = [
+        c
+        for c in (
+            "id",
+            "participant",
+            "session",
+            "label",
+            "statistic",
+            "atlas",
+            "connectome",
+            "cohort",
+            "params_hash",
+            "inputs_hash",
+            "store_index",
+            "created",
+            "status",
+            "run_id",
+            "lakepipe_version",
+        )
+        if c in rows.columns
+    ]
     view = rows[cols].copy()
     for c in ("params_hash", "inputs_hash", "run_id"):
         if c in view:

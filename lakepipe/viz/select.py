@@ -41,26 +41,47 @@ def open_store(lake: Lake, uri: str) -> xr.Dataset:
     return derivatives.open_derivative(join(lake.url, uri))
 
 
-def fc_dataset(lake: Lake, connectome: str | None = None,
-               atlas: str | None = None) -> tuple[xr.Dataset, pd.Series]:
+def fc_dataset(
+    lake: Lake, connectome: str | None = None, atlas: str | None = None
+) -> tuple[xr.Dataset, pd.Series]:
     """The group FC derivative of ``connectome`` x ``atlas`` (loaded) and its catalog row."""
     rows = select_rows(lake, "parcellate", atlas=atlas, connectome=connectome, statistic="fcgroupz")
     if rows["store_uri"].nunique() > 1:
-        options = sorted({f"--connectome {c} --atlas {a}" for c, a in zip(rows["connectome"], rows["atlas"],
-                                                                           strict=True)})
+        options = sorted(
+            {f"--connectome {c} --atlas {a}" for c, a in zip(rows["connectome"], rows["atlas"], strict=True)}
+        )
         raise InputError(f"{rows['store_uri'].nunique()} group FC matrices match; choose one: {options}")
     row = rows.iloc[0]
     return open_store(lake, row["store_uri"]).load(), row
 
 
-def select_seed(lake: Lake, method: str, *, participant: str | None = None, session: str | None = None,
-                label: str | None = None, seed: str | None = None, statistic: str | None = None,
-                atlas: str | None = None, cohort: str | None = None, connectome: str | None = None,
-                params: dict | None = None) -> SeedSelection:
+def select_seed(
+    lake: Lake,
+    method: str,
+    *,
+    participant: str | None = None,
+    session: str | None = None,
+    label: str | None = None,
+    seed: str | None = None,
+    statistic: str | None = None,
+    atlas: str | None = None,
+    cohort: str | None = None,
+    connectome: str | None = None,
+    params: dict | None = None,
+) -> SeedSelection:
     """Exactly one seed's output of ``method`` (``afnm`` or ``fnm``); an error lists the candidates."""
-    rows = select_rows(lake, method, atlas=atlas, label=label, statistic=statistic, session=session,
-                       participants=[participant] if participant else None, cohort=cohort,
-                       connectome=connectome, params=params)
+    rows = select_rows(
+        lake,
+        method,
+        atlas=atlas,
+        label=label,
+        statistic=statistic,
+        session=session,
+        participants=[participant] if participant else None,
+        cohort=cohort,
+        connectome=connectome,
+        params=params,
+    )
     if seed is not None:
         keys = [_seed_key(r) for _, r in rows.iterrows()]
         rows = rows[[k == seed or seed in k for k in keys]]
@@ -68,8 +89,10 @@ def select_seed(lake: Lake, method: str, *, participant: str | None = None, sess
             raise InputError(f"no {method} output of seed {seed!r}")
     if len(rows) > 1:
         seeds = [_seed_key(r) for _, r in rows.iterrows()]
-        raise InputError(f"{len(rows)} {method} outputs match; narrow with --participant/--session/--label: "
-                         f"{seeds[:8]}{' ...' if len(seeds) > 8 else ''}")
+        raise InputError(
+            f"{len(rows)} {method} outputs match; narrow with --participant/--session/--label: "
+            f"{seeds[:8]}{' ...' if len(seeds) > 8 else ''}"
+        )
     row = rows.iloc[0]
     return SeedSelection(open_store(lake, row["store_uri"]), int(row["store_index"]), row)
 
