@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -75,16 +76,28 @@ def test_paths_and_manifest(tutorial):
         tutorial.atlas_labels,
         tutorial.parcel_timeseries,
         tutorial.nifti_connectome,
+        tutorial.lnm_cases,  # the LNM question is written by default
+        tutorial.lnm_controls,
+        tutorial.lnm_truth,
         tutorial.manifest,
         tutorial.root / "README.md",
     ):
         assert p is not None and p.exists(), p
+    assert tutorial.fmriprep is None and tutorial.hcp is None  # optional, off by default
+    assert not (tutorial.root / "fmriprep").exists() and not (tutorial.root / "hcp").exists()
     manifest = json.loads(tutorial.manifest.read_text())
     import lakepipe
 
     assert manifest["lakepipe_version"] == lakepipe.__version__
     assert manifest["seed"] == 0
-    assert manifest["parameters"] == {**PARAMS, "parcel_timeseries": True}
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(write_tutorial).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    assert manifest["parameters"] == {**defaults, **PARAMS}
+    assert manifest["lnm"]["target_network"] == "DorsalAttention"
+    assert manifest["fmriprep"] is None and manifest["hcp"] is None
     for rel, size in manifest["files"].items():
         assert (tutorial.root / rel).stat().st_size == size
 
