@@ -8,17 +8,15 @@ import scipy.sparse as sp
 from scipy import stats
 
 import lakepipe.compute.fnm as fnm
-from lakepipe.compute.correlation import R_CLIP, Z_MAX, center_unit, unit_columns
+from lakepipe.compute import fisher
+from lakepipe.compute.correlation import R_CLIP, Z_MAX, center_unit
 from lakepipe.compute.fnm import (
     FNM_CONVENTIONS,
     T_MAX,
     FnmSums,
     finalize_fnm,
     seed_series,
-    seed_voxel_r,
-    subject_chunk_sums,
 )
-from lakepipe.errors import InputError
 
 T, V, S = 64, 400, 5
 CONST_VOXEL = 17
@@ -67,6 +65,19 @@ def _reference(raws, w):
     return r, z, t, p
 
 
+def subject_chunk_sums(unit, scale, W, with_r=True, sums=None):
+    """FNM sums of some subjects, through the step the FNM method runs (FnmSums.add_subjects)."""
+    if sums is None:
+        sums = FnmSums.zeros(W.shape[1], unit.shape[2], with_r=with_r)
+    sums.add_subjects(list(unit), list(scale), W)
+    return sums
+
+
+def seed_voxel_r(unit, scale, W):
+    """One subject's r of every seed with every voxel: its sum_r."""
+    return subject_chunk_sums(unit[None], scale[None], W).sum_r
+
+
 @pytest.fixture(scope="module")
 def data():
     raws, net = _cohort()
@@ -95,8 +106,8 @@ def test_seed_series_is_mean_of_centred_raw(data, product):
 
 def test_seed_voxel_r_matches_corrcoef(data):
     raws, unit, scale, w, (r_ref, *_) = data
-    r = seed_voxel_r(unit[1], unit_columns(seed_series(unit[1], scale[1], w)))
-    assert r.dtype == np.float32 and r.shape == (w.shape[1], V)
+    r = seed_voxel_r(unit[1], scale[1], w)
+    assert r.shape == (w.shape[1], V)
     np.testing.assert_allclose(r, r_ref[1], atol=1e-5)
 
 
@@ -132,7 +143,7 @@ def test_partial_sums_merge_in_any_split(data):
     whole = subject_chunk_sums(unit, scale, W)
     one_by_one = FnmSums.zeros(*whole.shape)
     for u, s in zip(unit, scale, strict=True):
-        one_by_one.add_subject(u, s, W)
+        one_by_one.add_subjects([u], [s], W)
     in_place = FnmSums.zeros(*whole.shape)
     for i in range(S):
         assert subject_chunk_sums(unit[i : i + 1], scale[i : i + 1], W, sums=in_place) is in_place
@@ -162,8 +173,8 @@ def test_partial_sums_merge_in_any_split(data):
 def test_weighted_seed_is_not_the_binary_seed(data):
     raws, unit, scale, w, (r_ref, *_) = data
     binary = (w[:, [3]] > 0).astype(float)
-    r_w = seed_voxel_r(unit[0], unit_columns(seed_series(unit[0], scale[0], w[:, [3]])))
-    r_b = seed_voxel_r(unit[0], unit_columns(seed_series(unit[0], scale[0], binary)))
+    r_w = seed_voxel_r(unit[0], scale[0], w[:, [3]])
+    r_b = seed_voxel_r(unit[0], scale[0], binary)
     np.testing.assert_allclose(r_w[0], r_ref[0, 3], atol=1e-5)
     assert np.abs(r_w - r_b).max() > 1e-3
 
@@ -181,21 +192,30 @@ def test_single_subject_and_without_r(data):
         finalize_fnm(FnmSums.zeros(2, 3))
 
 
-def test_seed_without_voxel_is_an_input_error(data):
+def test_seed_without_voxel_is_a_value_error(data):
     _, unit, scale, w, _ = data
     w = w.copy()
     w[:, 1] = 0
-    with pytest.raises(InputError, match=r"seed\(s\) \[1\]"):
+    with pytest.raises(ValueError, match=r"seed\(s\) \[1\]"):
         subject_chunk_sums(unit[:1], scale[:1], sp.csc_matrix(w))
 
 
-def test_tile_kernel_matches_fisher_z_float64():
+@pytest.mark.parametrize("kernel", ["fused", "log32", "exact"])
+def test_tile_kernel_matches_fisher_z_float64(kernel):
+    """Each Fisher z kernel FnmSums uses (lakepipe.compute.fisher; fused needs numba) on the clip's
+    edge values: beyond -1, exactly at the clip, the largest value below it, and 1."""
+    try:
+        k = fisher._make(kernel)
+    except ImportError:
+        pytest.skip("numba not installed")
     r = np.float32([[-1.0000001, -0.99999905, -0.5, 0.0, 0.7, 0.99999899, 0.99999905, 1.0]])
-    acc = [np.empty(r.shape) for _ in range(3)]
-    fnm._r_to_z_terms(r.copy(), np.empty(r.shape), acc, first=True, with_r=True)
+    acc = [np.zeros(r.shape) for _ in range(3)]
+    k.accumulate(r.copy(), acc[0], acc[1], acc[2])
     z64 = np.arctanh(np.clip(r.astype(np.float64), -R_CLIP, R_CLIP))
-    np.testing.assert_allclose(acc[0], z64, rtol=1e-6)
+    # each kernel's bound: <= 1e-6 absolute (the fused one: 1.2e-7), by its error analysis
+    np.testing.assert_allclose(acc[0], z64, rtol=0, atol=k.bound)
     assert acc[0][0, 0] == -Z_MAX and acc[0][0, -1] == Z_MAX and acc[0][0, 1] == -Z_MAX
+    assert acc[0][0, 5] < Z_MAX - 5e-3  # 0.99999899 < R_CLIP is not clipped (z = 7.2477)
     np.testing.assert_array_equal(acc[1], acc[0] ** 2)
     np.testing.assert_array_equal(acc[2], r.astype(np.float64))
 

@@ -46,13 +46,13 @@ def fisher_z(r: np.ndarray | float) -> np.ndarray:
     zmax = r.dtype.type(Z_MAX)
     with np.errstate(divide="ignore"):
         z = np.arctanh(np.clip(r, -hi, hi))
-    return np.clip(z, -zmax, zmax)
+    return np.asarray(np.clip(z, -zmax, zmax))
 
 
 def clip_above(dtype: np.dtype | type) -> np.floating:
     """Smallest value of ``dtype`` that is >= ``R_CLIP``: clipping r there, then z at ``Z_MAX``,
     is the float64 convention applied to r values of that dtype."""
-    hi = np.dtype(dtype).type(R_CLIP)
+    hi: np.floating = np.dtype(dtype).type(R_CLIP)
     return hi if float(hi) >= R_CLIP else np.nextafter(hi, np.dtype(dtype).type(2))
 
 
@@ -90,7 +90,9 @@ def center_unit(
     return _center_unit(x, axis, dtype)
 
 
-def _center_unit(x: np.ndarray, axis: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _center_unit(
+    x: np.ndarray, axis: int, dtype: np.dtype | type
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x64 = np.asarray(x, dtype=np.float64)
     mean = x64.mean(axis=axis, keepdims=True)
     unit = x64 - mean
@@ -175,7 +177,7 @@ def pearson_matrix(ts: np.ndarray) -> np.ndarray:
     if ts.ndim != 2:
         raise ValueError(f"expected a (time, series) array, got shape {ts.shape}")
     u = unit_columns(ts)
-    r = u.T @ u
+    r: np.ndarray = u.T @ u
     np.clip(r, -1.0, 1.0, out=r)
     r = 0.5 * (r + r.T)
     live = np.any(u != 0, axis=0)

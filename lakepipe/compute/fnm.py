@@ -8,7 +8,8 @@ Per subject ``s`` with unit-norm centred voxel series ``U`` (T x V) and per-voxe
 2. ``S`` centred and scaled to unit norm (float64), then ``r = S_unit.T @ U`` (L x V), float32
    GEMMs over voxel tiles;
 3. per tile, ``z = arctanh(clip(r))`` and float64 accumulation of ``sum z``, ``sum z^2`` (and
-   ``sum r``), so the (L, V) float32 r is never materialised.
+   ``sum r``) by a :mod:`lakepipe.compute.fisher` kernel (chosen and self-checked for the CPU),
+   so the (L, V) float32 r is never materialised.
 
 :class:`FnmSums` holds the sums; partial sums add (``a + b``), so a scheduler can tree-reduce them,
 and :func:`finalize_fnm` turns them into the maps.
@@ -17,26 +18,29 @@ and :func:`finalize_fnm` turns them into the maps.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
-import scipy.sparse as sp
-from scipy import special
+import scipy.sparse as sp  # type: ignore[import-untyped, unused-ignore]
+from scipy import special  # type: ignore[import-untyped, unused-ignore]
 
-from lakepipe.compute.correlation import R_CLIP, Z_MAX, clip_above, unit_columns
-from lakepipe.errors import InputError
+from lakepipe.compute.correlation import R_CLIP, unit_columns
+from lakepipe.compute.fisher import Z_TOL, FisherKernel, fisher_kernel
 
 #: |t| is capped at this value; it is also the t of a voxel whose z has zero variance and
 #: non-zero mean (all subjects agree exactly).
 T_MAX = 1e6
 
 #: The conventions of these maps, for output metadata.
-FNM_CONVENTIONS: dict = {
+FNM_CONVENTIONS: dict[str, object] = {
     "correlation": "pearson, each series centred over time",
     "constant_series_r": 0.0,
     "fisher_z": "arctanh(clip(r, -r_clip, r_clip)); float32 r clipped just above r_clip, then z "
     "clipped at arctanh(r_clip), so clipped cells have exactly that z",
     "r_clip": R_CLIP,
+    "fisher_z_tolerance": f"|z - arctanh(float64(r))| <= {Z_TOL:g} for every float32 r",
     "seed_series": "(weighted) mean of the seed voxels' raw series",
     "zmap": "mean z over subjects",
     "rmap": "tanh(mean z)",
@@ -50,8 +54,9 @@ FNM_CONVENTIONS: dict = {
     "z^2 and r",
 }
 
-# seeds x voxels per tile of the r = S.T @ U GEMM: the float32 tile, its float64 z and the three
-# float64 tile accumulators (~2.5 MB) stay in cache while z and the sums are updated
+# seeds x voxels per tile of the r = S.T @ U GEMM: the float32 tile (and the numpy kernels' work
+# buffers) and the block of the three float64 sums (~2 MB) stay in cache while the subjects of one
+# add_many call are added to it
 _TILE_ELEMENTS = 2**16
 # seeds' weight matrices denser than this use a dense GEMM for the seed series
 _DENSE_FRACTION = 0.05
@@ -71,12 +76,16 @@ class SeedWeights:
         return self.total.size
 
 
-def prepare_seeds(W: np.ndarray | sp.spmatrix | sp.sparray | SeedWeights) -> SeedWeights:
+#: A (V, L) seed weight matrix (dense or scipy.sparse; rows = voxels) or prepared weights.
+SeedWeightsLike: TypeAlias = "np.ndarray | sp.spmatrix | sp.sparray | SeedWeights"
+
+
+def prepare_seeds(W: SeedWeightsLike) -> SeedWeights:
     """Check a (V, L) seed weight matrix (rows = voxels) and keep only the voxels it uses.
 
     Raises
     ------
-    InputError
+    ValueError
         When a seed has zero total weight (no voxel in the connectome mask).
     """
     if isinstance(W, SeedWeights):
@@ -104,13 +113,13 @@ def prepare_seeds(W: np.ndarray | sp.spmatrix | sp.sparray | SeedWeights) -> See
     weights = weights.astype(np.float32)
     empty = np.flatnonzero(total == 0)
     if empty.size:
-        raise InputError(
+        raise ValueError(
             f"seed(s) {empty.tolist()[:10]} have no voxel (zero total weight) in the connectome mask"
         )
     return SeedWeights(rows=rows, weights=weights, total=total, n_voxels=n_voxels)
 
 
-def seed_series(unit: np.ndarray, scale: np.ndarray, W) -> np.ndarray:
+def seed_series(unit: np.ndarray, scale: np.ndarray, W: SeedWeightsLike) -> np.ndarray:
     """Seed mean series of the centred raw data of one subject.
 
     Parameters
@@ -136,7 +145,7 @@ def seed_series(unit: np.ndarray, scale: np.ndarray, W) -> np.ndarray:
     if isinstance(seeds.weights, np.ndarray):  # dense (K, L): one float32 GEMM
         sub = np.take(unit, seeds.rows, axis=1)  # (T, K): the seed voxels only
         out = sub @ (seeds.weights * scale_k[:, None])
-        return out.astype(np.float64) / seeds.total
+        return np.asarray(out.astype(np.float64) / seeds.total)
     # sparse (L, K) with the scale folded into its values (O(nnz)), on the voxel axis of unit; one
     # sparse mat-vec per time point on its contiguous row: the float32 sums of the (L, K) x (K, T)
     # product, in the same order, without gathering and transposing the seed voxels' columns
@@ -147,17 +156,7 @@ def seed_series(unit: np.ndarray, scale: np.ndarray, W) -> np.ndarray:
     out = np.empty((unit.shape[0], w.shape[0]), np.result_type(w_full.dtype, unit.dtype))
     for t in range(unit.shape[0]):
         out[t] = w_full @ unit[t]
-    return out.astype(np.float64) / seeds.total
-
-
-def seed_voxel_r(unit: np.ndarray, seeds_unit: np.ndarray) -> np.ndarray:
-    """Correlation of each seed with each voxel: (L, V) float32 ``seeds_unit.T @ unit``.
-
-    ``unit`` (T, V) and ``seeds_unit`` (T, L) are centred unit-norm series
-    (:func:`~lakepipe.compute.correlation.unit_columns`).
-    """
-    s = np.ascontiguousarray(np.asarray(seeds_unit).T, dtype=np.float32)
-    return s @ np.asarray(unit, dtype=np.float32)
+    return np.asarray(out.astype(np.float64) / seeds.total)
 
 
 @dataclass
@@ -199,29 +198,26 @@ class FnmSums:
     def __add__(self, other: FnmSums) -> FnmSums:
         return self.merge(other)
 
-    def __radd__(self, other) -> FnmSums:
+    def __radd__(self, other: object) -> FnmSums:
         if isinstance(other, int) and other == 0:  # sum() starts from 0
             return self
         return NotImplemented
 
-    def add_seed_units(self, unit: np.ndarray, seeds_unit: np.ndarray) -> None:
-        """Add one subject, in place, from its unit voxel series and unit seed series.
+    def add_many(
+        self,
+        units: Iterable[np.ndarray],
+        seeds_units: Iterable[np.ndarray],
+        *,
+        kernel: str | FisherKernel | None = None,
+    ) -> None:
+        """Add several subjects in place from their unit voxel series ((T, V) float32; V may be a
+        voxel block) and unit seed series ((T, L), :func:`~lakepipe.compute.correlation.unit_columns`).
 
-        Parameters
-        ----------
-        unit
-            (T, V) unit-norm centred voxel series (float32; V may be a voxel block).
-        seeds_unit
-            (T, L) unit-norm centred seed series (:func:`~lakepipe.compute.correlation.unit_columns`).
-        """
-        self.add_many([unit], [seeds_unit])
-
-    def add_many(self, units, seeds_units) -> None:
-        """Add several subjects in place (see :meth:`add_seed_units`).
-
-        The voxels are processed in blocks; within a block every subject's r, z and z^2 go into
-        small cache-resident float64 accumulators, so the large (L, V) sums are read and written
-        once per call rather than once per subject.
+        The voxels are processed in blocks, every subject within a block before the next block, so
+        the block's part of the large (L, V) sums stays in cache while all the subjects' r, z and z^2
+        are added to it. z comes from :func:`~lakepipe.compute.fisher.fisher_kernel` (``kernel``: a
+        name of :data:`~lakepipe.compute.fisher.KERNELS` to prefer, or a kernel): |z error| <= 1e-6
+        against float64 ``arctanh`` of the same float32 r.
         """
         n_seeds, n_voxels = self.shape
         pairs = []
@@ -233,106 +229,71 @@ class FnmSums:
                     f"unit {unit.shape} and seeds {seeds_unit.shape} do not fit sums {self.shape}"
                 )
             pairs.append((unit, np.ascontiguousarray(seeds_unit.T, dtype=np.float32)))
-        if not pairs:
+        if not pairs or n_voxels == 0:
+            self.n += len(pairs)
             return
+        fisher = kernel if isinstance(kernel, FisherKernel) else fisher_kernel(kernel)
         block = int(min(n_voxels, max(256, _TILE_ELEMENTS // max(n_seeds, 1))))
-        r = np.empty((n_seeds, block), np.float32)
-        z = np.empty((n_seeds, block), np.float64)
-        acc = [np.empty((n_seeds, block), np.float64) for _ in range(3 if len(pairs) > 1 else 0)]
-        targets = [self.sum_z, self.sum_z2] + ([self.sum_r] if self.sum_r is not None else [])
+        r = np.empty(n_seeds * block, np.float32)
+        work = fisher.workspace(n_seeds, block)
+        with_r = self.sum_r is not None
+        # the numpy kernels make several passes over the sums: into contiguous, cache-resident block
+        # sums when several subjects share them; the fused kernel makes one pass, straight into the
+        # sums (when they are C-contiguous, as FnmSums makes them)
+        contiguous = all(t.flags.c_contiguous for t in self._targets())
+        staged = (len(pairs) > 1 and not fisher.fused) or (fisher.fused and not contiguous)
+        if staged:
+            acc = [np.empty(n_seeds * block) for _ in range(3 if with_r else 2)]
         for start in range(0, n_voxels, block):
             stop = min(start + block, n_voxels)
             w = stop - start
-            rb, zb = r[:, :w], z[:, :w]
-            if len(pairs) == 1:  # one subject: straight into the sums
-                unit, s = pairs[0]
+            rb = r[: n_seeds * w].reshape(n_seeds, w)  # C-contiguous
+            if staged:
+                acc_b = [a[: n_seeds * w].reshape(n_seeds, w) for a in acc]
+                for a in acc_b:
+                    a[...] = 0.0
+                sz, sz2, sr, col = acc_b[0], acc_b[1], acc_b[2] if with_r else None, 0
+            else:
+                sz, sz2, sr, col = self.sum_z, self.sum_z2, self.sum_r, start
+            for unit, s in pairs:
                 np.matmul(s, unit[:, start:stop], out=rb)
-                _r_to_z_terms(
-                    rb, zb, [t[:, start:stop] for t in targets], first=False, with_r=self.sum_r is not None
-                )
-                continue
-            acc_b = [a[:, :w] for a in acc]
-            for i, (unit, s) in enumerate(pairs):
-                np.matmul(s, unit[:, start:stop], out=rb)
-                _r_to_z_terms(rb, zb, acc_b, first=i == 0, with_r=self.sum_r is not None)
-            for target, a in zip(targets, acc_b, strict=False):  # acc_b may hold an unused r slot
-                target[:, start:stop] += a
+                fisher.accumulate(rb, sz, sz2, sr, col, work)
+            if staged:
+                for t, a in zip(self._targets(), acc_b, strict=True):
+                    t[:, start:stop] += a
         self.n += len(pairs)
 
-    def add_subject(self, unit: np.ndarray, scale: np.ndarray, W) -> None:
-        """Add one subject in place: seed series -> unit seed series -> r -> z -> sums.
+    def _targets(self) -> list[np.ndarray]:
+        return [self.sum_z, self.sum_z2] + ([] if self.sum_r is None else [self.sum_r])
 
-        ``W`` is the (V, L) seed weight matrix or a :class:`SeedWeights` (see :func:`seed_series`).
+    def add_subjects(
+        self,
+        units: Sequence[np.ndarray],
+        scales: Sequence[np.ndarray],
+        seeds: SeedWeightsLike,
+        *,
+        kernel: str | FisherKernel | None = None,
+    ) -> None:
+        """Add a group of subjects in place, the step the FNM method runs per group: each subject's
+        seed series (:func:`seed_series`), centred and unit-norm, then r, z and the sums
+        (:meth:`add_many`).
+
+        Parameters
+        ----------
+        units
+            Each subject's (T, V) unit-norm centred voxel series (float32).
+        scales
+            Each subject's (V,) per-voxel scale (norm of the centred raw series).
+        seeds
+            (V, L) seed weights (sparse or dense) or a :class:`SeedWeights` (prepared once for many groups).
+        kernel
+            The Fisher z kernel (default: the fastest that passes its self-check on this CPU).
         """
-        self.add_seed_units(unit, unit_columns(seed_series(unit, scale, W)))
-
-
-def _r_to_z_terms(r: np.ndarray, z: np.ndarray, acc: list[np.ndarray], first: bool, with_r: bool) -> None:
-    """Turn an r tile (float32, overwritten) into z, z^2 (and r) added to ``acc`` (float64).
-
-    r is clipped just above ``R_CLIP`` in float32 and z at ``Z_MAX`` in float64: the float64
-    convention ``arctanh(clip(r))`` for every float32 r, with exact ``±Z_MAX`` for clipped cells.
-    """
-    hi = clip_above(np.float32)
-    add = np.copyto if first else (lambda dst, src: np.add(dst, src, out=dst))
-    if with_r:
-        add(acc[2], r)
-    # both clips are no-ops unless some |r| reaches hi (float32 arctanh of the value below hi is
-    # 7.2477 < Z_MAX): two reductions instead of two full passes in the usual case
-    clip = r.size and (r.max() >= hi or r.min() <= -hi)
-    if clip:
-        np.clip(r, -hi, hi, out=r)
-    np.arctanh(r, out=r)
-    np.copyto(z, r)
-    if clip:
-        np.clip(z, -Z_MAX, Z_MAX, out=z)
-    add(acc[0], z)
-    np.multiply(z, z, out=z)  # exact: the square of a float32 fits in float64
-    add(acc[1], z)
-
-
-def subject_chunk_sums(
-    unit_chunk: np.ndarray,
-    scale_chunk: np.ndarray,
-    W,
-    with_r: bool = True,
-    sums: FnmSums | None = None,
-) -> FnmSums:
-    """FNM sums of the subjects of one connectome chunk.
-
-    Parameters
-    ----------
-    unit_chunk
-        (S, T, V) unit-norm centred voxel series of S subjects.
-    scale_chunk
-        (S, V) per-voxel scale of each subject.
-    W
-        (V, L) seed weights (sparse or dense) or a :class:`SeedWeights`.
-    with_r
-        Also accumulate ``sum_r`` (for ``avgr``).
-    sums
-        Existing sums to add to in place (and return) instead of new zeros: saves allocating and
-        first-touching three (L, V) float64 arrays per chunk when one process loops over chunks.
-
-    Returns
-    -------
-    FnmSums
-        Sums over the S subjects (plus ``sums``).
-    """
-    seeds = prepare_seeds(W)
-    unit_chunk = np.asarray(unit_chunk)
-    if unit_chunk.ndim != 3 or np.shape(scale_chunk) != (unit_chunk.shape[0], unit_chunk.shape[2]):
-        raise ValueError(
-            f"expected unit (S, T, V) and scale (S, V), got {unit_chunk.shape} and {np.shape(scale_chunk)}"
-        )
-    if sums is None:
-        sums = FnmSums.zeros(seeds.n_seeds, seeds.n_voxels, with_r=with_r)
-    seeds_units = [
-        unit_columns(seed_series(unit, scale, seeds))
-        for unit, scale in zip(unit_chunk, scale_chunk, strict=True)
-    ]
-    sums.add_many(unit_chunk, seeds_units)
-    return sums
+        prepared = prepare_seeds(seeds)
+        if len(units) != len(scales):
+            raise ValueError(f"{len(units)} unit series but {len(scales)} scales")
+        seeds_units = [unit_columns(seed_series(u, s, prepared)) for u, s in zip(units, scales, strict=True)]
+        self.add_many(units, seeds_units, kernel=kernel)
 
 
 def _t_and_p(mean: np.ndarray, sum_z2: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -350,7 +311,18 @@ def _t_and_p(mean: np.ndarray, sum_z2: np.ndarray, n: int) -> tuple[np.ndarray, 
     return t, p
 
 
-def _t_and_p_into(mean, sum_z2, n: int, t, p, table: bool, tmp=None, ss=None, zv=None, work=None) -> None:
+def _t_and_p_into(
+    mean: np.ndarray,
+    sum_z2: np.ndarray,
+    n: int,
+    t: np.ndarray,
+    p: np.ndarray,
+    table: bool,
+    tmp: np.ndarray | None = None,
+    ss: np.ndarray | None = None,
+    zv: np.ndarray | None = None,
+    work: tuple[np.ndarray, ...] | None = None,
+) -> None:
     """:func:`_t_and_p` of 1-d arrays into ``t`` and ``p``, with optional work buffers (in workers,
     where glibc's trim setting makes every large temporary a fresh mmap, buffers save ~40%)."""
     if n < 2:
@@ -422,7 +394,9 @@ class _TwoSidedP:
         n = min(self.BLOCK, max(size, 1))
         return np.empty(n), np.empty(n, np.intp), np.empty(n), np.empty(n)
 
-    def __call__(self, t: np.ndarray, out: np.ndarray | None = None, work=None) -> np.ndarray:
+    def __call__(
+        self, t: np.ndarray, out: np.ndarray | None = None, work: tuple[np.ndarray, ...] | None = None
+    ) -> np.ndarray:
         t = np.asarray(t, np.float64).ravel()
         out = np.empty(t.size) if out is None else out
         w, i, acc, tmp = work if work is not None else self.work(t.size)
@@ -500,7 +474,7 @@ def finalize_fnm(sums: FnmSums, with_avgr: bool = False) -> dict[str, np.ndarray
         flat["rmap"][sl] = np.tanh(m, out=tmp[:k])
         flat["tmap"][sl] = t[:k]
         flat["pmap"][sl] = p[:k]
-        if with_avgr:
+        if sum_r is not None:
             flat["avgr"][sl] = np.divide(sum_r[sl], n, out=tmp[:k])
     return out
 
