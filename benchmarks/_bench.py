@@ -334,8 +334,10 @@ def read_floor(client, url: str, n_subjects: int) -> dict:
     import cloudpickle
     import dask
 
-    from lakepipe.cluster import compute
-    from lakepipe.pipelines.common import subject_groups, tasks_for
+    from lakepipe.methods.common import subject_groups, tasks_for
+    from lakepipe.runtime import Runtime
+
+    runtime = Runtime(client=client)
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import this file
     out = {}
@@ -343,11 +345,11 @@ def read_floor(client, url: str, n_subjects: int) -> dict:
         groups = (
             [[s] for s in range(n_subjects)]
             if split == "each"
-            else subject_groups(n_subjects, tasks_for(client, n_subjects))
+            else subject_groups(n_subjects, tasks_for(runtime.n_workers, n_subjects))
         )
         c0, t0 = tree_cpu(), time.perf_counter()
         parts = [dask.delayed(read_subjects, pure=False)(url, list(g), how) for g in groups]
-        total = compute(dask.delayed(sum)(parts), client=client)[0]
+        total = runtime.compute(dask.delayed(sum)(parts))[0]
         out[mode] = {"wall_s": time.perf_counter() - t0, "cpu_s": tree_cpu() - c0, "bytes": total}
     return out
 
@@ -412,8 +414,8 @@ def schaefer_tian(out: Path, n: int = 400) -> tuple[Path, Path]:
 
 def bench_lake(args):
     """The benchmark lake: connectome ``bench`` and the atlases ingested (once; reused)."""
+    from lakepipe.ingest import ingest_atlas, ingest_connectome
     from lakepipe.lake import Lake
-    from lakepipe.pipelines.ingest import ingest_atlas, ingest_connectome
 
     tut = tutorial(args)
     s = sizes(args)

@@ -7,7 +7,7 @@ once as a BIDS dataset and ingested once (cohort ``bench500``) into the benchmar
 connectome ``bench`` (50 subjects x 120 time points) gives the group FC matrices.
 
 Timed, in one child process with one Dask LocalCluster (2 workers), median of repeats, each on a
-private copy of the catalog so nothing is skipped: ``lakepipe.pipelines.afnm.run_afnm`` for the
+private copy of the catalog so nothing is skipped: ``lake.run("afnm", ...)`` for the
 whole cohort with Schaefer 400 (1 mm) and with Schaefer 400 + Tian S3 (one combined 1 mm atlas),
 from the lake: catalog query, reading the 500 masks from the lesion store, the atlas, C, counts,
 weights, ``M @ C``, writing the derivative and registering 500 outputs. Target: >= 100 lesions/s
@@ -120,8 +120,7 @@ def make_cohort(out: Path, n: int, tutorial_bids: Path, seed: int = 0) -> Path:
 
 def prepare(args) -> tuple[object, int]:
     """Benchmark lake with the cohort ingested and group FC for both atlases (once)."""
-    from lakepipe.pipelines.ingest import ingest_lesions
-    from lakepipe.pipelines.parcellate import parcellate
+    from lakepipe.ingest import ingest_lesions
 
     lake = B.bench_lake(args)
     n = N_QUICK if args.quick else N_FULL
@@ -132,7 +131,7 @@ def prepare(args) -> tuple[object, int]:
             ingest_lesions(lake, bids, cohort=COHORT)
         for atlas in ATLASES:
             if lake.catalog.count(method="parcellate", atlas=atlas, connectome="bench") == 0:
-                parcellate(lake, "bench", atlas, scheduler="threads")
+                lake.run("parcellate", connectome="bench", atlas=atlas, scheduler="threads")
     return lake, n
 
 
@@ -142,9 +141,8 @@ def prepare(args) -> tuple[object, int]:
 def child(spec: dict) -> None:
     import logging
 
-    import lakepipe.cluster
     from lakepipe.lake import Lake
-    from lakepipe.pipelines.afnm import run_afnm
+    from lakepipe.runtime import Runtime
 
     logging.getLogger("lakepipe").setLevel(logging.ERROR)  # lesions touching no region: expected here
     lake = Lake(spec["lake"])
@@ -157,12 +155,15 @@ def child(spec: dict) -> None:
         lk = B.catalog_copy(lake, work / f"cat-{tag}-{atlas}.sqlite")
         c0 = B.tree_cpu()
         with B.PeakRSS() as m:
-            dt, res = B.timed(run_afnm, lk, COHORT, atlas, connectome="bench", **kw)
+            dt, res = B.timed(
+                lk.run, "afnm", cohort=COHORT, atlas=atlas, connectome="bench", outputs=False, **kw
+            )
         assert len(res.computed) == spec["n"] and not res.skipped, (len(res.computed), len(res.skipped))
-        return dt, B.tree_cpu() - c0, m.peak, len(res.empty)
+        return dt, B.tree_cpu() - c0, m.peak, len(res.details.get("empty", []))
 
     t0 = time.perf_counter()
-    with lakepipe.cluster.dask_client(n_workers=spec["workers"]) as client:
+    with Runtime(n_workers=spec["workers"]) as runtime:
+        client = runtime.client
         out["cluster_start_s"] = time.perf_counter() - t0
         for atlas in spec["atlases"]:
             one(atlas, "warm", client=client)  # warm: page cache, worker imports

@@ -22,9 +22,10 @@ import pandas as pd
 import xarray as xr
 
 from lakepipe.catalog import OutputRecord
-from lakepipe.io import derivatives, stores
+from lakepipe.collect import collect, write_group
+from lakepipe.io import layout
+from lakepipe.io.stores import write_derivative
 from lakepipe.lake import Lake
-from lakepipe.pipelines.collect import collect, write_group
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -39,7 +40,7 @@ def build(lake: Lake, n: int, n_regions: int, n_runs: int) -> None:
             "hemisphere": "L",
         }
     )
-    from lakepipe.pipelines.common import region_coords
+    from lakepipe.methods.common import region_coords
 
     params = {"weighting": "fractional", "matrix": {"kind": "parcellate", "statistic": "fcgroupz"}}
     per_run = int(np.ceil(n / n_runs))
@@ -60,7 +61,7 @@ def build(lake: Lake, n: int, n_regions: int, n_runs: int) -> None:
             attrs={"method": "afnm", "atlas": "Bench", "cohort": "bench", "parameters": params},
         )
         name = f"afnm-bench{r:03d}"
-        url = derivatives.write_derivative(lake.url, "afnm", name, ds)
+        url = write_derivative(layout.derivative_store(lake.url, "afnm", name), ds)
         lake.catalog.register(
             [
                 OutputRecord(
@@ -74,7 +75,7 @@ def build(lake: Lake, n: int, n_regions: int, n_runs: int) -> None:
                     atlas="Bench",
                     params=params,
                     inputs={"lesion": f"{i:064x}", "atlas": "a", "matrix": "m"},
-                    store_uri=stores.relative(lake.url, url),
+                    store_uri=layout.relative(lake.url, url),
                     store_index=str(k),
                 )
                 for k, i in enumerate(ids)

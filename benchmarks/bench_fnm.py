@@ -10,7 +10,7 @@ In one child process with one Dask LocalCluster (2 single-threaded workers):
 - GEMM rate of the workers (float32, one thread each, both at once) and their BLAS environment
   (``OPENBLAS_CORETYPE``, OpenBLAS' kernel as threadpoolctl reports it, threads);
 - the read floor: every chunk of the store read once on the workers (fastest of four ways);
-- ``lakepipe.pipelines.fnm.run_fnm`` for each seed count, each repeat on a private copy of the
+- ``lake.run("fnm", ...)`` for each seed count, each repeat on a private copy of the
   catalog (nothing skipped), maps written to the lake as in real use: wall, CPU, peak RSS of the
   process tree.
 
@@ -109,15 +109,14 @@ def reference_child(spec: dict) -> None:
     import numpy as np
 
     from lakepipe.lake import Lake
-    from lakepipe.pipelines.common import connectome_info
-    from lakepipe.pipelines.fnm import seed_voxels, voxel_lookup
-    from lakepipe.pipelines.seeds import cohort_seeds
+    from lakepipe.methods.common import connectome_info
+    from lakepipe.methods.fnm import METHOD as FNM
+    from lakepipe.methods.seeds import cohort_seeds
     from tests import reference
 
     lake = Lake(spec["lake"])
     con = connectome_info(lake, "bench")
     seeds = cohort_seeds(lake, "bench500", spec["participants"])
-    lut = voxel_lookup(con)
     g = con.dataset
     k = spec["subjects"]
     t0 = time.perf_counter()
@@ -131,7 +130,7 @@ def reference_child(spec: dict) -> None:
     load_s = time.perf_counter() - t0
     per_seed = []
     for seed in seeds:
-        pos, _, _ = seed_voxels(seed, con, lut)
+        pos = FNM.seed_voxels([seed], con)[0].positions
         t0 = time.perf_counter()
         reference.seed_to_voxel(raw, pos)
         per_seed.append(time.perf_counter() - t0)
@@ -144,10 +143,9 @@ def reference_child(spec: dict) -> None:
 def fnm_child(spec: dict) -> None:
     import logging
 
-    import lakepipe.cluster
-    from lakepipe.io.stores import connectome_url
+    from lakepipe.io.layout import connectome_store
     from lakepipe.lake import Lake
-    from lakepipe.pipelines.fnm import run_fnm
+    from lakepipe.runtime import Runtime
 
     logging.getLogger("lakepipe").setLevel(logging.ERROR)
     lake = Lake(spec["lake"])
@@ -163,19 +161,26 @@ def fnm_child(spec: dict) -> None:
         c0 = B.tree_cpu()
         with B.PeakRSS() as m:
             dt, res = B.timed(
-                run_fnm, lk, "bench", cohort="bench500", participants=participants[:n_seeds], client=client
+                lk.run,
+                "fnm",
+                connectome="bench",
+                cohort="bench500",
+                participants=participants[:n_seeds],
+                client=client,
+                outputs=False,
             )
         assert len(res.computed) == n_seeds and not res.skipped, (len(res.computed), len(res.skipped))
         for d in set(deriv.iterdir()) - before:  # this run's maps (registered only in the copy)
             B.remove_tree(d)
-        return dt, B.tree_cpu() - c0, m.peak, res.n_batches
+        return dt, B.tree_cpu() - c0, m.peak, res.details["passes"]
 
     t0 = time.perf_counter()
-    with lakepipe.cluster.dask_client(n_workers=spec["workers"]) as client:
+    with Runtime(n_workers=spec["workers"]) as runtime:
+        client = runtime.client
         out["cluster_start_s"] = time.perf_counter() - t0
         # the workers' BLAS: environment, kernel, and GEMM rate (one thread each, both at once)
         out["workers"] = client.run(worker_probe)
-        url = connectome_url(lake.url, "bench")
+        url = connectome_store(lake.url, "bench")
         B.read_floor(client, url, n_sub)  # warm page cache and workers
         one(spec["seeds"][0], "warm", client)
         for rep in range(spec["repeats"]):

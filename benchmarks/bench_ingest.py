@@ -29,9 +29,9 @@ def child(spec: dict) -> None:
     import psutil
     import zarr  # noqa: F401
 
+    from lakepipe.ingest import ingest_connectome
     from lakepipe.io.sources import open_source
     from lakepipe.lake import Lake
-    from lakepipe.pipelines.ingest import ingest_connectome
 
     lake = Lake(spec["lake"])
     lake.catalog  # noqa: B018 - open the catalog before timing

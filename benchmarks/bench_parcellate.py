@@ -6,7 +6,7 @@ mask (235,375 voxels, 5.6 GB of float32), ingested once into the benchmark lake.
 
 In one child process with one Dask LocalCluster (2 single-threaded workers): the floor = reading
 every chunk of ``timeseries``, ``scale`` and ``mean`` once with zarr in the same number of worker
-tasks; then ``lakepipe.pipelines.parcellate.parcellate`` (each repeat on a private copy of the
+tasks; then ``lake.run("parcellate", ...)`` (each repeat on a private copy of the
 catalog, so nothing is skipped), alternating, page cache warm for both. Target: parcellate <= 1.5x
 the floor. Peak memory = largest RSS sum over the process tree (client + workers) while it runs.
 Also timed: the same call without a running cluster (it starts its own LocalCluster), as the
@@ -32,14 +32,13 @@ FORGET = ("parcellate",)  # the lake keeps group FC for AFNM: every timed run co
 
 
 def child(spec: dict) -> None:
-    import lakepipe.cluster
-    from lakepipe.io.stores import connectome_url
+    from lakepipe.io.layout import connectome_store
     from lakepipe.lake import Lake
-    from lakepipe.pipelines.parcellate import parcellate
+    from lakepipe.runtime import Runtime
 
     lake = Lake(spec["lake"])
     n = lake.catalog.count(kind="connectome", connectome="bench")
-    url = connectome_url(lake.url, "bench")
+    url = connectome_store(lake.url, "bench")
     work = Path(spec["work"])
     out = {
         "floor_s": [],
@@ -51,12 +50,15 @@ def child(spec: dict) -> None:
         "atlases": {},
     }
     t0 = time.perf_counter()
-    with lakepipe.cluster.dask_client(n_workers=spec["workers"]) as client:
+    with Runtime(n_workers=spec["workers"]) as runtime:
+        client = runtime.client
         out["cluster_start_s"] = time.perf_counter() - t0
         out["worker_blas"] = client.run(lambda: __import__("os").environ.get("OPENBLAS_CORETYPE"))
         B.read_floor(client, url, n)  # warm the page cache and the workers
         for atlas in spec["atlases"]:  # warm-up run per atlas (imports, resampling caches)
-            parcellate(B.catalog_copy(lake, work / "warm.sqlite", FORGET), "bench", atlas, client=client)
+            B.catalog_copy(lake, work / "warm.sqlite", FORGET).run(
+                "parcellate", connectome="bench", atlas=atlas, client=client
+            )
         for rep in range(spec["repeats"]):
             with B.PeakRSS() as m:
                 modes = B.read_floor(client, url, n)
@@ -74,13 +76,17 @@ def child(spec: dict) -> None:
                 lk = B.catalog_copy(lake, work / f"cat-{rep}-{atlas}.sqlite", FORGET)
                 c0 = B.tree_cpu()
                 with B.PeakRSS() as m:
-                    dt, res = B.timed(parcellate, lk, "bench", atlas, client=client)
+                    dt, res = B.timed(
+                        lk.run, "parcellate", connectome="bench", atlas=atlas, client=client, outputs=False
+                    )
                 rec["cpu_s"].append(B.tree_cpu() - c0)
                 assert not res.skipped
                 rec["wall_s"].append(dt)
                 rec["peak_rss"].append(m.peak)
                 rec["start_rss"].append(m.start)
-                rec["n_regions"] = int(res.dataset.sizes["region"])
+                rec["n_regions"] = int(
+                    lk.collect("parcellate", connectome="bench", atlas=atlas).sizes["region"]
+                )
             print(
                 f"  repeat {rep + 1}: floor {out['floor_s'][-1]:.2f} s ({best}), "
                 + ", ".join(f"{a} {out['atlases'][a]['wall_s'][-1]:.2f} s" for a in spec["atlases"])
@@ -91,7 +97,7 @@ def child(spec: dict) -> None:
     # as the command line runs it: parcellate starts (and stops) its own LocalCluster
     for atlas in spec["atlases"]:
         lk = B.catalog_copy(lake, work / f"cat-cli-{atlas}.sqlite", FORGET)
-        dt, _ = B.timed(parcellate, lk, "bench", atlas)
+        dt, _ = B.timed(lk.run, "parcellate", connectome="bench", atlas=atlas, outputs=False)
         out["atlases"][atlas]["wall_own_cluster_s"] = dt
     out["n_subjects"] = n
     B.child_result(out)

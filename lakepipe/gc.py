@@ -11,7 +11,8 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
-from lakepipe.io.storage import filesystem, join, listdir, remove
+from lakepipe.io import layout
+from lakepipe.io.storage import filesystem, remove
 from lakepipe.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -44,21 +45,12 @@ def _age_s(url: str) -> float:
 
 
 def unregistered(lake: Lake) -> list[str]:
-    """URLs of derivative stores and lesion entries that no catalog row references."""
+    """URLs of derivative stores and lesion entries that no published catalog row references."""
     uris = lake.catalog.store_uris()
-    found = []
-    for method in listdir(join(lake.url, "derivatives")):
-        for name in listdir(join(lake.url, "derivatives", method)):
-            if name.endswith(".zarr") and f"derivatives/{method}/{name}" not in uris:
-                found.append(join(lake.url, "derivatives", method, name))
+    found = [item.url for item in layout.derivative_stores(lake.url) if item.uri not in uris]
     lesions = lake.catalog.query(kind="lesion")
     keys = {(r.store_uri, r.store_index) for r in lesions.itertuples()}
-    for store in listdir(join(lake.url, "lesions")):
-        uri = f"lesions/{store}"
-        for key in listdir(join(lake.url, "lesions", store)):
-            # (the cohort's packed index, ``_index-*``, is a cache the store manages itself)
-            if key != "zarr.json" and not key.startswith("_") and (uri, key) not in keys:
-                found.append(join(lake.url, "lesions", store, key))
+    found += [item.url for item in layout.lesion_entries(lake.url) if (item.uri, item.entry) not in keys]
     return found
 
 

@@ -60,15 +60,14 @@ def dask_client():
 @pytest.fixture(scope="session")
 def ingested(tmp_path_factory, tutorial, dask_client):
     """A local lake with the tutorial cohort, connectome and atlas ingested and parcellated."""
+    from lakepipe.ingest import ingest_atlas, ingest_connectome, ingest_lesions
     from lakepipe.lake import Lake
-    from lakepipe.pipelines.ingest import ingest_atlas, ingest_connectome, ingest_lesions
-    from lakepipe.pipelines.parcellate import parcellate
 
     lake = Lake(str(tmp_path_factory.mktemp("lake") / "lake"))
     ingest_lesions(lake, tutorial.bids, cohort="tutorial")
     ingest_connectome(lake, tutorial.connectome, name="tutorial")
     ingest_atlas(lake, tutorial.atlas_nifti, labels=tutorial.atlas_labels, name="Seitzman2018")
-    parcellate(lake, "tutorial", "Seitzman2018", client=dask_client)
+    lake.run("parcellate", connectome="tutorial", atlas="Seitzman2018", client=dask_client)
     return lake
 
 

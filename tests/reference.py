@@ -191,6 +191,7 @@ def seed_to_voxel_many(
             "tmap": t,
             "avgr": r_sum[j] / n_sub,
             "zsd": z[j].std(axis=0, ddof=1),
+            "rmax": np.tanh(np.abs(z[j]).max(axis=0)),  # largest |r| over subjects (for tolerances)
         }
         if with_p:
             maps["pmap"] = 2 * stats.t.sf(np.abs(t), n_sub - 1)

@@ -11,17 +11,26 @@ import pandas as pd
 import pytest
 
 from lakepipe.errors import InputError
+from lakepipe.ingest import ingest_atlas, ingest_lesions
+from lakepipe.io.bidsfind import find_lesion_files
+from lakepipe.io.stores import open_derivative
 from lakepipe.lake import Lake
-from lakepipe.pipelines.afnm import run_afnm
-from lakepipe.pipelines.ingest import find_lesion_files, ingest_atlas, ingest_lesions
-from lakepipe.pipelines.parcellate import parcellate
 from tests import reference
 from tests.conftest import SHARED_LESIONS, shared_atlas
 
 
 def fc_matrix(lake: Lake, atlas: str) -> tuple[np.ndarray, list[int]]:
-    ds = parcellate(lake, "tutorial", atlas, scheduler="synchronous").dataset
+    ds = lake.run("parcellate", connectome="tutorial", atlas=atlas, scheduler="synchronous").outputs
     return ds["fcgroupz"].values.astype(np.float64), ds["region"].values.tolist()
+
+
+def run_afnm(lake: Lake, cohort: str, atlas: str, **params):
+    return lake.run("afnm", cohort=cohort, atlas=atlas, **params)
+
+
+def computed(res):
+    """The store this run wrote (scores, n_touched, lesion_voxels of the lesions it computed)."""
+    return open_derivative(res.store).load()
 
 
 @pytest.mark.parametrize("weighting", ["fractional", "binary", "voxel_count"])
@@ -31,8 +40,8 @@ def test_afnm_matches_reference(ingested, tutorial, dask_client, weighting):
     )
     C, labels = fc_matrix(ingested, "Seitzman2018")
     files = {f.key: f.path for f in find_lesion_files(tutorial.bids)}
-    ds = res.scores if res.scores is not None else None
-    assert ds is not None and ds.sizes["seed"] == len(files)
+    ds = computed(res)
+    assert ds.sizes["seed"] == len(files)
     assert ds["region"].values.tolist() == labels
     for i, key in enumerate(ds["seed"].values):
         expected = reference.afnm_fractional(files[key], tutorial.atlas_nifti, labels, C, weighting)
@@ -85,14 +94,15 @@ def test_afnm_real_atlases_on_shared_masks(ingested, dask_client, tmp_path):
         C, labels = fc_matrix(ingested, atlas)
         files = {f.key: f.path for f in find_lesion_files(SHARED_LESIONS)}
         assert len(res.computed) == 3
-        for i, key in enumerate(res.scores["seed"].values):
+        ds = computed(res)
+        for i, key in enumerate(ds["seed"].values):
             expected = reference.afnm_fractional(files[key], atlas_path, labels, C)
-            np.testing.assert_allclose(res.scores["score"].values[i], expected, atol=1e-5, err_msg=key)
-        touched = dict(zip(res.scores["seed"].values, res.scores["n_touched"].values, strict=True))
+            np.testing.assert_allclose(ds["score"].values[i], expected, atol=1e-5, err_msg=key)
+        touched = dict(zip(ds["seed"].values, ds["n_touched"].values, strict=True))
         # sub-02's infarct is cerebellar (around -43, -60, -41 mm): neither atlas covers it
         assert touched.pop("sub-02_ses-01_label-acuteinfarct") == 0 and all(v > 0 for v in touched.values())
-        assert res.empty == ["sub-02_ses-01_label-acuteinfarct"]
-    nets = set(res.scores["region_network"].values)
+        assert res.details["empty"] == ["sub-02_ses-01_label-acuteinfarct"]
+    nets = set(ds["region_network"].values)
     assert "Subcortex" in nets and "Default" in nets
 
 
@@ -103,7 +113,9 @@ def test_matrix_file_with_reorder(ingested, tmp_path, dask_client, tutorial):
     weighting, which other tests collect."""
     ingest_lesions(ingested, tutorial.bids, cohort="matrixfile")
     C, labels = fc_matrix(ingested, "Seitzman2018")
-    ds = parcellate(ingested, "tutorial", "Seitzman2018", scheduler="synchronous").dataset
+    ds = ingested.run(
+        "parcellate", connectome="tutorial", atlas="Seitzman2018", scheduler="synchronous"
+    ).outputs
     names = ds["region_name"].values.tolist()
     perm = np.random.default_rng(1).permutation(len(names))
     np.save(tmp_path / "m.npy", C[np.ix_(perm, perm)])
@@ -117,8 +129,9 @@ def test_matrix_file_with_reorder(ingested, tmp_path, dask_client, tutorial):
         client=dask_client,
     )
     from_lake = run_afnm(ingested, "matrixfile", "Seitzman2018", connectome="tutorial", client=dask_client)
-    assert list(from_file.scores["seed"].values) == list(from_lake.scores["seed"].values)
-    np.testing.assert_allclose(from_file.scores["score"].values, from_lake.scores["score"].values, atol=1e-5)
+    a, b = computed(from_file), computed(from_lake)
+    assert list(a["seed"].values) == list(b["seed"].values)
+    np.testing.assert_allclose(a["score"].values, b["score"].values, atol=1e-5)
 
 
 def test_on_empty_and_space_checks(tmp_path, ingested, dask_client):
@@ -141,9 +154,10 @@ def test_on_empty_and_space_checks(tmp_path, ingested, dask_client):
             ingested, "withempty", "Seitzman2018", connectome="tutorial", on_empty="error", client=dask_client
         )
     res = run_afnm(ingested, "withempty", "Seitzman2018", connectome="tutorial", client=dask_client)
-    assert res.empty == ["sub-09_ses-01_label-acuteinfarct"]
-    i = list(res.scores["seed"].values).index(res.empty[0])
-    assert not res.scores["score"].values[i].any()
+    assert res.details["empty"] == ["sub-09_ses-01_label-acuteinfarct"]
+    ds = computed(res)
+    i = list(ds["seed"].values).index(res.details["empty"][0])
+    assert not ds["score"].values[i].any()
 
 
 def test_bids_parcelstats(ingested, tmp_path, dask_client, tutorial):
@@ -162,8 +176,14 @@ def test_bids_parcelstats(ingested, tmp_path, dask_client, tutorial):
     )
     assert res.files, res.summary()
     for f in res.files:
-        assert f.name.endswith("_method-afnm_atlas-Seitzman2018_desc-afnmap_parcelstats.tsv")
-        assert f.parent.name == "ses-01" or f.parent.name == "ses-02"
+        assert (
+            f.name.endswith(
+                "_space-MNI152NLin6Asym_label-acuteinfarct_method-afnm_atlas-Seitzman2018_"
+                "desc-afnmap_parcelstats.tsv"
+            )
+            or "label-chronic" in f.name
+        )
+        assert f.parent.name == "anat" and f.parent.parent.name in ("ses-01", "ses-02")
         table = pd.read_csv(f, sep="\t")
         assert list(table.columns[:4]) == ["index", "name", "network", "hemisphere"]
         assert {"score", "weight"} <= set(table.columns)

@@ -140,7 +140,7 @@ def test_modes_and_filters(toy):
 
 
 def test_tsv_round_trip(toy, tmp_path):
-    from lakepipe.io.derivatives import write_tsv
+    from lakepipe.io.bidsout import write_tsv
 
     v, labels, table, _, _ = toy
     df = assign(v, AFFINE, labels, table, threshold=1.5)

@@ -22,7 +22,7 @@ from lakepipe.catalog import (
     schema,
 )
 from lakepipe.catalog.urls import redact_text
-from lakepipe.errors import InputError, NotFoundError
+from lakepipe.errors import EnvironmentFailure, InputError, NotFoundError
 
 
 def afnm(
@@ -358,9 +358,10 @@ def test_create_false_and_bad_urls(catalog_url: str, tmp_path: Path) -> None:
         Catalog(str(tmp_path / "missing.sqlite"), create=False)
     with pytest.raises(InputError, match="not supported"):
         Catalog("mysql://u:pw@localhost/db")
-    with pytest.raises(InputError, match="cannot open") as err:
+    # an unreachable server is the environment's failure (exit 1), not bad input; no password shown
+    with pytest.raises(EnvironmentFailure, match="cannot open") as err:
         Catalog("postgresql://u:pw-not-shown@127.0.0.1:1/db")
-    assert "pw-not-shown" not in str(err.value)
+    assert "pw-not-shown" not in str(err.value) and err.value.exit_code == 1
 
 
 # -- hashing ----------------------------------------------------------------------------------------

@@ -5,7 +5,12 @@ from nilearn.connectome import ConnectivityMeasure
 from sklearn.covariance import EmpiricalCovariance
 
 from lakepipe.compute.correlation import center_unit
-from lakepipe.compute.groupfc import finalize_group_fc, parcel_means, subject_fc_z
+from lakepipe.compute.groupfc import ParcelAverager, finalize_group_fc, subject_fc_z
+
+
+def parcel_means(unit, scale, mean, labels, n_regions):
+    """The parcel means the parcellate method computes (a ParcelAverager per labelling)."""
+    return ParcelAverager(labels, n_regions)(unit, scale, mean)
 
 N_REGIONS = 6
 

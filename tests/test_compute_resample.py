@@ -16,7 +16,6 @@ from lakepipe.compute.resample import (
     voxel_to_world,
     world_to_voxel,
 )
-from lakepipe.errors import InputError
 from lakepipe.space import mni152_grid
 
 RAS_1MM = np.array([[1.0, 0, 0, -20], [0, 1, 0, -30], [0, 0, 1, -10], [0, 0, 0, 1]])
@@ -162,5 +161,5 @@ def test_sphere_known_count_boundary_and_nearest_option():
     ref = NiftiSpheresMasker([center], radius=0.5, standardize=None).fit_transform(img)[:, 0]
     np.testing.assert_allclose(np.asarray(img.dataobj).reshape(-1, 4)[near].mean(0), ref)
     for bad in (0, -1.0, np.nan):
-        with pytest.raises(InputError):
+        with pytest.raises(ValueError):
             sphere_voxels(center, bad, SPHERE_SHAPE, SPHERE_AFFINE)

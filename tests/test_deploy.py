@@ -295,12 +295,12 @@ def parse_problem(cmd: Command) -> str | None:
     import contextlib
     import io
 
-    from lakepipe.cli.main import build_parser
+    from lakepipe.cli.main import parse_args
 
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            build_parser().parse_args(list(cmd.args))
+            parse_args(list(cmd.args))
     except SystemExit as exc:
         if exc.code in (0, None) and {"--help", "-h", "--version"} & set(cmd.args):
             return None
@@ -313,11 +313,11 @@ def spec_references(cmd: Command) -> list[str]:
     import contextlib
     import io
 
-    from lakepipe.cli.main import build_parser
+    from lakepipe.cli.main import parse_args
 
     try:
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            args = build_parser().parse_args(list(cmd.args))
+            args = parse_args(list(cmd.args))
     except SystemExit:
         return []
     if getattr(args, "command", None) != "jobs":
@@ -338,7 +338,7 @@ def configmap_specs(docs: list[dict]) -> dict[str, str]:
 
 def spec_problems(ref: str, embedded: dict[str, str], where: str) -> list[str]:
     """Find the spec a command names (a ConfigMap for /jobs/..., else jobs/<name>) and validate it."""
-    from lakepipe.pipelines.jobs import schema_errors
+    from lakepipe.jobs import schema_errors
 
     name = PurePosixPath(ref).name
     if ref.startswith("/jobs/") and name in embedded:
@@ -501,7 +501,7 @@ def test_job_specs_referenced_by_deploy_files_validate():
 
 
 def test_every_example_job_spec_validates():
-    from lakepipe.pipelines.jobs import schema_errors
+    from lakepipe.jobs import schema_errors
 
     for path in sorted(JOBS.glob("*.yaml")):
         assert schema_errors(yaml.safe_load(path.read_text())) == [], path

@@ -1,4 +1,4 @@
-"""The documentation's notebook page runs as written on the tutorial lake."""
+"""The documentation's notebook pages run as written on the tutorial lake."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from lakepipe.pipelines.afnm import run_afnm
-from lakepipe.pipelines.fnm import run_fnm
-
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
@@ -17,14 +14,18 @@ def python_blocks(path: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
 
 
-def test_group_questions_page_runs(ingested, dask_client):
-    run_afnm(ingested, "tutorial", "Seitzman2018", connectome="tutorial", client=dask_client)
-    run_fnm(ingested, "tutorial", cohort="tutorial", client=dask_client)
-    blocks = python_blocks(DOCS / "group-questions.md")
-    assert len(blocks) >= 5
-    ns: dict = {"LAKE": ingested.url}
+def run_page(name: str, ns: dict) -> dict:
+    blocks = python_blocks(DOCS / name)
+    assert len(blocks) >= 4
     for block in blocks:
-        exec(compile(block, str(DOCS / "group-questions.md"), "exec"), ns)
+        exec(compile(block, str(DOCS / name), "exec"), ns)
+    return ns
+
+
+def test_group_questions_page_runs(ingested, dask_client):
+    ingested.run("afnm", cohort="tutorial", atlas="Seitzman2018", connectome="tutorial", client=dask_client)
+    ingested.run("fnm", connectome="tutorial", cohort="tutorial", client=dask_client)
+    ns = run_page("group-questions.md", {"LAKE": ingested.url})
     scores, r, zmaps = ns["scores"], ns["r"], ns["zmaps"]
     assert scores.dims == ("seed", "region") and set(scores["session"].values) == {"01"}
     assert set(scores["label"].values) == {"acuteinfarct"}
@@ -32,3 +33,27 @@ def test_group_questions_page_runs(ingested, dask_client):
     assert r.sizes["region"] == scores.sizes["region"] and np.isfinite(r.values).any()
     assert type(zmaps.data).__module__.startswith("dask")
     assert ns["group_mean"].shape == (zmaps.sizes["voxel"],)
+
+
+def test_running_analyses_page_runs(tmp_path, tutorial):
+    """On a lake of its own (whatever other tests computed elsewhere): everything is computed here."""
+    from lakepipe.ingest import ingest_atlas, ingest_connectome, ingest_lesions
+    from lakepipe.lake import Lake
+
+    lake = Lake(str(tmp_path / "lake"))
+    ingest_lesions(lake, tutorial.bids, cohort="tutorial")
+    ingest_connectome(lake, tutorial.connectome, name="tutorial")
+    ingest_atlas(lake, tutorial.atlas_nifti, labels=tutorial.atlas_labels, name="Seitzman2018")
+    ns = run_page("running-analyses.md", {"LAKE": lake.url, "SCHEDULER": "synchronous"})
+    assert "to compute" in ns["plan"].describe()
+    assert ns["result"].computed and ns["scores"].dims == ("seed", "region")
+    assert ns["scores"].attrs["parameters"]["weighting"] == "binary"
+    assert ns["again"].computed == []
+    assert ns["motor"].outputs.sizes["seed"] == 1 and ns["zmap"].dims == ("voxel",)
+    assert ns["redone"].computed and set(ns["fc"].data_vars) == {"fcgroupz", "fcgroupr"}
+    runs = lake.catalog.runs()
+    notebook = runs[runs["command"] == "notebook: AFNM with two weightings"]
+    assert len(notebook) == 1 and notebook["status"].iloc[0] == "finished"
+    # both AFNM weightings of the run context carry its one run id
+    rows = lake.catalog.query(method="afnm", run_id=notebook["run_id"].iloc[0])
+    assert {p["weighting"] for p in rows["params"]} == {"fractional", "voxel_count"}

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lakepipe.ingest import ingest_atlas, ingest_connectome, ingest_lesions
 from lakepipe.io import stores
+from lakepipe.io.bidsfind import find_lesion_files
 from lakepipe.lake import Lake
-from lakepipe.pipelines.ingest import find_lesion_files, ingest_atlas, ingest_connectome, ingest_lesions
 from lakepipe.tutorial import write_hdf5_batch
 from tests.conftest import ATLASES, SHARED_LESIONS
 

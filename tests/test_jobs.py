@@ -58,22 +58,32 @@ def test_schemas_are_valid_draft_2020_12():
         jsonschema.Draft202012Validator.check_schema(schema)
 
 
-def test_good_spec_loads_with_defaults_and_resolved_paths(tmp_path):
-    from lakepipe.pipelines.jobs import load_job
+def test_good_spec_loads_with_defaults_and_resolved_paths(tmp_path, monkeypatch):
+    from lakepipe.jobs import job_steps, load_job
 
-    job = load_job(write_spec(tmp_path / "ok.yaml", GOOD), env={})
-    ingest, afnm, collect = job.steps
-    assert ingest["source"] == str(tmp_path / "bids")  # relative to the spec's folder, not the cwd
-    assert ingest["incremental"] is True
-    assert afnm["weighting"] == "fractional" and afnm["only_new"] is True
-    assert collect["out"] == str(tmp_path / "group")
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    job = load_job(write_spec(specs / "ok.yaml", GOOD), env={})
+    ingest, afnm, collect = job_steps(job)
+    # relative paths resolve against the working folder, never next to the spec
+    assert ingest.path("source") == str(work / "bids") and collect.path("out") == str(work / "group")
+    assert ingest.spec.get("incremental", True) is True
+    assert afnm.params.weighting == "fractional" and afnm.spec["only_new"] is True  # the method's default
     assert job.lake is None and job.scheduler is None
+    # or against an explicit base (--base), or the spec's own base (relative to the spec's folder)
+    based = job_steps(load_job(specs / "ok.yaml", env={}, base=tmp_path / "elsewhere"))
+    assert based[0].path("source") == str(tmp_path / "elsewhere" / "bids")
+    own = write_spec(specs / "own.yaml", GOOD.replace("name: ok\n", "name: ok\nbase: ../data\n"))
+    assert job_steps(load_job(own, env={}))[0].path("source") == str(tmp_path / "data" / "bids")
 
 
 @pytest.mark.parametrize(
     "edit, expected",
     [
-        (("kind: afnm", "kind: afmn"), "steps[1].kind: 'afmn' is not one of ['ingest-lesions'"),
+        (("kind: afnm", "kind: afmn"), "steps[1].kind: 'afmn' is not one of ['tutorial', 'ingest-lesions'"),
         (
             ("    atlas: Seitzman2018\n    connectome", "    connectome"),
             "steps[1]: 'atlas' is a required property",
@@ -103,7 +113,7 @@ def test_good_spec_loads_with_defaults_and_resolved_paths(tmp_path):
     ],
 )
 def test_invalid_spec_names_the_failing_field(tmp_path, edit, expected):
-    from lakepipe.pipelines.jobs import load_job
+    from lakepipe.jobs import load_job
 
     text = GOOD.replace(*edit)
     assert text != GOOD
@@ -114,7 +124,7 @@ def test_invalid_spec_names_the_failing_field(tmp_path, edit, expected):
 
 
 def test_yaml_errors_and_non_mappings_are_input_errors(tmp_path):
-    from lakepipe.pipelines.jobs import load_job
+    from lakepipe.jobs import load_job
 
     with pytest.raises(InputError, match=r"not valid YAML \(line 3, column"):
         load_job(write_spec(tmp_path / "a.yaml", "version: 1\nname: x\nsteps: [a: b: c]\n"))
@@ -125,7 +135,7 @@ def test_yaml_errors_and_non_mappings_are_input_errors(tmp_path):
 
 
 def test_environment_substitution(tmp_path):
-    from lakepipe.pipelines.jobs import load_job
+    from lakepipe.jobs import load_job
 
     spec = write_spec(
         tmp_path / "env.yaml",
@@ -137,8 +147,8 @@ def test_environment_substitution(tmp_path):
     assert job.steps[0]["source"] == "/data/in/bids"
     assert job.steps[0]["cohort"] == job.steps[1]["cohort"] == "stroke"
     assert job.variables == ["BIDS_ROOT", "COHORT"]
-    relative = load_job(spec, env={"BIDS_ROOT": "rel", "COHORT": "nightly"})
-    assert relative.steps[0]["source"] == str(tmp_path / "rel" / "bids")
+    relative = load_job(spec, env={"BIDS_ROOT": "rel", "COHORT": "nightly"}, base=tmp_path)
+    assert relative.resolve(relative.steps[0]["source"]) == str(tmp_path / "rel" / "bids")
     with pytest.raises(InputError, match=r"steps\[0\]\.source: environment variable BIDS_ROOT is not set"):
         load_job(spec, env={})
     # a value from the environment is validated like one written in the spec
@@ -152,7 +162,7 @@ def test_environment_substitution(tmp_path):
 
 
 def test_example_specs_validate(monkeypatch):
-    from lakepipe.pipelines.jobs import check_spec_file, load_job
+    from lakepipe.jobs import check_spec_file, load_job
 
     specs = sorted(JOBS.glob("*.yaml"))
     assert {p.name for p in specs} >= {"tutorial.yaml", "nightly-lesions.yaml"}
@@ -179,7 +189,7 @@ def test_cli_validate(tmp_path, capsys):
 
 
 def test_scheduler_address_honours_the_dask_operator_variable(monkeypatch):
-    from lakepipe.cluster import scheduler_address
+    from lakepipe.runtime import scheduler_address
 
     monkeypatch.delenv("LAKEPIPE_SCHEDULER", raising=False)
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
@@ -193,50 +203,62 @@ def test_scheduler_address_honours_the_dask_operator_variable(monkeypatch):
 
 # ----------------------------------------------------------------------------------- tutorial job
 
+#: the bundled tutorial job at test sizes (the tutorial step's defaults are larger)
+SMALL = {"participants": 4, "subjects": 5, "timepoints": 30}
 
-def _group_file(out: Path, method: str) -> Path:
-    (path,) = (out / "group").glob(f"group_method-{method}_atlas-Seitzman2018_*_parcelstats.tsv")
+
+def small_tutorial_spec(tmp_path: Path) -> Path:
+    import yaml
+
+    spec = yaml.safe_load((JOBS / "tutorial.yaml").read_text())
+    spec["steps"][0].update(SMALL)
+    path = tmp_path / "tutorial.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
 
-def test_tutorial_job_dry_run_writes_nothing(tutorial, tmp_path, capsys, monkeypatch):
+def _group_file(out: Path, method: str) -> Path:
+    pattern = f"group_space-MNI152NLin6Asym_method-{method}_atlas-Seitzman2018_*_parcelstats.tsv"
+    (path,) = (out / "group").glob(pattern)
+    return path
+
+
+def test_tutorial_job_dry_run_writes_nothing(tmp_path, capsys, monkeypatch):
+    """From an empty work folder: the example spec, as the README shows it, plans without writing."""
     from lakepipe.cli.main import main
 
-    lake, out = tmp_path / "lake", tmp_path / "out"
-    monkeypatch.setenv("LAKEPIPE_TUTORIAL", str(tutorial.root))
-    monkeypatch.setenv("LAKEPIPE_OUTPUT", str(out))
-    assert main(["--lake", str(lake), "jobs", "run", str(JOBS / "tutorial.yaml"), "--dry-run"]) == 0
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["jobs", "example", "tutorial"]) == 0
+    (work / "tutorial.yaml").write_text(capsys.readouterr().out)
+    assert main(["jobs", "run", "tutorial.yaml", "--dry-run"]) == 0
     text = capsys.readouterr().out
-    assert not lake.exists() and not out.exists()
-    n_entries = len(list(tutorial.bids.glob("sub-*/**/*_mask.nii.gz")))
-    lines = {ln.split()[1]: ln.split() for ln in text.splitlines() if ln.strip()[:1].isdigit()}
-    assert lines["ingest-lesions"][-3:] == [str(n_entries), "0", str(n_entries)]
-    assert lines["ingest-connectome"][-3:] == ["8", "0", "8"]
-    assert "dry run, nothing written" in text
+    assert sorted(p.name for p in work.iterdir()) == ["tutorial.yaml"]  # nothing written
+    lines = {ln.split()[1]: ln for ln in text.splitlines() if ln.strip()[:1].isdigit()}
+    assert lines["tutorial"].split()[-3:] == ["1", "0", "1"]
+    # the steps that read the example inputs are planned once the tutorial step has written them
+    for kind in ("ingest-lesions", "ingest-connectome", "parcellate", "afnm", "fnm", "collect"):
+        assert "planned after the steps above" in lines[kind], lines[kind]
+    assert "more once the steps above have run" in text and "dry run, nothing written" in text
 
 
 @pytest.mark.slow
-def test_tutorial_job_end_to_end_then_nothing(tutorial, tmp_path, dask_client):
+def test_tutorial_job_end_to_end_then_nothing(tmp_path, dask_client):
     """The tutorial spec from the command line, on a real cluster; the second run does nothing."""
     import jsonschema
 
     from lakepipe.lake import Lake
 
-    lake_dir, out = tmp_path / "lake", tmp_path / "out"
-    env = {"LAKEPIPE_TUTORIAL": str(tutorial.root), "LAKEPIPE_OUTPUT": str(out)}
-    args = [
-        "--lake",
-        lake_dir,
-        "--scheduler",
-        dask_client.scheduler.address,
-        "jobs",
-        "run",
-        JOBS / "tutorial.yaml",
-    ]
-    first = run_cli(*args, env=env)
+    work = tmp_path / "work"
+    work.mkdir()
+    spec = small_tutorial_spec(tmp_path)
+    args = ["-v", "--scheduler", dask_client.scheduler.address, "jobs", "run", spec]
+    first = run_cli(*args, cwd=work)
     assert first.returncode == 0, first.stderr[-3000:]
-    n_entries = len(list(tutorial.bids.glob("sub-*/**/*_mask.nii.gz")))
-    lake = Lake(str(lake_dir))
+    out = work / "derivatives"
+    n_entries = len(list((work / "tutorial" / "bids").glob("sub-*/**/*_mask.nii.gz")))
+    lake = Lake(str(work / "lake"), create=False)
     assert lake.catalog.count(kind="lesion", cohort="tutorial") == n_entries
     assert lake.catalog.count(method="afnm") == n_entries
     assert lake.catalog.count(method="fnm", statistic="zmap", atlas="Seitzman2018") == n_entries
@@ -245,6 +267,10 @@ def test_tutorial_job_end_to_end_then_nothing(tutorial, tmp_path, dask_client):
     assert len(group.read_text().splitlines()) == n_entries + 1
     assert _group_file(out, "fnm").exists()
     assert "job 'tutorial' finished" in first.stdout
+    assert not (JOBS / "derivatives").exists() and not (JOBS / "tutorial").exists()  # nothing in the repo
+    # one run: every output of the job carries its run id
+    rows = lake.catalog.query()
+    assert rows["run_id"].notna().all() and rows["run_id"].nunique() == 1
     # every sidecar the job exported follows schemas/sidecar.schema.json
     validator = jsonschema.Draft202012Validator(json.loads((SCHEMAS / "sidecar.schema.json").read_text()))
     sidecars = [p for p in out.rglob("*.json") if p.name != "dataset_description.json"]
@@ -252,18 +278,18 @@ def test_tutorial_job_end_to_end_then_nothing(tutorial, tmp_path, dask_client):
     for p in sidecars:
         assert not list(validator.iter_errors(json.loads(p.read_text()))), p
 
-    files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     n_rows = lake.catalog.count()
-    second = run_cli(*args, env=env)
+    second = run_cli(*args, cwd=work)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "nothing to do: everything is in the lake" in second.stdout
     assert "finished: 0 new" in second.stdout
-    assert "local Dask cluster" not in second.stderr
-    assert Lake(str(lake_dir)).catalog.count() == n_rows
-    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == files  # nothing rewritten
-    runs = Lake(str(lake_dir)).catalog.runs()
-    assert list(runs["status"]) == ["finished", "finished"]
-    assert list(runs["n_outputs"]) == [first_total(first.stdout), 0]
+    assert "local Dask cluster" not in second.stderr  # nothing to compute: no cluster started
+    assert Lake(str(work / "lake")).catalog.count() == n_rows
+    runs = Lake(str(work / "lake")).catalog.runs()
+    assert list(runs["status"]) == ["finished", "finished"]  # a job records every run, even a no-op
+    # the run's counts are catalog records: every output the first run registered, none the second
+    assert list(runs["n_outputs"]) == [lake.catalog.count(run_id=runs["run_id"].iloc[0]), 0]
+    assert first_total(first.stdout) > 0
 
 
 def first_total(stdout: str) -> int:
@@ -283,9 +309,10 @@ def _bids_copy(src: Path, dst: Path, drop: set[str]) -> Path:
 def test_nightly_job_ingests_and_maps_only_new_participants(
     tutorial, ingested, copy_lake, tmp_path, dask_client, monkeypatch
 ):
+    from lakepipe.ingest import ingest_lesions
+    from lakepipe.io.bidsfind import find_lesion_files
+    from lakepipe.jobs import load_job, run_job
     from lakepipe.lake import Lake
-    from lakepipe.pipelines.ingest import find_lesion_files, ingest_lesions
-    from lakepipe.pipelines.jobs import load_job, run_job
 
     lake = Lake(copy_lake(ingested))
     bids = _bids_copy(tutorial.bids, tmp_path / "bids", drop={"sub-06"})
@@ -297,7 +324,7 @@ def test_nightly_job_ingests_and_maps_only_new_participants(
         "LAKEPIPE_OUTPUT": str(out),
     }.items():
         monkeypatch.setenv(k, v)
-    job = load_job(JOBS / "nightly-lesions.yaml")
+    job = load_job(JOBS / "nightly-lesions.yaml", base=tmp_path)
     # a run killed after its ingest: sub-01 is in the cohort but was never mapped
     ingest_lesions(lake, bids, cohort="nightly", participants=["01"])
 
@@ -320,8 +347,8 @@ def test_nightly_job_ingests_and_maps_only_new_participants(
     new_entries = len(list((bids / "sub-06").glob("**/*_mask.nii.gz")))
     lines = []
     dry = run_job(job, lake=lake, dry_run=True, echo=lines.append)
-    assert [(p.new, p.to_compute) for p in dry.plan[:2]] == [(new_entries, new_entries)] * 2
-    assert dry.plan[1].participants == ["06"]
+    assert (dry.plan[0].new, dry.plan[0].to_compute) == (new_entries, new_entries)
+    assert dry.plan[1].to_compute is None  # the new participant's lesions are not in the lake yet
     third = run_job(job, lake=lake, client=dask_client)
     ingest, afnm, collect = third.steps
     assert (ingest.written, ingest.skipped) == (new_entries, n_first)
@@ -356,13 +383,13 @@ steps:
     assert "step 1 (afnm)" in err and "NoSuchAtlas" in err
 
 
-def test_lesions_from_an_s3_bids_source(tutorial, s3_server, tmp_path, monkeypatch):
+def test_lesions_from_an_s3_bids_source(tutorial, s3_server, tmp_path):
     """ingest-lesions from s3://: lists remote names, downloads only participants with new entries."""
     import boto3
 
+    from lakepipe.ingest import ingest_lesions
+    from lakepipe.jobs import load_job, run_job
     from lakepipe.lake import Lake
-    from lakepipe.pipelines import jobs
-    from lakepipe.pipelines.jobs import load_job, run_job
 
     prefix = f"bids-{uuid.uuid4().hex[:8]}"
     s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
@@ -386,26 +413,19 @@ steps:
     cohort: remote
 """,
     )
-    job = load_job(spec)
+    job = load_job(spec, base=tmp_path)
     assert job.lake == str(tmp_path / "lake")
-    downloaded = []
-    real = jobs._download
-    monkeypatch.setattr(
-        jobs,
-        "_download",
-        lambda url, entries, dest: (
-            downloaded.append(sorted({e.participant for e in entries})),
-            real(url, entries, dest),
-        ),
-    )
     first = run_job(job)
     n12 = len(list(tutorial.bids.glob("sub-0[12]/**/*_mask.nii.gz")))
-    assert first.steps[0].written == n12 and downloaded == [["01", "02"]]
-    assert run_job(job).steps[0].written == 0 and len(downloaded) == 1  # nothing new: nothing downloaded
+    assert first.steps[0].written == n12
+    assert run_job(job).steps[0].written == 0
     upload({"sub-03"})
-    third = run_job(job)
+    # incremental: only the new participant's masks are downloaded and read
+    lake = Lake(str(tmp_path / "lake"))
+    res = ingest_lesions(lake, f"s3://lake/{prefix}", cohort="remote", incremental=True)
     n3 = len(list(tutorial.bids.glob("sub-03/**/*_mask.nii.gz")))
-    assert (third.steps[0].written, third.steps[0].skipped) == (n3, n12)
-    assert downloaded[-1] == ["03"]
-    rows = Lake(str(tmp_path / "lake")).catalog.query(kind="lesion", cohort="remote")
+    assert len(res.written) == n3 and len(res.skipped) == n12
+    assert res.read and all(k.startswith("sub-03_") for k in res.read)
+    assert run_job(job).steps[0].written == 0
+    rows = lake.catalog.query(kind="lesion", cohort="remote")
     assert sorted(set(rows["participant"])) == ["01", "02", "03"]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from lakepipe.io import stores
+from lakepipe.gc import unregistered
+from lakepipe.ingest import ingest_lesions
+from lakepipe.io import layout, stores
 from lakepipe.io.nifti import Mask
+from lakepipe.io.storage import open_group
 from lakepipe.lake import Lake
-from lakepipe.pipelines.gc import unregistered
-from lakepipe.pipelines.ingest import ingest_lesions
-from lakepipe.pipelines.seeds import Seed, cohort_seeds, read_masks
+from lakepipe.methods.seeds import Seed, cohort_seeds, read_masks
 from lakepipe.space import mni152_grid
 from tests.conftest import SHARED_LESIONS
 
@@ -66,7 +67,7 @@ def test_weighted_grids_stale_hashes_and_updates(tmp_path):
     assert sorted(index.keys) == sorted(masks) and first.keys != index.keys
     assert [
         k
-        for k in stores.open_group(stores.lesion_store_url(lake, "c")).group_keys()
+        for k in open_group(layout.lesion_store(lake, "c")).group_keys()
         if k.startswith(stores.LESION_INDEX_PREFIX)
     ] == [name]
     # the whole packed arrays, one dense span, and one slice per entry (far apart, few voxels)

@@ -7,11 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lakepipe.io.derivatives import open_derivative
-from lakepipe.io.storage import join
+from lakepipe.ingest import ingest_atlas, ingest_connectome
+from lakepipe.io.stores import open_derivative
 from lakepipe.lake import Lake
-from lakepipe.pipelines.ingest import ingest_atlas, ingest_connectome
-from lakepipe.pipelines.parcellate import parcellate
 from tests import reference
 from tests.conftest import shared_atlas
 
@@ -30,9 +28,9 @@ def expected_fc(raw, atlas_path, labels):
 
 
 def test_parcellate_matches_nilearn(ingested, tutorial, raw, dask_client):
-    res = parcellate(ingested, "tutorial", "Seitzman2018", client=dask_client)
-    assert res.skipped  # the session fixture computed it already: reused, not recomputed
-    ds = res.dataset
+    res = ingested.run("parcellate", connectome="tutorial", atlas="Seitzman2018", client=dask_client)
+    assert res.skipped and not res.computed  # the session fixture computed it already: reused
+    ds = res.outputs
     table = pd.read_csv(tutorial.atlas_labels, sep="\t")
     z_ref, present = expected_fc(raw, tutorial.atlas_nifti, table["index"].tolist())
     assert ds["region"].values.tolist() == present
@@ -55,7 +53,7 @@ def test_parcellate_matches_nilearn(ingested, tutorial, raw, dask_client):
 def test_real_schaefer_atlas_resampled_to_connectome(ingested, raw, dask_client, tmp_path):
     nii, txt = shared_atlas("400Parcels7Networks")
     ingest_atlas(ingested, nii, labels=txt, name="Schaefer400")
-    ds = parcellate(ingested, "tutorial", "Schaefer400", client=dask_client).dataset
+    ds = ingested.run("parcellate", connectome="tutorial", atlas="Schaefer400", client=dask_client).outputs
     z_ref, present = expected_fc(raw, nii, list(range(1, 401)))
     assert ds["region"].values.tolist() == present
     np.testing.assert_allclose(ds["fcgroupz"].values, z_ref, atol=1e-5)
@@ -74,15 +72,19 @@ def test_independent_of_workers_and_chunking(tmp_path, tutorial, dask_client, in
     lake = Lake(str(tmp_path / "lake"))
     ingest_connectome(lake, tutorial.connectome, name="tutorial")
     ingest_atlas(lake, tutorial.atlas_nifti, labels=tutorial.atlas_labels, name="Seitzman2018")
-    single = parcellate(lake, "tutorial", "Seitzman2018", scheduler="synchronous").dataset
-    clustered = parcellate(ingested, "tutorial", "Seitzman2018", client=dask_client).dataset
+    single = lake.run(
+        "parcellate", connectome="tutorial", atlas="Seitzman2018", scheduler="synchronous"
+    ).outputs
+    clustered = ingested.run(
+        "parcellate", connectome="tutorial", atlas="Seitzman2018", client=dask_client
+    ).outputs
     np.testing.assert_allclose(single["fcgroupz"].values, clustered["fcgroupz"].values, atol=1e-6)
 
 
 def test_parcel_level_connectome(tmp_path, tutorial):
     lake = Lake(str(tmp_path / "lake"))
     ingest_connectome(lake, tutorial.parcel_timeseries, name="parcels")
-    ds = parcellate(lake, "parcels", None, scheduler="synchronous").dataset
+    ds = lake.run("parcellate", connectome="parcels", scheduler="synchronous").outputs
     regions = pd.read_csv(tutorial.parcel_timeseries / "regions.tsv", sep="\t")
     files = sorted(p for p in tutorial.parcel_timeseries.iterdir() if p.name != "regions.tsv")
     series = [
@@ -104,20 +106,26 @@ def test_parcel_level_connectome(tmp_path, tutorial):
 
 
 def test_bids_connmatrix_files(ingested, tmp_path, dask_client):
-    res = parcellate(ingested, "tutorial", "Seitzman2018", out_dir=tmp_path / "out", client=dask_client)
+    res = ingested.run(
+        "parcellate",
+        connectome="tutorial",
+        atlas="Seitzman2018",
+        bids_out=tmp_path / "out",
+        client=dask_client,
+    )
     names = sorted(p.name for p in res.files)
-    assert names == [
-        "method-parcellate_atlas-Seitzman2018_desc-fcgroupr_connmatrix.tsv",
-        "method-parcellate_atlas-Seitzman2018_desc-fcgroupz_connmatrix.tsv",
+    assert names == [  # written although nothing was computed: every output the options cover
+        "space-MNI152NLin6Asym_method-parcellate_atlas-Seitzman2018_desc-fcgroupr_connmatrix.tsv",
+        "space-MNI152NLin6Asym_method-parcellate_atlas-Seitzman2018_desc-fcgroupz_connmatrix.tsv",
     ]
     tsv = pd.read_csv(res.files[0], sep="\t", index_col=0)
-    assert list(tsv.index) == list(tsv.columns) == res.dataset["region_name"].values.tolist()
+    assert list(tsv.index) == list(tsv.columns) == res.outputs["region_name"].values.tolist()
     import json
 
     meta = json.loads(res.files[0].with_suffix(".json").read_text())
-    assert meta["NumberOfSubjects"] == res.dataset.attrs["n_subjects"]
+    assert meta["NumberOfSubjects"] == res.outputs.attrs["n_subjects"]
     assert "DroppedRegions" in meta and meta["LakepipeVersion"]
     # also readable back from the lake as a Zarr derivative
     rows = ingested.catalog.query(method="parcellate", atlas="Seitzman2018", statistic="fcgroupz")
-    back = open_derivative(join(ingested.url, rows["store_uri"].iloc[0]))
-    assert back["fcgroupz"].shape == res.dataset["fcgroupz"].shape
+    back = open_derivative(ingested.store_url(rows["store_uri"].iloc[0]))
+    assert back["fcgroupz"].shape == res.outputs["fcgroupz"].shape

@@ -13,12 +13,16 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from lakepipe.io import derivatives, stores
+from lakepipe.ingest import ingest_atlas, ingest_connectome, ingest_lesions
+from lakepipe.io import layout, stores
 from lakepipe.io.storage import exists, join
+from lakepipe.io.stores import open_derivative, write_derivative
 from lakepipe.lake import Lake
-from lakepipe.pipelines.afnm import run_afnm
-from lakepipe.pipelines.ingest import ingest_atlas, ingest_connectome, ingest_lesions
 from tests.conftest import run_cli
+
+
+def run_afnm(lake, cohort, atlas, **params):
+    return lake.run("afnm", cohort=cohort, atlas=atlas, **params)
 
 
 @pytest.fixture
@@ -35,6 +39,7 @@ def test_killed_fnm_run_publishes_only_complete_batches_and_rerun_resumes(fresh)
         sys.executable,
         "-m",
         "lakepipe.cli.main",
+        "-v",  # the progress log lines say which pass is running
         "--lake",
         fresh.url,
         "run",
@@ -64,7 +69,7 @@ def test_killed_fnm_run_publishes_only_complete_batches_and_rerun_resumes(fresh)
     assert len(rows) == 4 * 4  # 2 passes x 2 seeds x (zmap, rmap, tmap, pmap): nothing partial
     store = rows["store_uri"].unique()
     assert len(store) == 1
-    ds = derivatives.open_derivative(join(fresh.url, store[0]))
+    ds = open_derivative(fresh.store_url(store[0]))
     published = sorted(set(rows["store_index"].astype(int)))
     assert published == [0, 1, 2, 3]
     assert np.isfinite(ds["zmap"].values[published]).all()  # every registered map is whole
@@ -95,8 +100,8 @@ def test_gc_removes_only_unregistered_data(fresh, tutorial):
     ingest_atlas(fresh, tutorial.atlas_nifti, labels=tutorial.atlas_labels, name="Seitzman2018")
     res = run_afnm(fresh, "tutorial", "Seitzman2018", connectome="tutorial", scheduler="synchronous")
     # leftovers of killed runs: a derivative store and a lesion entry nobody registered
-    orphan = derivatives.write_derivative(
-        fresh.url, "afnm", "afnm-orphan", xr.Dataset({"score": ("seed", [1.0])})
+    orphan = write_derivative(
+        layout.derivative_store(fresh.url, "afnm", "afnm-orphan"), xr.Dataset({"score": ("seed", [1.0])})
     )
     mask, _ = stores.read_lesion(fresh.url, "tutorial", res.computed[0])
     stores.write_lesion(fresh.url, "tutorial", "sub-99_label-orphan", mask, {})
@@ -108,9 +113,7 @@ def test_gc_removes_only_unregistered_data(fresh, tutorial):
     done = run_cli("--lake", fresh.url, "catalog", "gc", "--grace", "0")
     assert done.returncode == 0 and "removed 2" in done.stdout
     assert not exists(join(orphan, "zarr.json"))
-    assert not exists(
-        join(stores.lesion_store_url(fresh.url, "tutorial"), "sub-99_label-orphan", "zarr.json")
-    )
+    assert not exists(join(layout.lesion_store(fresh.url, "tutorial"), "sub-99_label-orphan", "zarr.json"))
     # everything registered is still there and readable
     assert fresh.collect(method="afnm", atlas="Seitzman2018").sizes["seed"] == len(res.computed)
     assert len(fresh.lesions("tutorial")) == len(fresh.catalog.query(kind="lesion"))
@@ -139,11 +142,8 @@ def test_collect_cli_is_deterministic_and_writes_group_files(ingested, dask_clie
     assert table["participant_id"].is_monotonic_increasing
     out = run_cli(*argv, "--label", "acuteinfarct", "--out", tmp_path / "group")
     assert out.returncode == 0, out.stderr[-2000:]
-    tsv = (
-        tmp_path
-        / "group"
-        / "group_label-acuteinfarct_method-afnm_atlas-Seitzman2018_desc-afnmap_parcelstats.tsv"
-    )
+    name = "group_space-MNI152NLin6Asym_label-acuteinfarct_method-afnm_atlas-Seitzman2018_desc-afnmap"
+    tsv = tmp_path / "group" / f"{name}_parcelstats.tsv"
     assert tsv.exists(), out.stdout
     group = pd.read_csv(tsv, sep="\t")
     meta = json.loads(tsv.with_suffix(".json").read_text())
@@ -166,14 +166,13 @@ def test_catalog_ls_and_show(ingested):
 def test_collect_voxel_maps_to_4d_nifti(ingested, dask_client, tmp_path):
     import nibabel as nib
 
-    from lakepipe.pipelines.collect import write_group
-    from lakepipe.pipelines.fnm import run_fnm
+    from lakepipe.collect import write_group
 
-    run_fnm(ingested, "tutorial", cohort="tutorial", client=dask_client)
+    ingested.run("fnm", connectome="tutorial", cohort="tutorial", client=dask_client)
     da = ingested.collect(method="fnm", statistic="zmap", cohort="tutorial")
     assert {"i", "j", "k"} <= set(da.coords) and da.attrs["atlas"] is None
     nii, rows = write_group(da, tmp_path)
-    assert nii.name == "group_method-fnm_desc-zmap_statmap.nii.gz"
+    assert nii.name == "group_space-MNI152NLin6Asym_method-fnm_desc-zmap_statmap.nii.gz"
     img = nib.load(str(nii))
     assert img.shape == (91, 109, 91, da.sizes["seed"])
     k = 2

@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lakepipe.io import stores
+from lakepipe.ingest import ingest_atlas, ingest_connectome, ingest_lesions
+from lakepipe.io import layout, stores
+from lakepipe.io.bidsfind import find_lesion_files
 from lakepipe.io.nifti import load_mask
 from lakepipe.io.storage import exists, join, listdir, remove
 from lakepipe.lake import Lake
-from lakepipe.pipelines.ingest import find_lesion_files, ingest_atlas, ingest_connectome, ingest_lesions
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ class TestLakeStorage:
 
     def test_listing_and_removal(self, lake, tutorial):
         ingest_atlas(lake, tutorial.atlas_nifti, labels=tutorial.atlas_labels, name="S")
-        url = stores.atlas_url(lake.url, "S")
+        url = layout.atlas_store(lake.url, "S")
         assert exists(join(url, "zarr.json"))
         assert "S.zarr" in listdir(join(lake.url, "atlases"))
         remove(url)

@@ -49,19 +49,17 @@ def _private_copy(lake: Lake, dst: Path) -> Lake:
 def lake_with_outputs(ingested, dask_client, tmp_path_factory) -> Lake:
     """The tutorial lake with AFNM (fractional) and FNM (cohort + sphere 'motor', Seitzman summaries)."""
     if ingested.url not in _LAKES:
-        from lakepipe.pipelines.afnm import run_afnm
-        from lakepipe.pipelines.fnm import run_fnm
-        from lakepipe.pipelines.seeds import sphere_seed
-
         lake = _private_copy(ingested, tmp_path_factory.mktemp("vizlake") / "lake")
-        run_afnm(lake, "tutorial", "Seitzman2018", connectome="tutorial", client=dask_client)
-        run_fnm(
-            lake,
-            "tutorial",
+        lake.run("afnm", cohort="tutorial", atlas="Seitzman2018", connectome="tutorial", client=dask_client)
+        lake.run(
+            "fnm",
+            connectome="tutorial",
             cohort="tutorial",
             atlas="Seitzman2018",
             client=dask_client,
-            spheres=[sphere_seed(*SPHERE, 6.0, "motor")],
+            sphere=[",".join(map(str, SPHERE))],
+            radius=6.0,
+            sphere_name=["motor"],
         )
         _LAKES[ingested.url] = lake
     return _LAKES[ingested.url]
@@ -203,7 +201,7 @@ def test_afnm_scores_painted_on_atlas(lake, atlas, tmp_path):
 
 
 def test_group_means(lake, atlas, tmp_path):
-    from lakepipe.pipelines.collect import collect
+    from lakepipe.collect import collect
     from lakepipe.viz import save_figure
     from lakepipe.viz.maps import collection_image, group_mean, plot_group_mean
     from lakepipe.viz.select import voxel_ijk
@@ -227,7 +225,7 @@ def test_group_means(lake, atlas, tmp_path):
 
 
 def test_network_summary_and_bar_plot(lake, tmp_path):
-    from lakepipe.pipelines.collect import collect
+    from lakepipe.collect import collect
     from lakepipe.viz import save_figure
     from lakepipe.viz.networks import network_summary, plot_network_summary, summarize_seeds
 
@@ -271,6 +269,10 @@ def test_network_summary_and_bar_plot(lake, tmp_path):
     fig = plot_network_summary(scores)
     bars = list(fig.axes[0].patches)
     assert len(bars) == len(group)
+    # bars of one network share 0.8 of its unit slot (side by side per hemisphere): none overlaps another
+    spans = sorted((b.get_x(), b.get_x() + b.get_width()) for b in bars)
+    assert all(0 < b.get_width() <= 0.8 for b in bars)
+    assert all(a1 <= b0 + 1e-9 for (_, a1), (b0, _) in zip(spans[:-1], spans[1:], strict=True))
     assert_not_blank(save_figure(fig, tmp_path / "networks.png", dpi=60), min_ink=0.03)
 
 
@@ -424,18 +426,13 @@ def test_plot_and_assign_cli(lake, tmp_path, capsys):
     # a figure name without a known extension is a one-line input error, before any work
     assert _cli("plot", "fc", *L, "--out", out / "fc.jpg") == 2
     assert "use one of .png, .pdf, .svg" in capsys.readouterr().err
-    assert (
-        _cli(
-            "plot",
-            "afnm",
-            *L,
-            "--cohort",
-            "tutorial",
-            "--param",
-            "weighting=fractional",
-            "--out",
-            out / "x.png",
-        )
-        == 2
-    )
-    assert "narrow with --participant" in capsys.readouterr().err
+    # many outputs match a one-seed plot (the README's `plot fnm --label acuteinfarct`): their mean is
+    # drawn, and the user is told how to pick one
+    many = ("--cohort", "tutorial", "--param", "weighting=fractional")
+    assert _cli("plot", "afnm", *L, *many, "--out", out / "x.png") == 0
+    assert "drawing their mean (pick one with --participant" in capsys.readouterr().err
+    assert coloured_fraction(assert_not_blank(out / "x.png")) > 0.01
+    assert _cli("plot", "fnm", *L, "--label", "acuteinfarct", "--out", out / "many.png") == 0
+    err = capsys.readouterr().err
+    assert "fnm outputs match: drawing their mean" in err
+    assert coloured_fraction(assert_not_blank(out / "many.png")) > 0.01

@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
-import lakepipe
+from lakepipe._version import __version__
 from lakepipe.bids import check_entity
 from lakepipe.catalog import migrations
 from lakepipe.catalog.engines import open_engine
@@ -34,7 +34,7 @@ from lakepipe.catalog.records import OutputRecord, RegisterResult, as_records, c
 from lakepipe.catalog.schema import OUTPUT_KEY, outputs
 from lakepipe.catalog.schema import runs as runs_table
 from lakepipe.catalog.urls import catalog_url_for_lake, normalize_catalog_url, redact_text, redact_url
-from lakepipe.errors import InputError, NotFoundError
+from lakepipe.errors import EnvironmentFailure, InputError, NotFoundError
 
 if TYPE_CHECKING:  # pandas is imported on first use: writer processes never need it
     import pandas as pd
@@ -70,6 +70,17 @@ _ORDER = ("participant", "session", "label", "statistic")
 _CHUNK = 500
 _RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 _ATTEMPTS = 5
+#: what a recomputation (``register(replace=True)``) changes in the row of an output
+_REPLACED_COLUMNS = (
+    "store_uri",
+    "store_index",
+    "shape",
+    "params",
+    "inputs",
+    "lakepipe_version",
+    "created",
+    "run_id",
+)
 
 
 def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterable[Sequence[T]]:
@@ -153,7 +164,7 @@ class Catalog:
             self.schema_version = self._prepare(create)
         except OperationalError as exc:
             self._db.dispose()
-            raise InputError(f"cannot open the catalog: {_reason(exc)}", self.url) from None
+            raise EnvironmentFailure(f"cannot open the catalog: {_reason(exc)}", self.url) from None
         log.debug("opened catalog %s (schema v%d)", self.url, self.schema_version)
 
     @classmethod
@@ -210,15 +221,18 @@ class Catalog:
 
     # -- publishing ---------------------------------------------------------------------------------
 
-    def _insert_ignore(self) -> Any:
+    def _insert(self, replace: bool) -> Any:
         dialect = postgresql if self._db.dialect == "postgresql" else sqlite
-        return (
-            dialect.insert(outputs)
-            .on_conflict_do_nothing(index_elements=[outputs.c[name] for name in OUTPUT_KEY])
-            .returning(outputs.c.id)
-        )
+        stmt = dialect.insert(outputs)
+        key = [outputs.c[name] for name in OUTPUT_KEY]
+        if replace:  # the new data and provenance; the key (and the row id) stay
+            new = {c: stmt.excluded[c] for c in _REPLACED_COLUMNS}
+            return stmt.on_conflict_do_update(index_elements=key, set_=new).returning(outputs.c.id)
+        return stmt.on_conflict_do_nothing(index_elements=key).returning(outputs.c.id)
 
-    def register(self, records: Iterable[OutputRecord], *, run_id: str | None = None) -> RegisterResult:
+    def register(
+        self, records: Iterable[OutputRecord], *, run_id: str | None = None, replace: bool = False
+    ) -> RegisterResult:
         """Publish ``records`` in one transaction; already published keys are skipped, not duplicated.
 
         Parameters
@@ -227,11 +241,14 @@ class Catalog:
             Outputs whose data are already written.
         run_id
             Run (from :meth:`start_run`) to attach every record to; overrides the records' own.
+        replace
+            Replace outputs already published under the same keys (a recomputation): their rows
+            then point to the new data, run and time, in the same transaction as the new rows.
 
         Returns
         -------
         RegisterResult
-            Numbers inserted and skipped, ids of the inserted rows.
+            Numbers inserted, skipped and replaced, ids of the inserted and replaced rows.
         """
         recs = as_records(records)
         if not recs:
@@ -251,23 +268,40 @@ class Catalog:
         # other's unique-key locks in the same order and cannot deadlock.
         rows.sort(key=lambda r: tuple(r[name] for name in OUTPUT_KEY))
         run_ids = sorted({r["run_id"] for r in rows} - {None})
-        stmt = self._insert_ignore()
+        stmt = self._insert(replace)
+        if replace:  # one row per key: the last record of a key wins
+            rows = list({tuple(r[name] for name in OUTPUT_KEY): r for r in rows}.values())
 
-        def work(conn: Connection) -> list[int]:
+        def work(conn: Connection) -> tuple[list[int], int]:
             if run_ids:
                 known = set(conn.scalars(select(runs_table.c.run_id).where(runs_table.c.run_id.in_(run_ids))))
                 missing = [r for r in run_ids if r not in known]
                 if missing:
                     raise NotFoundError(f"unknown run id {missing[0]!r} (use start_run first)", self.url)
+            existing = self._existing_in(conn, rows) if replace else 0
             ids: list[int] = []
             for chunk in _chunks(rows):
                 ids.extend(conn.execute(stmt, list(chunk)).scalars().all())
-            return ids
+            return ids, existing
 
-        ids = self._write(work)
-        result = RegisterResult(inserted=len(ids), skipped=len(rows) - len(ids), ids=tuple(sorted(ids)))
+        ids, replaced = self._write(work)
+        inserted = len(ids) - replaced
+        result = RegisterResult(
+            inserted=inserted, skipped=len(recs) - len(ids), ids=tuple(sorted(ids)), replaced=replaced
+        )
         log.info("catalog %s: %s%s", self.url, result, f" (run {run_id})" if run_id else "")
         return result
+
+    @staticmethod
+    def _existing_in(conn: Connection, rows: list[dict[str, Any]]) -> int:
+        """How many of ``rows``' keys are already in the table (inside the caller's transaction)."""
+        n = 0
+        for chunk in _chunks(rows):
+            hashes = sorted({r["inputs_hash"] for r in chunk})
+            stmt = select(*(outputs.c[name] for name in OUTPUT_KEY)).where(outputs.c.inputs_hash.in_(hashes))
+            found = {tuple(row) for row in conn.execute(stmt)}
+            n += sum(tuple(r[name] for name in OUTPUT_KEY) in found for r in chunk)
+        return n
 
     def existing_keys(self, method: str, keys: Iterable[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
         """Which ``(statistic, inputs_hash, params_hash)`` keys of ``method`` are already published.
@@ -316,7 +350,7 @@ class Catalog:
             "params": canonical_json(plain),
             "started": datetime.now(UTC),
             "status": "running",
-            "lakepipe_version": lakepipe.__version__,
+            "lakepipe_version": __version__,
         }
         self._write(lambda conn: conn.execute(runs_table.insert().values(**row)))
         log.info("catalog %s: run %s started: %s", self.url, run_id, row["command"])
@@ -401,6 +435,32 @@ class Catalog:
         stmt = select(*cols).where(and_(True, *self._where(filters))).order_by(*self._order())
         with self._db.transaction() as conn:
             rows = [tuple(row) for row in conn.execute(stmt)]
+        df = pd.DataFrame.from_records(rows, columns=[c.name for c in cols])
+        for name in _JSON_COLUMNS:
+            df[name] = [_loads(v) for v in df[name]]
+        df["shape"] = [None if v is None else tuple(v) for v in df["shape"]]
+        df["created"] = pd.to_datetime(df["created"], utc=True)
+        return df
+
+    def lookup(self, method: str, keys: Iterable[tuple[str, str, str]]) -> pd.DataFrame:
+        """Published rows of ``method`` with these ``(statistic, inputs_hash, params_hash)`` keys,
+        in the order of ``keys`` (keys not published are left out); columns as :meth:`query`."""
+        import pandas as pd
+
+        wanted = list(dict.fromkeys(tuple(k) for k in keys))
+        cols = list(outputs.c)
+        found: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+        with self._db.transaction() as conn:
+            for chunk in _chunks(sorted({k[1] for k in wanted})):
+                stmt = select(*cols).where(
+                    outputs.c.method == method,
+                    outputs.c.status == "published",
+                    outputs.c.inputs_hash.in_(list(chunk)),
+                )
+                for row in conn.execute(stmt):
+                    rec = row._mapping
+                    found[(rec["statistic"], rec["inputs_hash"], rec["params_hash"])] = tuple(row)
+        rows = [found[k] for k in wanted if k in found]
         df = pd.DataFrame.from_records(rows, columns=[c.name for c in cols])
         for name in _JSON_COLUMNS:
             df[name] = [_loads(v) for v in df[name]]

@@ -36,7 +36,7 @@ from sqlalchemy import (
     text,
 )
 
-import lakepipe
+from lakepipe._version import __version__
 from lakepipe.catalog.schema import UTCDateTime, schema_version
 from lakepipe.errors import InputError
 
@@ -150,7 +150,7 @@ def check_not_newer(
     latest = latest_version(steps)
     if version > latest:
         raise InputError(
-            f"catalog schema v{version} is newer than this lakepipe {lakepipe.__version__} "
+            f"catalog schema v{version} is newer than this lakepipe {__version__} "
             f"understands (v{latest}); upgrade lakepipe",
             source,
         )
@@ -198,7 +198,7 @@ def upgrade(
                     version=step.version,
                     description=step.description,
                     applied=datetime.now(UTC),
-                    lakepipe_version=lakepipe.__version__,
+                    lakepipe_version=__version__,
                 )
             )
             applied.append(step.version)

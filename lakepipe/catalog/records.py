@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import lakepipe
+from lakepipe._version import __version__
 from lakepipe.bids import check_entity
 from lakepipe.catalog.hashing import canonical_json, jsonable
 from lakepipe.catalog.urls import check_store_uri, contains_credentials
@@ -108,7 +108,7 @@ class OutputRecord:
     inputs: Mapping[str, str] = field(default_factory=dict, hash=False)
     store_index: str | None = None
     shape: tuple[int, ...] | None = None
-    lakepipe_version: str = field(default_factory=lambda: lakepipe.__version__)
+    lakepipe_version: str = field(default_factory=lambda: __version__)
     created: datetime | None = None
     status: str = "published"
     run_id: str | None = None
@@ -268,20 +268,24 @@ class RegisterResult:
     skipped
         Records whose key was already published (or repeated within the call).
     ids
-        Row ids of the inserted rows, ascending.
+        Row ids of the inserted (and replaced) rows, ascending.
+    replaced
+        Rows that replaced an already published output of the same key (``replace=True``).
     """
 
     inserted: int
     skipped: int
     ids: tuple[int, ...] = ()
+    replaced: int = 0
 
     @property
     def total(self) -> int:
         """Records passed to :meth:`Catalog.register`."""
-        return self.inserted + self.skipped
+        return self.inserted + self.skipped + self.replaced
 
     def __str__(self) -> str:
-        return f"registered {self.inserted} outputs, skipped {self.skipped} already published"
+        text = f"registered {self.inserted} outputs, skipped {self.skipped} already published"
+        return text + (f", replaced {self.replaced}" if self.replaced else "")
 
 
 def as_records(records: Sequence[OutputRecord] | Any) -> list[OutputRecord]:

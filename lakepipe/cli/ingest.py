@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from lakepipe.cli.main import add_global_options, lake_from_args
+from lakepipe.cli.common import command_line, lake_from_args, run_params
+from lakepipe.cli.main import add_global_options
 
 
-def register(sub) -> None:
+def register(sub: Any, name: str) -> None:
     p = sub.add_parser(
-        "ingest",
+        name,
         help="bring lesion masks, connectomes and atlases into the lake",
-        description="Validate inputs and write them into the lake's Zarr stores, "
-        "registering each entry in the catalog. Re-ingesting unchanged "
-        "inputs does nothing; new subjects/participants are added.",
+        description="Validate inputs and write them into the lake's Zarr stores, registering each "
+        "entry in the catalog. Re-ingesting unchanged inputs does nothing; new "
+        "subjects/participants are added.",
     )
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
 
     les = kinds.add_parser(
         "lesions",
-        help="a BIDS folder of lesion masks",
-        description="Ingest sub-*/[ses-*/]anat/*_mask.nii.gz files of a BIDS dataset "
-        "(one entry per participant/session/label).",
+        help="a BIDS folder (or URL) of lesion masks",
+        description="Ingest sub-*/[ses-*/]anat/*_mask.nii.gz files of a BIDS dataset (one entry "
+        "per participant/session/label), from a folder or an s3:// URL.",
     )
     les.add_argument("bids_dir", metavar="BIDS_DIR")
     les.add_argument("--cohort", default="default", help="cohort name (letters and digits; default: default)")
@@ -32,19 +34,31 @@ def register(sub) -> None:
         default="MNI152NLin6Asym",
         help="space of masks whose file name has no space- entity (default MNI152NLin6Asym)",
     )
+    les.add_argument(
+        "--incremental",
+        action="store_true",
+        help="read only entries not yet in the lake (default: validate every mask and refuse one "
+        "that changed)",
+    )
     add_global_options(les)
     les.set_defaults(func=_lesions)
 
     con = kinds.add_parser(
         "connectome",
         help="HDF5 batches, 4D NIfTI, or parcel time series",
-        description="Stream a normative connectome into the lake, one subject at a "
-        "time (bounded memory). The format is detected from the folder: "
-        "*.h5 GSP1000-style batches; 4D *.nii.gz per subject plus a brain "
-        "mask; *.npy/*.tsv parcels x time arrays plus regions.tsv.",
+        description="Stream a normative connectome into the lake, one subject at a time (bounded "
+        "memory). The format is detected from the folder: *.h5 GSP1000-style batches; "
+        "4D *.nii.gz per subject plus a brain mask; *.npy/*.tsv parcels x time arrays "
+        "plus regions.tsv.",
     )
     con.add_argument("source", metavar="SOURCE")
     con.add_argument("--name", required=True, help="connectome name in the lake (letters and digits)")
+    con.add_argument(
+        "--from",
+        dest="source_format",
+        metavar="FORMAT",
+        help="source format (hdf5, nifti, parcels; default: detected)",
+    )
     con.add_argument("--mask", help="brain mask for a 4D NIfTI folder (default: the *mask* file in it)")
     con.add_argument("--regions", help="region table for parcel time series (default SOURCE/regions.tsv)")
     con.add_argument("--space", default="MNI152NLin6Asym", help="template space (default MNI152NLin6Asym)")
@@ -54,9 +68,9 @@ def register(sub) -> None:
     atl = kinds.add_parser(
         "atlas",
         help="a label NIfTI plus its label file",
-        description="Ingest a discrete atlas. Label files: BIDS _dseg.txt (line k "
-        "names label k) or a TSV with index/name[/network] columns. "
-        "Schaefer and Tian names yield network and hemisphere labels.",
+        description="Ingest a discrete atlas. Label files: BIDS _dseg.txt (line k names label k) "
+        "or a TSV with index/name[/network] columns. Schaefer and Tian names yield "
+        "network and hemisphere labels.",
     )
     atl.add_argument("nifti", metavar="NIFTI")
     atl.add_argument("--labels", required=True, help="label file (.txt or .tsv)")
@@ -67,38 +81,48 @@ def register(sub) -> None:
 
 
 def _lesions(args: argparse.Namespace) -> int:
-    from lakepipe.pipelines.ingest import ingest_lesions
+    from lakepipe.ingest import ingest_lesions
 
-    res = ingest_lesions(
-        lake_from_args(args),
-        args.bids_dir,
-        cohort=args.cohort,
-        participants=args.participant_label,
-        weighted=args.weighted,
-        space=args.space,
-    )
+    lake = lake_from_args(args, create=True)
+    with lake.run_context(command_line(args), run_params(args)) as run:
+        res = ingest_lesions(
+            lake,
+            args.bids_dir,
+            cohort=args.cohort,
+            participants=args.participant_label,
+            weighted=args.weighted,
+            space=args.space,
+            incremental=args.incremental,
+            run=run,
+        )
     print(res.summary())
     return 0
 
 
 def _connectome(args: argparse.Namespace) -> int:
-    from lakepipe.pipelines.ingest import ingest_connectome
+    from lakepipe.ingest import ingest_connectome
 
-    res = ingest_connectome(
-        lake_from_args(args),
-        args.source,
-        name=args.name,
-        mask=args.mask,
-        regions=args.regions,
-        space=args.space,
-    )
+    lake = lake_from_args(args, create=True)
+    with lake.run_context(command_line(args), run_params(args), scheduler=args.scheduler) as run:
+        res = ingest_connectome(
+            lake,
+            args.source,
+            name=args.name,
+            source_format=args.source_format,
+            space=args.space,
+            mask=args.mask,
+            regions=args.regions,
+            run=run,
+        )
     print(res.summary())
     return 0
 
 
 def _atlas(args: argparse.Namespace) -> int:
-    from lakepipe.pipelines.ingest import ingest_atlas
+    from lakepipe.ingest import ingest_atlas
 
-    res = ingest_atlas(lake_from_args(args), args.nifti, labels=args.labels, name=args.name, space=args.space)
+    lake = lake_from_args(args, create=True)
+    with lake.run_context(command_line(args), run_params(args)) as run:
+        res = ingest_atlas(lake, args.nifti, labels=args.labels, name=args.name, space=args.space, run=run)
     print(res.summary())
     return 0

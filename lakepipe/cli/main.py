@@ -1,31 +1,52 @@
-"""``lakepipe`` entry point: global options, sub-command registry, error handling.
+"""``lakepipe`` entry point: global options, the command table, error handling.
 
-Each sub-command lives in a small module of this package exposing ``register(subparsers)``;
-commands set ``func(args) -> int``. User errors (:class:`~lakepipe.errors.InputError`) print one
-line and exit with status 2; ``--debug`` shows the traceback.
+Commands live in small modules of this package; each exposes ``register(subparsers, name)`` for
+the command names the table below gives it, and sets ``func(args) -> int``. Only the module of the
+command being run is imported, so commands that compute nothing answer at once.
+
+Errors: bad input (:class:`~lakepipe.errors.InputError`) prints one line and exits with status 2;
+environment failures (catalog or storage unreachable, incomplete installation) and unexpected
+errors print one line and exit with status 1; Ctrl-C prints one line and exits with 130.
+``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
+from collections.abc import Sequence
 
+from lakepipe._version import __version__
 from lakepipe.blas import tune_blas_for_this_process
 
 tune_blas_for_this_process()  # before anything imports numpy
 
-import lakepipe  # noqa: E402
 from lakepipe.errors import LakepipeError  # noqa: E402
 
-COMMAND_MODULES = ("tutorial", "ingest", "analyses", "catalog", "jobs", "plots")
+#: command -> (module in lakepipe.cli, one-line help); the help is shown without importing the module
+COMMANDS: dict[str, tuple[str, str]] = {
+    "tutorial": ("tutorial", "write realistic example inputs (no download)"),
+    "demo": ("tutorial", "run the main job end to end on the example data"),
+    "ingest": ("ingest", "bring lesion masks, connectomes and atlases into the lake"),
+    "parcellate": ("methods", "group FC matrix (fcgroupz, fcgroupr) of a connectome under an atlas"),
+    "run": ("methods", "lesion network mapping: afnm or fnm"),
+    "collect": ("catalog", "one group table (TSV + JSON) for a group question"),
+    "export": ("catalog", "BIDS-derivative files of outputs already in the lake"),
+    "catalog": ("catalog", "browse and maintain the catalog (ls, show, runs, gc)"),
+    "jobs": ("jobs", "run or check a job spec (YAML): ingest + follow-on runs, incremental"),
+    "plot": ("plots", "figures: group FC matrix, FNM and AFNM maps, group means, networks"),
+    "assign": ("plots", "clusters of a voxel map and the atlas regions they overlap"),
+    "report": ("plots", "HTML report of a run (figures, tables, provenance), opens offline"),
+}
 
 DESCRIPTION = """\
 lakepipe: lesion network mapping at cohort scale.
 
 Lesion masks and normative connectomes go into a chunked Zarr lake (a folder, or s3://);
-group FC (parcellate), AFNM and FNM run lazily on Dask; every output is catalogued with its
+group FC (parcellate), AFNM and FNM run on Dask; every output is catalogued with its
 provenance and collected into one table or xarray object per group question.
 
 Typical session:
@@ -40,28 +61,20 @@ Typical session:
 or simply `lakepipe demo`.
 """
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lakepipe", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--version", action="version", version=f"lakepipe {lakepipe.__version__}")
-    add_global_options(parser)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    import importlib
-
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"lakepipe.cli.{name}")
-        except ModuleNotFoundError as exc:  # a command module not yet present in this build
-            if exc.name != f"lakepipe.cli.{name}":
-                raise
-            continue
-        module.register(sub)
-    return parser
+GLOBAL_DEFAULTS = {
+    "lake": None,
+    "catalog": None,
+    "scheduler": None,
+    "s3_endpoint": None,
+    "verbose": 0,
+    "quiet": False,
+    "debug": False,
+}
 
 
 def add_global_options(parser: argparse.ArgumentParser) -> None:
+    """``--lake``, ``--catalog``, ``--scheduler``, ``--s3-endpoint``, ``-v``, ``-q``, ``--debug``
+    (accepted before and after the command)."""
     g = parser.add_argument_group("lake and cluster")
     g.add_argument(
         "--lake",
@@ -76,23 +89,57 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--scheduler",
         default=argparse.SUPPRESS,
-        help="address of an existing Dask scheduler (default $LAKEPIPE_SCHEDULER, "
-        "else a local cluster sized to this machine)",
+        help="address of an existing Dask scheduler (default $LAKEPIPE_SCHEDULER), 'synchronous' "
+        "to run in this process, else a local cluster sized to this machine (started only if "
+        "there is something to compute)",
     )
     g.add_argument(
         "--s3-endpoint",
         default=argparse.SUPPRESS,
         help="S3 endpoint URL for non-AWS object stores (or $LAKEPIPE_S3_ENDPOINT)",
     )
-    g.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output")
-    g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings only")
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="more log output (-v progress and steps, -vv debug)",
+    )
+    g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="errors only")
     g.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors"
     )
 
 
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (the others get placeholder parsers)."""
+    parser = argparse.ArgumentParser(
+        prog="lakepipe", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"lakepipe {__version__}")
+    add_global_options(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, text) in COMMANDS.items():
+        if name == command:
+            importlib.import_module(f"lakepipe.cli.{module}").register(sub, name)
+        else:
+            sub.add_parser(name, help=text, add_help=False)
+    return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` (global options and their values skipped), if any."""
+    pre = build_parser()
+    try:
+        known, _ = pre.parse_known_args(argv)
+    except SystemExit:
+        return None
+    return getattr(known, "command", None)
+
+
 def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
-    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
+    """Warnings by default (``-v``: progress and steps; ``-vv``: debug, Dask's own logs too)."""
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -101,67 +148,89 @@ def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
         force=True,
     )
     if verbose < 2:
-        for noisy in ("distributed", "bokeh", "tornado", "botocore", "s3fs", "aiobotocore", "fsspec"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        for noisy in (
+            "distributed",
+            "bokeh",
+            "tornado",
+            "botocore",
+            "s3fs",
+            "aiobotocore",
+            "fsspec",
+            "asyncio",
+        ):
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+
+def _environment_error(exc: BaseException) -> str | None:
+    """One line for failures of the environment (storage, network, database), else None."""
+    from lakepipe.io.storage import public_url
+
+    if isinstance(exc, OSError | ConnectionError | TimeoutError):
+        where = getattr(exc, "filename", None)
+        text = (
+            exc.strerror if getattr(exc, "strerror", None) else str(exc).splitlines()[0] if str(exc) else ""
+        )
+        return f"{public_url(str(where))}: {text}" if where else (text or type(exc).__name__)
+    module = type(exc).__module__ or ""
+    if module.startswith(
+        ("botocore", "aiobotocore", "aiohttp", "sqlalchemy", "psycopg", "requests", "urllib3")
+    ):
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return text
+    return None
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse a command line (only the module of its command is imported); global defaults filled in."""
+    argv = list(argv)
+    args = build_parser(_command_of(argv)).parse_args(argv)
+    args._argv = argv
+    for opt, default in GLOBAL_DEFAULTS.items():
+        if not hasattr(args, opt):
+            setattr(args, opt, default)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args._argv = list(sys.argv[1:] if argv is None else argv)
-    for opt, default in (
-        ("lake", None),
-        ("catalog", None),
-        ("scheduler", None),
-        ("s3_endpoint", None),
-        ("verbose", 0),
-        ("quiet", False),
-        ("debug", False),
-    ):
-        if not hasattr(args, opt):
-            setattr(args, opt, default)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.verbose < 2:  # distributed configures its loggers from its config when first imported
-        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
     configure_logging(args.verbose, args.quiet)
     if args.s3_endpoint:
         os.environ["LAKEPIPE_S3_ENDPOINT"] = args.s3_endpoint
-    status = "failed"
     try:
-        code = int(args.func(args) or 0)
-        status = "finished" if code == 0 else "failed"
-        return code
+        return int(args.func(args) or 0)
     except LakepipeError as exc:
         if args.debug:
             raise
         print(f"lakepipe: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        status = "interrupted"
+        if args.debug:
+            raise
+        _quiet_shutdown()
         print("lakepipe: interrupted", file=sys.stderr)
         return 130
-    finally:
-        lake = getattr(args, "_lake", None)
-        if lake is not None and lake.run_id is not None:
-            lake.finish_run(status)
+    except Exception as exc:  # noqa: BLE001 - the one-line contract; --debug shows the traceback
+        if args.debug:
+            raise
+        env = _environment_error(exc)
+        if env is not None:
+            print(f"lakepipe: error: {env}", file=sys.stderr)
+        else:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            print(
+                f"lakepipe: error: {type(exc).__name__}: {text} (run with --debug for the traceback)",
+                file=sys.stderr,
+            )
+        return 1
 
 
-#: commands whose work is recorded as a run in the catalog (outputs point to their run)
-RECORDED = ("ingest", "parcellate", "run", "jobs")
-
-
-def lake_from_args(args):
-    """The :class:`~lakepipe.lake.Lake` named by the global options (a recorded run for commands that
-    publish outputs; :func:`main` finishes it with the command's outcome)."""
-    from lakepipe.lake import Lake
-
-    lake = Lake(args.lake, catalog=args.catalog)
-    if args.command in RECORDED and not getattr(args, "dry_run", False):
-        params = {
-            k: v for k, v in vars(args).items() if k not in ("func", "catalog") and not k.startswith("_")
-        }
-        lake.start_run("lakepipe " + " ".join(map(str, args._argv)), params)
-    args._lake = lake
-    return lake
+def _quiet_shutdown() -> None:
+    """After Ctrl-C: no log or traceback noise from Dask workers and clients shutting down."""
+    logging.disable(logging.CRITICAL)
+    for name in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(name).disabled = True
 
 
 if __name__ == "__main__":  # pragma: no cover

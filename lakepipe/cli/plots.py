@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import re
+import sys
+from typing import Any
 
-from lakepipe.cli.main import add_global_options, lake_from_args
+from lakepipe._version import __version__
+from lakepipe.cli.common import NEGATIVE_NUMBERS, lake_from_args, parse_key_values
+from lakepipe.cli.main import add_global_options
 from lakepipe.errors import InputError
 
 PLOT_EPILOG = """\
@@ -60,7 +63,7 @@ def _map_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cut-coords", help="slice positions in mm, comma separated (e.g. -40,-20,50)")
     g.add_argument("--vmax", type=float, help="colour scale limit (symmetric)")
     # let "--cut-coords -40,-20,50" read the coordinates as a value, not as an unknown option
-    p._negative_number_matcher = re.compile(r"^-\d[\d.,\-]*$")
+    p._negative_number_matcher = NEGATIVE_NUMBERS  # type: ignore[attr-defined]
 
 
 def _output(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -69,145 +72,153 @@ def _output(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--title", help="figure title")
 
 
-def register(sub) -> None:
-    plot = sub.add_parser(
-        "plot",
-        help="figures: group FC matrix, FNM and AFNM maps, group means, networks",
-        description="Draw lakepipe outputs with matplotlib/nilearn (no display needed).",
-        epilog=PLOT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    kinds = plot.add_subparsers(dest="plot", metavar="WHAT", required=True)
+def register(sub: Any, name: str) -> None:
+    if name == "plot":
+        plot = sub.add_parser(
+            name,
+            help="figures: group FC matrix, FNM and AFNM maps, group means, networks",
+            description="Draw lakepipe outputs with matplotlib/nilearn (no display needed).",
+            epilog=PLOT_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        kinds = plot.add_subparsers(dest="plot", metavar="WHAT", required=True)
 
-    fc = kinds.add_parser(
-        "fc",
-        help="group FC matrix ordered by network",
-        description="The group FC matrix (parcellate output), regions ordered by network, "
-        "network boundaries and names drawn, colour scale symmetric around 0.",
-    )
-    fc.add_argument("--connectome", help="connectome name")
-    fc.add_argument("--atlas", help="atlas name")
-    fc.add_argument("--statistic", default="fcgroupz", choices=("fcgroupz", "fcgroupr"))
-    fc.add_argument("--vmax", type=float, help="colour scale limit (default: largest |off-diagonal value|)")
-    _output(fc)
-    add_global_options(fc)
-    fc.set_defaults(func=_plot_fc)
+        fc = kinds.add_parser(
+            "fc",
+            help="group FC matrix ordered by network",
+            description="The group FC matrix (parcellate output), regions ordered by network, "
+            "network boundaries and names drawn, colour scale symmetric around 0.",
+        )
+        fc.add_argument("--connectome", help="connectome name")
+        fc.add_argument("--atlas", help="atlas name")
+        fc.add_argument("--statistic", default="fcgroupz", choices=("fcgroupz", "fcgroupr"))
+        fc.add_argument(
+            "--vmax", type=float, help="colour scale limit (default: largest |off-diagonal value|)"
+        )
+        _output(fc)
+        add_global_options(fc)
+        fc.set_defaults(func=_plot_fc)
 
-    fnm = kinds.add_parser(
-        "fnm",
-        help="one seed's FNM map (slices and/or glass brain)",
-        description="One seed's FNM map; sphere seeds are marked at their centre.",
-    )
-    _selection(fnm, atlas_help=None)
-    fnm.add_argument("--statistic", default="zmap", help="zmap (default), rmap, tmap, pmap or avgr")
-    _map_options(fnm)
-    _output(fnm)
-    add_global_options(fnm)
-    fnm.set_defaults(func=_plot_fnm)
+        fnm = kinds.add_parser(
+            "fnm",
+            help="one seed's FNM map (slices and/or glass brain)",
+            description="One seed's FNM map; sphere seeds are marked at their centre.",
+        )
+        _selection(fnm, atlas_help=None)
+        fnm.add_argument("--statistic", default="zmap", help="zmap (default), rmap, tmap, pmap or avgr")
+        _map_options(fnm)
+        _output(fnm)
+        add_global_options(fnm)
+        fnm.set_defaults(func=_plot_fnm)
 
-    afnm = kinds.add_parser(
-        "afnm",
-        help="one lesion's AFNM scores painted onto the atlas",
-        description="One lesion's AFNM scores painted back onto the atlas volume and drawn like a voxel map.",
-    )
-    _selection(afnm)
-    _map_options(afnm)
-    _output(afnm)
-    add_global_options(afnm)
-    afnm.set_defaults(func=_plot_afnm)
+        afnm = kinds.add_parser(
+            "afnm",
+            help="one lesion's AFNM scores painted onto the atlas",
+            description="One lesion's AFNM scores painted back onto the atlas volume and drawn like a voxel "
+            "map; several matching outputs: their mean.",
+        )
+        _selection(afnm)
+        _map_options(afnm)
+        _output(afnm)
+        add_global_options(afnm)
+        afnm.set_defaults(func=_plot_afnm)
 
-    group = kinds.add_parser(
-        "group",
-        help="group mean map of a collection",
-        description="The mean over seeds of a collection (`lakepipe collect` query): "
-        "parcel level painted onto the atlas, voxel level on its grid.",
-    )
-    group.add_argument("--method", required=True, choices=("afnm", "fnm"))
-    _selection(group, seed=False, atlas_help="atlas name (fnm: parcel summaries instead of voxel maps)")
-    group.add_argument("--participant-label", nargs="+", metavar="ID", help="only these participants")
-    group.add_argument("--statistic", help="statistic (default afnmap / zmap)")
-    _map_options(group)
-    _output(group)
-    add_global_options(group)
-    group.set_defaults(func=_plot_group)
+        group = kinds.add_parser(
+            "group",
+            help="group mean map of a collection",
+            description="The mean over seeds of a collection (`lakepipe collect` query): "
+            "parcel level painted onto the atlas, voxel level on its grid.",
+        )
+        group.add_argument("--method", required=True, choices=("afnm", "fnm"))
+        _selection(group, seed=False, atlas_help="atlas name (fnm: parcel summaries instead of voxel maps)")
+        group.add_argument("--participant-label", nargs="+", metavar="ID", help="only these participants")
+        group.add_argument("--statistic", help="statistic (default afnmap / zmap)")
+        _map_options(group)
+        _output(group)
+        add_global_options(group)
+        group.set_defaults(func=_plot_group)
 
-    nets = kinds.add_parser(
-        "networks",
-        help="mean per network and hemisphere (bar plot and TSV)",
-        description="Mean per network and hemisphere of a parcel-level output whose "
-        "atlas has network labels; several seeds: mean of the per-seed "
-        "means, error bars SEM. For parcellate: the network block means of "
-        "the FC matrix.",
-    )
-    nets.add_argument("--method", required=True, choices=("afnm", "fnm", "parcellate"))
-    _selection(nets, atlas_help="atlas name (required for fnm parcel summaries)")
-    nets.add_argument("--participant-label", nargs="+", metavar="ID", help="only these participants")
-    nets.add_argument("--statistic", help="statistic (default afnmap / zmap / fcgroupz)")
-    nets.add_argument("--no-hemisphere", action="store_true", help="pool the hemispheres")
-    nets.add_argument("--tsv", metavar="FILE", help="also write the table (per seed) as TSV + JSON sidecar")
-    _output(nets, required=False)
-    add_global_options(nets)
-    nets.set_defaults(func=_plot_networks)
+        nets = kinds.add_parser(
+            "networks",
+            help="mean per network and hemisphere (bar plot and TSV)",
+            description="Mean per network and hemisphere of a parcel-level output whose "
+            "atlas has network labels; several seeds: mean of the per-seed "
+            "means, error bars SEM. For parcellate: the network block means of "
+            "the FC matrix.",
+        )
+        nets.add_argument("--method", required=True, choices=("afnm", "fnm", "parcellate"))
+        _selection(nets, atlas_help="atlas name (required for fnm parcel summaries)")
+        nets.add_argument("--participant-label", nargs="+", metavar="ID", help="only these participants")
+        nets.add_argument("--statistic", help="statistic (default afnmap / zmap / fcgroupz)")
+        nets.add_argument("--no-hemisphere", action="store_true", help="pool the hemispheres")
+        nets.add_argument(
+            "--tsv", metavar="FILE", help="also write the table (per seed) as TSV + JSON sidecar"
+        )
+        _output(nets, required=False)
+        add_global_options(nets)
+        nets.set_defaults(func=_plot_networks)
 
-    asg = sub.add_parser(
-        "assign",
-        help="clusters of a voxel map and the atlas regions they overlap",
-        description="Region assignment in the manner of siibra's assign: threshold a voxel "
-        "map, split it into connected components (26-connectivity), and report "
-        "per component its centroid (mm), volume, peak and the atlas regions it "
-        "overlaps ranked by overlap fraction, with the correlation of the map "
-        "with each region (Pearson r with the region's indicator over the "
-        "brain). The map is a NIfTI file (--map), one seed's FNM map, or the "
-        "group mean of FNM maps (--group).",
-    )
-    src = asg.add_argument_group("map")
-    src.add_argument("--map", metavar="NIFTI", help="a voxel map file")
-    src.add_argument("--group", action="store_true", help="the group mean of the selected FNM maps")
-    _selection(asg, atlas_help="atlas name in the lake (required)")
-    asg.add_argument("--statistic", default="zmap", help="FNM statistic (default zmap)")
-    asg.add_argument("--threshold", type=float, required=True, help="cluster-forming threshold (>= 0)")
-    asg.add_argument(
-        "--mode",
-        default="signed",
-        choices=("signed", "absolute", "positive", "negative"),
-        help="signed: positive and negative clusters apart (default); absolute: |value|",
-    )
-    asg.add_argument("--min-voxels", type=int, default=1, help="smallest cluster kept (voxels)")
-    asg.add_argument("--max-regions", type=int, help="regions listed per cluster")
-    asg.add_argument("--out", metavar="TSV", help="write the table (+ JSON sidecar)")
-    add_global_options(asg)
-    asg.set_defaults(func=_assign)
+    elif name == "assign":
+        asg = sub.add_parser(
+            name,
+            help="clusters of a voxel map and the atlas regions they overlap",
+            description="Region assignment in the manner of siibra's assign: threshold a voxel "
+            "map, split it into connected components (26-connectivity), and report "
+            "per component its centroid (mm), volume, peak and the atlas regions it "
+            "overlaps ranked by overlap fraction, with the correlation of the map "
+            "with each region (Pearson r with the region's indicator over the "
+            "brain). The map is a NIfTI file (--map), one seed's FNM map, or the "
+            "group mean of FNM maps (--group).",
+        )
+        src = asg.add_argument_group("map")
+        src.add_argument("--map", metavar="NIFTI", help="a voxel map file")
+        src.add_argument("--group", action="store_true", help="the group mean of the selected FNM maps")
+        _selection(asg, atlas_help="atlas name in the lake (required)")
+        asg.add_argument("--statistic", default="zmap", help="FNM statistic (default zmap)")
+        asg.add_argument("--threshold", type=float, required=True, help="cluster-forming threshold (>= 0)")
+        asg.add_argument(
+            "--mode",
+            default="signed",
+            choices=("signed", "absolute", "positive", "negative"),
+            help="signed: positive and negative clusters apart (default); absolute: |value|",
+        )
+        asg.add_argument("--min-voxels", type=int, default=1, help="smallest cluster kept (voxels)")
+        asg.add_argument("--max-regions", type=int, help="regions listed per cluster")
+        asg.add_argument("--out", metavar="TSV", help="write the table (+ JSON sidecar)")
+        add_global_options(asg)
+        asg.set_defaults(func=_assign)
 
-    rep = sub.add_parser(
-        "report",
-        help="HTML report of a run (figures, tables, provenance), opens offline",
-        description="A self-contained HTML page for one run (one derivative store): figures "
-        "embedded, tables, catalog provenance. Without --store, the newest run "
-        "matching the filters.",
-    )
-    rep.add_argument("--method", required=True, choices=("afnm", "fnm", "parcellate"))
-    rep.add_argument(
-        "--store", help="the run's store URI as in `lakepipe catalog ls` (default: the newest match)"
-    )
-    rep.add_argument("--run", help="a recorded run id (the command that wrote the store)")
-    rep.add_argument("--atlas", help="atlas name")
-    rep.add_argument("--connectome", help="connectome name")
-    rep.add_argument("--cohort", help="lesion cohort")
-    rep.add_argument("--label", help="lesion label or sphere name")
-    rep.add_argument("--statistic", help="statistic to show (fnm: zmap by default)")
-    rep.add_argument(
-        "--param", action="append", metavar="KEY=VALUE", help="only runs with this parameter value"
-    )
-    rep.add_argument(
-        "--threshold",
-        help="map display threshold, a number or a percentage of the largest "
-        "|value| (default 20%% for FNM maps, none for AFNM scores); also "
-        "the FNM assignment threshold (default: 99th percentile)",
-    )
-    rep.add_argument("--max-seeds", type=int, default=4, help="per-seed maps drawn (default 4)")
-    rep.add_argument("--out", required=True, metavar="FILE.html", help="the HTML file to write")
-    add_global_options(rep)
-    rep.set_defaults(func=_report)
+    else:
+        rep = sub.add_parser(
+            name,
+            help="HTML report of a run (figures, tables, provenance), opens offline",
+            description="A self-contained HTML page for one run (one derivative store): figures "
+            "embedded, tables, catalog provenance. Without --store, the newest run "
+            "matching the filters.",
+        )
+        rep.add_argument("--method", required=True, choices=("afnm", "fnm", "parcellate"))
+        rep.add_argument(
+            "--store", help="the run's store URI as in `lakepipe catalog ls` (default: the newest match)"
+        )
+        rep.add_argument("--run", help="a recorded run id (the command that wrote the store)")
+        rep.add_argument("--atlas", help="atlas name")
+        rep.add_argument("--connectome", help="connectome name")
+        rep.add_argument("--cohort", help="lesion cohort")
+        rep.add_argument("--label", help="lesion label or sphere name")
+        rep.add_argument("--statistic", help="statistic to show (fnm: zmap by default)")
+        rep.add_argument(
+            "--param", action="append", metavar="KEY=VALUE", help="only runs with this parameter value"
+        )
+        rep.add_argument(
+            "--threshold",
+            help="map display threshold, a number or a percentage of the largest "
+            "|value| (default 20%% for FNM maps, none for AFNM scores); also "
+            "the FNM assignment threshold (default: 99th percentile)",
+        )
+        rep.add_argument("--max-seeds", type=int, default=4, help="per-seed maps drawn (default 4)")
+        rep.add_argument("--out", required=True, metavar="FILE.html", help="the HTML file to write")
+        add_global_options(rep)
+        rep.set_defaults(func=_report)
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -221,9 +232,7 @@ def _agg() -> None:
 
 
 def _params(args) -> dict | None:
-    from lakepipe.cli.catalog import parse_params
-
-    return parse_params(getattr(args, "param", None)) or None
+    return parse_key_values(getattr(args, "param", None)) or None
 
 
 def _cut_coords(text: str | None):
@@ -282,8 +291,11 @@ def _plot_fnm(args) -> int:
     from lakepipe.viz.select import select_seed
 
     _check_out(args)
+    lake = lake_from_args(args)
+    if _many(lake, args, "fnm"):
+        return _plot_many(lake, args, "fnm")
     sel = select_seed(
-        lake_from_args(args),
+        lake,
         "fnm",
         participant=args.participant,
         session=args.session,
@@ -304,6 +316,8 @@ def _plot_afnm(args) -> int:
 
     _check_out(args)
     lake = lake_from_args(args)
+    if _many(lake, args, "afnm"):
+        return _plot_many(lake, args, "afnm")
     sel = select_seed(
         lake,
         "afnm",
@@ -320,8 +334,50 @@ def _plot_afnm(args) -> int:
     return _save(plot_afnm(sel.dataset, atlas, sel.index, **_display(args)), args)
 
 
+def _many(lake: Any, args: argparse.Namespace, method: str) -> int:
+    """How many outputs a one-seed plot's filters match, when more than one (0 otherwise)."""
+    from lakepipe.collect import select_rows
+
+    if args.seed:
+        return 0
+    rows = select_rows(
+        lake,
+        method,
+        atlas=getattr(args, "atlas", None) if method == "afnm" else None,
+        label=args.label,
+        statistic=getattr(args, "statistic", None),
+        session=args.session,
+        participants=[args.participant] if args.participant else None,
+        cohort=args.cohort,
+        connectome=args.connectome,
+        params=_params(args),
+    )
+    return len(rows) if len(rows) > 1 else 0
+
+
+def _plot_many(lake: Any, args: argparse.Namespace, method: str) -> int:
+    """Several outputs match a one-seed plot: draw their group mean, and say how to pick one."""
+    from lakepipe.viz.maps import plot_group_mean
+    from lakepipe.viz.select import voxel_ijk
+
+    args.participant_label = None
+    args.statistic = getattr(args, "statistic", None)
+    if method == "fnm":
+        args.atlas = None
+    da = _collection(lake, args, method)
+    print(
+        f"{da.sizes['seed']} {method} outputs match: drawing their mean (pick one with --participant, "
+        "--session, --label or --seed)",
+        file=sys.stderr,
+    )
+    atlas = lake.read_atlas(da.attrs["atlas"]) if "region" in da.dims else None
+    display = _display(args)
+    display["title"] = display["title"] or f"mean of {da.sizes['seed']} {method} {da.attrs['statistic']} maps"
+    return _save(plot_group_mean(da, atlas=atlas, ijk=voxel_ijk(lake, da), **display), args)
+
+
 def _collection(lake, args, method: str):
-    from lakepipe.pipelines.collect import collect
+    from lakepipe.collect import collect
 
     one = getattr(args, "participant", None)
     return collect(
@@ -355,8 +411,7 @@ def _plot_networks(args) -> int:
     _agg()
     from pathlib import Path
 
-    import lakepipe
-    from lakepipe.io.derivatives import write_tsv
+    from lakepipe.io.bidsout import write_tsv
     from lakepipe.viz.networks import network_summary, plot_network_summary, summarize_seeds
 
     if not args.out and not args.tsv:
@@ -377,7 +432,7 @@ def _plot_networks(args) -> int:
                 {
                     "Description": f"mean {stat} between and within networks (within: off-diagonal pairs)",
                     "Parameters": ds.attrs.get("parameters"),
-                    "LakepipeVersion": lakepipe.__version__,
+                    "LakepipeVersion": __version__,
                 },
                 index=True,
             )
@@ -398,7 +453,7 @@ def _plot_networks(args) -> int:
                 "Atlas": da.attrs.get("atlas"),
                 "Sources": da.attrs.get("sources"),
                 "Parameters": da.attrs.get("parameters"),
-                "LakepipeVersion": lakepipe.__version__,
+                "LakepipeVersion": __version__,
             },
         )
         print(f"wrote {args.tsv}")
@@ -421,9 +476,8 @@ def _assign(args) -> int:
     import numpy as np
     import pandas as pd
 
-    import lakepipe
     from lakepipe.compute.assign import COLUMN_DESCRIPTIONS, component_summary
-    from lakepipe.io.derivatives import write_tsv
+    from lakepipe.io.bidsout import write_tsv
     from lakepipe.viz.maps import assign_image, collection_image, fnm_image, group_mean
     from lakepipe.viz.select import select_seed, voxel_ijk
 
@@ -439,7 +493,7 @@ def _assign(args) -> int:
             raise InputError(f"a 3D map is needed, got shape {img.shape}", args.map)
         source = str(args.map)
     elif args.group:
-        from lakepipe.pipelines.collect import collect
+        from lakepipe.collect import collect
 
         da = collect(
             lake,
@@ -513,7 +567,7 @@ def _assign(args) -> int:
                 "MinVoxels": args.min_voxels,
                 "Columns": COLUMN_DESCRIPTIONS,
                 "Affine": np.asarray(img.affine).tolist(),
-                "LakepipeVersion": lakepipe.__version__,
+                "LakepipeVersion": __version__,
             },
         )
         print(f"wrote {args.out}")

@@ -63,11 +63,25 @@ _BLOCK = 16384
 
 
 class ParcelAverager:
-    """Parcel means of many subjects' series under one labelling (see :func:`parcel_means`).
+    """Parcel means of the raw series of many subjects under one labelling, from unit-norm series.
 
-    The sparse averaging matrix is built once (and split into column blocks) and reused for every
-    subject. :meth:`series` takes the series a block of voxels at a time, so a subject can stream
-    from a chunked store without being assembled in memory; ``block`` is then the store's chunk
+    Parameters
+    ----------
+    labels
+        (V,) parcel label of each voxel, 0 = no parcel, otherwise 1..n_regions.
+    n_regions
+        Number of parcels (column p is label p + 1).
+    block
+        Voxels per column block (the store's chunk length when streaming).
+
+    Notes
+    -----
+    ``raw_v = unit_v * scale_v + mean_v``; the means are ``unit @ (W * scale) + mean @ W`` with
+    the sparse averaging matrix ``W`` of :func:`parcel_averaging_matrix`, in float64, a block of
+    voxels of one time point at a time; a parcel with no voxel is a column of NaN. The sparse
+    averaging matrix is built once (and split into column blocks) and reused for every subject.
+    :meth:`series` takes the series a block of voxels at a time, so a subject can stream from a
+    chunked store without being assembled in memory; ``block`` is then the store's chunk
     length along the voxel axis.
     """
 
@@ -122,44 +136,11 @@ class ParcelAverager:
         return out
 
     def __call__(self, unit: np.ndarray, scale: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        """(T, n_regions) float64 parcel means of one subject's (T, V) unit series."""
         unit = np.asarray(unit)
         if unit.ndim != 2 or unit.shape[1] != self.n_voxels:
             raise ValueError("scale, mean and labels must have one entry per voxel (column of unit)")
         return self.series(lambda a, b: unit[:, a:b], scale, mean, unit.shape[0])
-
-
-def parcel_means(
-    unit: np.ndarray, scale: np.ndarray, mean: np.ndarray, labels: np.ndarray, n_regions: int
-) -> np.ndarray:
-    """Parcel-mean of the raw series, from unit-norm centred series.
-
-    Parameters
-    ----------
-    unit
-        (T, V) centred, unit-norm voxel series (:func:`~lakepipe.compute.correlation.center_unit`).
-    scale, mean
-        (V,) norm of each centred series and its mean: ``raw_v = unit_v * scale_v + mean_v``.
-    labels
-        (V,) parcel label of each voxel, 0 = no parcel, otherwise 1..n_regions.
-    n_regions
-        Number of parcels (column p is label p + 1).
-
-    Returns
-    -------
-    numpy.ndarray
-        (T, n_regions) float64; a parcel with no voxel is a column of NaN (the caller drops it).
-
-    Notes
-    -----
-    Computed as ``unit @ (W * scale) + mean @ W`` with the sparse averaging matrix ``W`` of
-    :func:`parcel_averaging_matrix`, in float64, a block of voxels of one time point at a time.
-    For many subjects under one labelling, build a :class:`ParcelAverager` once instead.
-    """
-    unit = np.asarray(unit)
-    v = unit.shape[1] if unit.ndim == 2 else -1
-    if np.shape(scale) != (v,) or np.shape(mean) != (v,) or np.shape(labels) != (v,):
-        raise ValueError("scale, mean and labels must have one entry per voxel (column of unit)")
-    return ParcelAverager(labels, n_regions)(unit, scale, mean)
 
 
 def finalize_group_fc(sum_z: np.ndarray, n_subjects: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from lakepipe.errors import InputError
-
 _EDGE_TOL = 1e-6
 # destination voxels mapped at once (bounds the coordinate temporaries to ~100 MB)
 _POINTS_PER_SLAB = 2**20
@@ -155,7 +153,7 @@ def sphere_voxels(
         Sorted int64 flat indices; may be empty (the caller decides whether that is an error).
     """
     if not np.isfinite(radius_mm) or radius_mm <= 0:
-        raise InputError(f"sphere radius must be a positive number of mm, got {radius_mm}")
+        raise ValueError(f"sphere radius must be a positive number of mm, got {radius_mm}")
     center = np.asarray(center_mm, dtype=np.float64).reshape(3)
     affine = np.asarray(affine, dtype=np.float64)
     shape = tuple(int(s) for s in shape[:3])

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from lakepipe.errors import InputError
-
 #: Lesion weighting methods; ``fractional`` is the default.
 WEIGHTINGS = ("fractional", "binary", "voxel_count", "coverage")
 
@@ -17,9 +15,9 @@ WEIGHTINGS = ("fractional", "binary", "voxel_count", "coverage")
 def _check_atlas(atlas_flat: np.ndarray, n_regions: int) -> np.ndarray:
     atlas_flat = np.asarray(atlas_flat).ravel()
     if atlas_flat.dtype.kind not in "iu":
-        raise InputError(f"atlas labels must be integers, got dtype {atlas_flat.dtype}")
+        raise ValueError(f"atlas labels must be integers, got dtype {atlas_flat.dtype}")
     if atlas_flat.size and (atlas_flat.min() < 0 or atlas_flat.max() > n_regions):
-        raise InputError(
+        raise ValueError(
             f"atlas labels must lie in 0..{n_regions}, got {atlas_flat.min()}..{atlas_flat.max()}"
         )
     return atlas_flat
@@ -51,7 +49,7 @@ def parcel_counts(
     """
     atlas_flat = np.asarray(atlas_flat).ravel()
     if atlas_flat.dtype.kind not in "iu":
-        raise InputError(f"atlas labels must be integers, got dtype {atlas_flat.dtype}")
+        raise ValueError(f"atlas labels must be integers, got dtype {atlas_flat.dtype}")
     idx = np.asarray(lesion_flat_idx, dtype=np.int64).ravel()
     weights = None if lesion_values is None else np.asarray(lesion_values, np.float64).ravel()
     if weights is not None and weights.shape != idx.shape:
@@ -103,7 +101,7 @@ def weight_matrix(
         a row of zeros: the caller warns or fails.
     """
     if method not in WEIGHTINGS:
-        raise InputError(f"unknown lesion weighting {method!r}; choose one of {', '.join(WEIGHTINGS)}")
+        raise ValueError(f"unknown lesion weighting {method!r}; choose one of {', '.join(WEIGHTINGS)}")
     counts = np.atleast_2d(np.asarray(counts_matrix, dtype=np.float64))[:, 1:]
     sizes = np.asarray(sizes, dtype=np.float64).ravel()[1:]
     if counts.shape[1] != sizes.size:
@@ -123,22 +121,3 @@ def weight_matrix(
         touched = np.where(n_vox <= coverage_small, touched, covered)
     n_sel = touched.sum(axis=1, keepdims=True)
     return touched / np.maximum(n_sel, 1)
-
-
-def lesion_weight_vector(
-    counts: np.ndarray,
-    sizes: np.ndarray,
-    n_lesion_voxels: int,
-    method: str = "fractional",
-    coverage_small: int = 1000,
-    coverage_fraction: float = 0.5,
-) -> np.ndarray:
-    """Weight vector m of one lesion: (n_regions,) float64; see :func:`weight_matrix`."""
-    return weight_matrix(
-        np.asarray(counts)[None, :],
-        sizes,
-        np.array([n_lesion_voxels]),
-        method,
-        coverage_small,
-        coverage_fraction,
-    )[0]

@@ -1,4 +1,5 @@
-"""Pieces shared by the analysis pipelines: input identities, grids, region tables, skipping."""
+"""Pieces the analysis methods share: connectome identity, atlas labels on a grid, region tables,
+subject groups for tasks."""
 
 from __future__ import annotations
 
@@ -137,7 +138,6 @@ def subject_groups(n_subjects: int, n_tasks: int) -> list[range]:
     return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
-def tasks_for(client, n_subjects: int, per_worker: int = 2) -> int:
+def tasks_for(n_workers: int, n_subjects: int, per_worker: int = 2) -> int:
     """How many subject groups to make: a couple per worker, never fewer subjects than groups."""
-    n_workers = len(client.scheduler_info()["workers"]) if client is not None else 2
     return max(1, min(n_subjects, n_workers * per_worker))

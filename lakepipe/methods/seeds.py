@@ -15,7 +15,6 @@ from lakepipe.errors import InputError, NotFoundError
 from lakepipe.io import stores
 from lakepipe.io.nifti import Mask
 from lakepipe.lake import Lake
-from lakepipe.space import Grid, mni152_grid
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +140,3 @@ def spheres_from_table(path: str | Path, radius: float | None = None) -> list[Se
         name = str(row.name) if "name" in df.columns else None
         seeds.append(sphere_seed(float(row.x), float(row.y), float(row.z), r, name))
     return seeds
-
-
-def default_grid() -> Grid:
-    return mni152_grid(2)

@@ -1,8 +1,10 @@
-"""Dask execution: an existing ``distributed`` scheduler by address, or a local cluster.
+"""Dask execution for one command or job: an existing ``distributed`` scheduler by address, a local
+cluster started on first use, or in-process.
 
-Pipelines build graphs of large tasks (a group of connectome subjects each, heavy numpy inside)
-and run them through :func:`dask_client`. Lakes in ``memory://`` live in this process only, so
-they run on Dask's threaded scheduler instead of worker processes.
+Methods build graphs of large tasks (a group of connectome subjects each, heavy numpy inside) and
+run them through :meth:`Runtime.compute`. A :class:`Runtime` starts at most one cluster, and only
+when a graph actually runs: commands that find nothing to compute start none. Lakes in
+``memory://`` live in this process only, so they run on Dask's threaded scheduler.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
-
-import dask
+import uuid
+from typing import TYPE_CHECKING, Any
 
 from lakepipe.blas import blas_environment
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -37,114 +41,191 @@ def default_workers() -> int:
     return max(1, min(CPU_COUNT or 1, 8))
 
 
-@contextlib.contextmanager
-def dask_client(
-    scheduler: str | None = None,
-    *,
-    lake_url: str = "",
-    n_workers: int | None = None,
-    memory_limit: str | None = "auto",
-    client=None,
-) -> Iterator[object | None]:
-    """Context with a ``distributed.Client`` (or ``None`` for in-process lakes).
+def cluster_config() -> dict[str, Any]:
+    """Dask settings for lakepipe's local clusters.
 
-    A ``client`` already at hand is passed through untouched (one cluster for several pipelines).
-
-    ``scheduler``/``$LAKEPIPE_SCHEDULER`` connects to an existing cluster (``synchronous`` or
-    ``threads`` run in this process instead, for debugging); otherwise a
-    :class:`~distributed.LocalCluster` with one single-threaded worker process per core is started
-    and its dashboard address is logged.
+    Workers get distributed's own pre-spawn settings (one BLAS/OpenMP thread per single-threaded
+    worker) plus the BLAS kernel choice for this CPU; they are forked from one forkserver process
+    that has done the imports once (a local cluster starts in about a third of the time of
+    ``spawn`` and closes at once instead of after ~2 s).
     """
-    if client is not None:
-        yield client
-        return
-    address = scheduler_address(scheduler)
-    if address in IN_PROCESS:
-        with dask.config.set(scheduler=address):
-            yield None
-        return
-    if lake_url.startswith("memory://") and not address:
-        with dask.config.set(scheduler="threads"):
-            yield None
-        return
-    from distributed import Client, LocalCluster
+    import dask
 
-    if address:
-        client = Client(address, timeout="30s")
-        log.info("using Dask scheduler %s (%d workers)", address, len(client.scheduler_info()["workers"]))
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    # added to distributed's own pre-spawn settings (one BLAS/OpenMP thread per single-threaded
-    # worker), not replacing them: two-thread OpenBLAS in every worker oversubscribes the cores
     env = {
         **dask.config.get("distributed.nanny.pre-spawn-environ", default={}),
         **blas_environment(),
         "MALLOC_TRIM_THRESHOLD_": "65536",
     }
-    # forkserver: workers fork from one server process that has done the imports once (and, started
-    # after the environment above is set, loaded numpy with it): a local cluster starts in about a
-    # third of the time of "spawn" and closes at once instead of after ~2 s
-    config = {
+    return {
         "distributed.scheduler.worker-saturation": "inf",
         "distributed.nanny.pre-spawn-environ": env,
         "distributed.worker.multiprocessing-method": "forkserver",
     }
-    with dask.config.set(config):
-        cluster = LocalCluster(
-            n_workers=n_workers or default_workers(),
-            threads_per_worker=1,
-            processes=True,
-            memory_limit=memory_limit,
-            dashboard_address=":0",
-            silence_logs=logging.WARNING,
-        )
-        client = Client(cluster)
-        log.info("local Dask cluster: %d workers, dashboard %s", len(cluster.workers), client.dashboard_link)
-        try:
-            yield client
-        finally:
-            client.close()
-            cluster.close()
 
 
-def compute(*graphs, client=None, desc: str = "compute", log_every_s: float = 10.0):
-    """Compute Dask collections on ``client`` (or the current default scheduler).
+class Runtime:
+    """The Dask side of one command or job.
 
-    On a terminal a progress bar is shown; otherwise (cron, CI, pipes) a log line every
-    ``log_every_s`` seconds says how many of the results are done.
+    Parameters
+    ----------
+    scheduler
+        Address of an existing scheduler (default ``$LAKEPIPE_SCHEDULER``, ``$DASK_SCHEDULER_ADDRESS``),
+        ``synchronous`` or ``threads`` to run in this process, or ``None`` for a local cluster of
+        single-threaded worker processes, one per core.
+    lake_url
+        The lake's URL (a ``memory://`` lake exists only in this process: it runs in-process).
+    client
+        A ``distributed.Client`` already at hand (tests, notebooks): used as it is and not closed.
+    n_workers, memory_limit
+        Size of a local cluster.
+
+    Notes
+    -----
+    Nothing is started until :attr:`client` (or :meth:`compute`) is first used; :meth:`close`
+    closes what this runtime started.
     """
-    if client is None:
-        if sys.stderr.isatty():
-            from dask.diagnostics import ProgressBar
 
-            with ProgressBar(out=sys.stderr):
-                return dask.compute(*graphs)
-        return dask.compute(*graphs)
-    futures = client.compute(list(graphs))
-    with client.as_current():  # progress/wait look up "the" client; it need not be the global default
-        if sys.stderr.isatty():
-            from distributed import progress
+    def __init__(
+        self,
+        scheduler: str | None = None,
+        *,
+        lake_url: str = "",
+        client: Client | None = None,
+        n_workers: int | None = None,
+        memory_limit: str | None = "auto",
+    ):
+        self.address = None if client is not None else scheduler_address(scheduler)
+        # a memory:// lake exists only in this process: worker processes could not read it
+        self._memory_mode = lake_url.startswith("memory://") and self.address not in IN_PROCESS
+        self._client: Client | None = client
+        self._owns_client = False
+        self._cluster: Any = None
+        self._n_workers = n_workers
+        self._memory_limit = memory_limit
 
-            progress(futures, notebook=False)
-        else:
-            from distributed import wait
-            from distributed.utils import TimeoutError as DaskTimeout
+    # ---- where graphs run -------------------------------------------------------------------------
+    @property
+    def in_process(self) -> bool:
+        """Whether graphs run in this process (``synchronous``/``threads``, or a ``memory://`` lake)."""
+        return self.address in IN_PROCESS or self._memory_mode
 
-            start = time.monotonic()
-            while True:
-                try:
-                    wait(futures, timeout=log_every_s)
-                    break
-                except (DaskTimeout, TimeoutError):
-                    done = sum(f.done() for f in futures)
-                    log.info(
-                        "%s: %d/%d result(s) done after %.0f s",
-                        desc,
-                        done,
-                        len(futures),
-                        time.monotonic() - start,
-                    )
-    return client.gather(futures)
+    @property
+    def local_scheduler(self) -> str:
+        """Dask's in-process scheduler used when :attr:`in_process`."""
+        return "synchronous" if self.address == "synchronous" else "threads"
+
+    @property
+    def started(self) -> bool:
+        """Whether a client is connected (given, or started by this runtime)."""
+        return self._client is not None
+
+    @property
+    def client(self) -> Client | None:
+        """The distributed client, connected or started now if needed; ``None`` when in-process."""
+        if self.in_process:
+            return None
+        if self._client is None:
+            self._start()
+        return self._client
+
+    @property
+    def n_workers(self) -> int:
+        """Workers the graphs run on (starts the cluster); 1 when in-process."""
+        client = self.client
+        if client is None:
+            return 1
+        return max(1, len(client.scheduler_info()["workers"]))
+
+    def _start(self) -> None:
+        import dask
+        from distributed import Client, LocalCluster
+
+        if self.address:
+            self._client = Client(self.address, timeout="30s")
+            self._owns_client = True
+            log.info("using Dask scheduler %s (%d workers)", self.address, self.n_workers)
+            return
+        with dask.config.set(cluster_config()):
+            self._cluster = LocalCluster(
+                n_workers=self._n_workers or default_workers(),
+                threads_per_worker=1,
+                processes=True,
+                memory_limit=self._memory_limit,
+                dashboard_address=":0",
+                silence_logs=logging.CRITICAL,
+            )
+            self._client = Client(self._cluster, set_as_default=False)
+        self._owns_client = True
+        log.info(
+            "local Dask cluster: %d workers, dashboard %s",
+            len(self._cluster.workers),
+            self._client.dashboard_link,
+        )
+
+    def close(self) -> None:
+        """Close the client and cluster this runtime started (a given client is left alone)."""
+        if self._owns_client and self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            if self._cluster is not None:
+                with contextlib.suppress(Exception):
+                    self._cluster.close()
+            self._client, self._cluster, self._owns_client = None, None, False
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- running graphs ---------------------------------------------------------------------------
+    def literal(self, obj: Any, name: str = "data") -> Any:
+        """``obj`` for a graph, sent straight to the worker that needs it: not hashed, not walked,
+        not embedded in the graph (scattered without broadcast on a cluster, so a lost worker's
+        data are recomputed from the graph's other inputs)."""
+        client = self.client
+        if client is not None:
+            return client.scatter([obj], hash=False)[0]
+        import dask
+
+        return dask.delayed(obj, traverse=False, name=f"{name}-{uuid.uuid4().hex}")
+
+    def compute(self, *graphs: Any, desc: str = "compute", log_every_s: float = 10.0) -> tuple[Any, ...]:
+        """Compute Dask collections, with a progress bar on a terminal or a log line every
+        ``log_every_s`` seconds otherwise (cron, CI, pipes)."""
+        import dask
+
+        client = self.client
+        if client is None:
+            with dask.config.set(scheduler=self.local_scheduler):
+                if sys.stderr.isatty():
+                    from dask.diagnostics import ProgressBar
+
+                    with ProgressBar(out=sys.stderr):
+                        return tuple(dask.compute(*graphs))
+                return tuple(dask.compute(*graphs))
+        futures = client.compute(list(graphs))
+        with client.as_current():  # progress/wait look up "the" client; it need not be the default
+            if sys.stderr.isatty():
+                from distributed import progress
+
+                progress(futures, notebook=False)
+            else:
+                from distributed import wait
+                from distributed.utils import TimeoutError as DaskTimeout
+
+                start = time.monotonic()
+                while True:
+                    try:
+                        wait(futures, timeout=log_every_s)
+                        break
+                    except (DaskTimeout, TimeoutError):
+                        done = sum(f.done() for f in futures)
+                        log.info(
+                            "%s: %d/%d result(s) done after %.0f s",
+                            desc,
+                            done,
+                            len(futures),
+                            time.monotonic() - start,
+                        )
+        return tuple(client.gather(futures))

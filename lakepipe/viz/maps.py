@@ -62,12 +62,12 @@ def seed_position(ds: xr.Dataset | xr.DataArray, seed: int | str) -> int:
 
 def fnm_image(ds: xr.Dataset, statistic: str = "zmap", seed: int | str = 0) -> nib.Nifti1Image:
     """One seed's FNM map (``zmap``, ``rmap``, ``tmap``, ``pmap``, ``avgr``) as a NIfTI image."""
-    from lakepipe.pipelines.fnm import seed_map
+    from lakepipe.io.stores import voxel_volume
 
     if statistic not in ds:
         raise InputError(f"this FNM store has no {statistic!r} map (has {list(ds.data_vars)})")
     i = seed_position(ds, seed)
-    return to_image(seed_map(ds, statistic, i), np.asarray(ds.attrs["grid"]["affine"]))
+    return to_image(voxel_volume(ds, statistic, i), np.asarray(ds.attrs["grid"]["affine"]))
 
 
 def sphere_markers(

@@ -194,9 +194,9 @@ def plot_network_summary(
     nets = list(dict.fromkeys(table["network"]))
     hemis = list(dict.fromkeys(h for h in list(HEMISPHERE_ORDER) + ["both"] if h in set(table["hemisphere"])))
     hemis += sorted(set(table["hemisphere"]) - set(hemis))
-    width = 0.8 / max(len(hemis), 1)
-    width = min(12.0, max(6.0, 1.5 + 0.22 * len(nets) * max(len(hemis), 1)))
-    fig = new_figure(figsize or (width, 4.8), dpi=dpi)
+    bar_width = 0.8 / max(len(hemis), 1)  # the bars of one network share 0.8 of its unit slot
+    fig_width = min(12.0, max(6.0, 1.5 + 0.22 * len(nets) * max(len(hemis), 1)))
+    fig = new_figure(figsize or (fig_width, 4.8), dpi=dpi)
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(nets))
     for j, h in enumerate(hemis):
@@ -211,9 +211,9 @@ def plot_network_summary(
         if errs is not None and not np.isfinite(errs).any():
             errs = None
         ax.bar(
-            x[present] + (j - (len(hemis) - 1) / 2) * width,
+            x[present] + (j - (len(hemis) - 1) / 2) * bar_width,
             np.nan_to_num(means),
-            width,
+            bar_width,
             yerr=errs,
             label={"L": "left", "R": "right", "M": "midline", NO_HEMISPHERE: "n/a"}.get(h, h),
             color=_HEMI_COLOURS.get(h, "#8172B3"),

@@ -33,12 +33,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-import lakepipe
+from lakepipe._version import __version__
+from lakepipe.collect import select_rows
 from lakepipe.errors import InputError, NotFoundError
-from lakepipe.io.derivatives import json_default
+from lakepipe.io.bidsout import json_default
 from lakepipe.io.storage import public_url
 from lakepipe.lake import Lake
-from lakepipe.pipelines.collect import METHODS, select_rows
+from lakepipe.registry import get_method
 from lakepipe.viz.figures import png_data_uri
 from lakepipe.viz.select import open_store
 
@@ -184,8 +185,7 @@ def select_run(
     ``store`` names the derivative store; ``run`` a recorded command's run id (``lakepipe catalog``
     runs; it must have written one ``method`` store); otherwise the newest store matching the filters.
     """
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    get_method(method)  # an unknown method is an InputError listing the known ones
     if run is not None:
         by_run = lake.catalog.query(method=method, run_id=run)
         stores = sorted(by_run["store_uri"].unique())
@@ -274,7 +274,7 @@ def build_report(
         subtitle=f"lake {public_url(lake.url)} · store {uri} · "
         f"created {created:%Y-%m-%d %H:%M UTC} · "
         f"report made {_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M UTC} with lakepipe "
-        f"{lakepipe.__version__}",
+        f"{__version__}",
     )
     if method == "parcellate":
         _parcellate_sections(rep, ds.load())

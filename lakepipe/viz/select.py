@@ -1,6 +1,6 @@
 """The lake outputs that plots and reports show, found through the catalog.
 
-Selections reuse :func:`lakepipe.pipelines.collect.select_rows` (published outputs only, one
+Selections reuse :func:`lakepipe.collect.select_rows` (published outputs only, one
 parameter set): a group FC matrix by connectome and atlas, one seed's output by participant /
 session / label (or seed key), a run's derivative store by its URI.
 """
@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from lakepipe.collect import select_rows
 from lakepipe.errors import InputError
-from lakepipe.io import derivatives
-from lakepipe.io.storage import join
+from lakepipe.io.stores import open_derivative
 from lakepipe.lake import Lake
-from lakepipe.pipelines.collect import DEFAULT_STATISTIC, select_rows
+from lakepipe.registry import get_method
 
 
 @dataclass
@@ -38,7 +38,7 @@ class SeedSelection:
 
 
 def open_store(lake: Lake, uri: str) -> xr.Dataset:
-    return derivatives.open_derivative(join(lake.url, uri))
+    return open_derivative(lake.store_url(uri))
 
 
 def fc_dataset(
@@ -119,4 +119,4 @@ def voxel_ijk(lake: Lake, da: xr.DataArray) -> np.ndarray | None:
 
 
 def default_statistic(method: str, statistic: str | None) -> str:
-    return statistic or DEFAULT_STATISTIC[method]
+    return get_method(method).statistic(statistic).name

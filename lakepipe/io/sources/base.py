@@ -1,7 +1,9 @@
-"""Connectome sources: one interface over HDF5 batches, 4D NIfTI folders and parcel time series.
+"""Connectome sources: the interface every source format implements, and the registry of formats.
 
-A source lists its subjects and yields one subject's ``(time, feature)`` float32 array at a time,
-so ingestion streams with memory bounded by one subject, whatever the connectome size.
+A source lists its subjects and reads one subject's ``(time, feature)`` float32 array at a time,
+so ingestion streams with memory bounded by one subject, whatever the connectome size. Each
+format is one module of this package defining a :class:`ConnectomeSource` subclass registered
+with :func:`register_source`; this base module imports none of them.
 """
 
 from __future__ import annotations
@@ -9,15 +11,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from lakepipe.errors import InputError
 from lakepipe.space import Grid
+
+S = TypeVar("S", bound="ConnectomeSource")
 
 
 @dataclass(frozen=True)
@@ -30,9 +35,6 @@ class VoxelGeometry:
     @property
     def n_voxels(self) -> int:
         return int(self.ijk.shape[0])
-
-    def flat_indices(self) -> np.ndarray:
-        return np.ravel_multi_index(tuple(self.ijk.T), self.grid.shape)
 
     def same_as(self, other: VoxelGeometry) -> bool:
         return self.grid.same_as(other.grid) and np.array_equal(self.ijk, other.ijk)
@@ -77,7 +79,21 @@ class ConnectomeSource:
             raise InputError(f"subject id {sub!r} occurs twice", path)
         self.subjects.append(SubjectRef(sub, path, None, file_fingerprint(path)))
 
+    #: the name this format is registered under (set by :func:`register_source`)
+    format_name: ClassVar[str] = ""
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:  # pragma: no cover - abstract
+        """Whether ``root`` looks like a folder of this format."""
+        raise NotImplementedError
+
+    @classmethod
+    def open(cls, root: Path, **options: Any) -> ConnectomeSource:  # pragma: no cover - abstract
+        """Scan ``root`` (headers only) and return the source."""
+        raise NotImplementedError
+
     def read(self, ref: SubjectRef) -> np.ndarray:  # pragma: no cover - abstract
+        """One subject's (time, feature) series."""
         raise NotImplementedError
 
     def iter_subjects(self, refs: list[SubjectRef] | None = None) -> Iterator[tuple[SubjectRef, np.ndarray]]:
@@ -116,27 +132,37 @@ def safe_subject_id(raw: str) -> str:
     return out
 
 
-def open_source(
-    path: str | Path, *, mask: str | Path | None = None, regions: str | Path | None = None
-) -> ConnectomeSource:
-    """Detect the source format of a folder and open it.
+#: registered source formats, in the order :func:`open_source` tries them
+SOURCE_FORMATS: dict[str, type[ConnectomeSource]] = {}
 
-    ``*.h5``/``*.hdf5`` files: GSP1000-style HDF5 batches. ``*.nii``/``*.nii.gz`` 4D files plus a brain
-    mask (``mask`` or a file named ``*mask*``): per-subject NIfTI. ``*.npy``/``*.tsv`` arrays plus a
-    region table (``regions`` or ``regions.tsv``): parcel-level time series.
+
+def register_source(name: str) -> Callable[[type[S]], type[S]]:
+    """Class decorator registering a source format under ``name`` (``--from NAME``)."""
+
+    def deco(cls: type[S]) -> type[S]:
+        cls.format_name = name
+        SOURCE_FORMATS[name] = cls
+        return cls
+
+    return deco
+
+
+def open_source(path: str | Path, *, source_format: str | None = None, **options: Any) -> ConnectomeSource:
+    """Open a connectome source folder with the format ``source_format``, or the first registered
+    format whose :meth:`ConnectomeSource.detect` recognises the folder.
+
+    ``options`` go to the format's ``open`` (for example ``mask=`` for a NIfTI folder, ``regions=``
+    for parcel series); options a format does not take are refused.
     """
-    from lakepipe.io.bold import NiftiFolderSource
-    from lakepipe.io.hdf5 import HDF5BatchSource
-    from lakepipe.io.parcels import ParcelSource
-
     root = Path(path)
     if not root.is_dir():
         raise InputError("connectome source must be a folder", root)
-    names = [p.name for p in root.iterdir()]
-    if any(n.endswith((".h5", ".hdf5")) for n in names):
-        return HDF5BatchSource.open(root)
-    if any(n.endswith((".nii", ".nii.gz")) for n in names):
-        return NiftiFolderSource.open(root, mask=mask)
-    if any(n.endswith((".npy", ".tsv")) for n in names):
-        return ParcelSource.open(root, regions=regions)
+    options = {k: v for k, v in options.items() if v is not None}
+    if source_format is not None:
+        if source_format not in SOURCE_FORMATS:
+            raise InputError(f"unknown source format {source_format!r}; known: {', '.join(SOURCE_FORMATS)}")
+        return SOURCE_FORMATS[source_format].open(root, **options)
+    for cls in SOURCE_FORMATS.values():
+        if cls.detect(root):
+            return cls.open(root, **options)
     raise InputError("no connectome files found (expected *.h5, 4D *.nii.gz, or parcel *.npy/*.tsv)", root)

@@ -14,7 +14,14 @@ import h5py
 import numpy as np
 
 from lakepipe.errors import InputError
-from lakepipe.io.sources import ConnectomeSource, SubjectRef, VoxelGeometry, file_fingerprint, safe_subject_id
+from lakepipe.io.sources.base import (
+    ConnectomeSource,
+    SubjectRef,
+    VoxelGeometry,
+    file_fingerprint,
+    register_source,
+    safe_subject_id,
+)
 from lakepipe.space import Grid
 
 
@@ -53,10 +60,19 @@ def read_geometry(f: h5py.File, path: Path) -> VoxelGeometry:
     return VoxelGeometry(Grid(shape, affine), idx.astype(np.int32))
 
 
+@register_source("hdf5")
 @dataclass
 class HDF5BatchSource(ConnectomeSource):
+    """GSP1000-style HDF5 batches: ``*.h5``/``*.hdf5`` files of several subjects each."""
+
     @classmethod
-    def open(cls, root: Path) -> HDF5BatchSource:
+    def detect(cls, root: Path) -> bool:
+        return any(p.name.endswith((".h5", ".hdf5")) for p in root.iterdir())
+
+    @classmethod
+    def open(cls, root: Path, **options: object) -> HDF5BatchSource:
+        if options:
+            raise InputError(f"HDF5 batches take no {'/'.join(options)} option", root)
         files = sorted([*root.glob("*.h5"), *root.glob("*.hdf5")])
         src = cls(root=root, kind="voxel")
         for path in files:

@@ -9,14 +9,23 @@ import numpy as np
 
 from lakepipe.errors import InputError
 from lakepipe.io.nifti import load_image, load_volume, read_data
-from lakepipe.io.sources import ConnectomeSource, SubjectRef, VoxelGeometry
+from lakepipe.io.sources.base import ConnectomeSource, SubjectRef, VoxelGeometry, register_source
 from lakepipe.space import Grid
 
 
+@register_source("nifti")
 @dataclass
 class NiftiFolderSource(ConnectomeSource):
+    """One 4D NIfTI per subject plus a brain mask (``*mask*`` or ``mask=``)."""
+
     @classmethod
-    def open(cls, root: Path, mask: str | Path | None = None) -> NiftiFolderSource:
+    def detect(cls, root: Path) -> bool:
+        return any(p.name.endswith((".nii", ".nii.gz")) for p in root.iterdir())
+
+    @classmethod
+    def open(cls, root: Path, mask: str | Path | None = None, **options: object) -> NiftiFolderSource:
+        if options:
+            raise InputError(f"a 4D NIfTI folder takes no {'/'.join(options)} option", root)
         files = sorted(p for p in root.iterdir() if p.name.endswith((".nii", ".nii.gz")))
         masks = [p for p in files if "mask" in p.name]
         if mask is None:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from lakepipe.errors import InputError
 from lakepipe.io.labels import read_label_table
-from lakepipe.io.sources import ConnectomeSource, SubjectRef
+from lakepipe.io.sources.base import ConnectomeSource, SubjectRef, register_source
 
 
 def _load_array(path: Path) -> np.ndarray:
@@ -22,10 +22,19 @@ def _load_array(path: Path) -> np.ndarray:
         raise InputError(f"cannot read parcel time series ({exc})", path) from exc
 
 
+@register_source("parcels")
 @dataclass
 class ParcelSource(ConnectomeSource):
+    """Parcel-level series: per-subject ``.npy``/``.tsv`` (parcels x time) plus a region table."""
+
     @classmethod
-    def open(cls, root: Path, regions: str | Path | None = None) -> ParcelSource:
+    def detect(cls, root: Path) -> bool:
+        return any(p.name.endswith((".npy", ".tsv")) for p in root.iterdir())
+
+    @classmethod
+    def open(cls, root: Path, regions: str | Path | None = None, **options: object) -> ParcelSource:
+        if options:
+            raise InputError(f"parcel series take no {'/'.join(options)} option", root)
         table_path = Path(regions) if regions else root / "regions.tsv"
         if not table_path.exists():
             raise InputError("parcel time series need a region table (regions.tsv or --regions)", root)

@@ -1,0 +1,28 @@
+"""Connectome source formats behind one interface (:class:`ConnectomeSource`, :func:`open_source`).
+
+One module per format, each registering its reader: ``hdf5`` (GSP1000-style batches), ``nifti``
+(4D NIfTI per subject plus a brain mask), ``parcels`` (parcel series plus a region table).
+"""
+
+from lakepipe.io.sources import hdf5, nifti_folder, parcels  # noqa: F401  (register the formats)
+from lakepipe.io.sources.base import (
+    SOURCE_FORMATS,
+    ConnectomeSource,
+    SubjectRef,
+    VoxelGeometry,
+    file_fingerprint,
+    open_source,
+    register_source,
+    safe_subject_id,
+)
+
+__all__ = [
+    "SOURCE_FORMATS",
+    "ConnectomeSource",
+    "SubjectRef",
+    "VoxelGeometry",
+    "file_fingerprint",
+    "open_source",
+    "register_source",
+    "safe_subject_id",
+]

@@ -1,0 +1,557 @@
+"""``run fnm``: classic functional network mapping of many seeds in one pass over the connectome.
+
+Seeds (lesions of a cohort, spheres) become one sparse voxel x seed weight matrix per batch. Each
+Dask task streams a group of connectome subjects and returns float64 running sums of z and z^2
+for the whole batch; the sums are merged and finalised into maps on a worker, which writes its
+seed rows of the derivative store directly, so only small summaries travel back. The connectome
+is read once per seed batch; the batch size follows the memory available. Each finished batch is
+published at once, so a killed run keeps what it finished and a re-run computes the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from lakepipe._version import __version__
+from lakepipe.catalog import OutputRecord
+from lakepipe.compute.fnm import FNM_CONVENTIONS, FnmSums, finalize_fnm, prepare_seeds
+from lakepipe.compute.groupfc import parcel_averaging_matrix
+from lakepipe.compute.seeds import (
+    SeedVoxels,
+    mask_seed_voxels,
+    seed_weight_matrix,
+    sphere_seed_voxels,
+    voxel_lookup,
+)
+from lakepipe.errors import InputError
+from lakepipe.io import bidsout, layout
+from lakepipe.io.nifti import write_nifti
+from lakepipe.io.storage import StoreRef
+from lakepipe.io.stores import Atlas, IncrementalStore, open_derivative, voxel_volume
+from lakepipe.methods.base import PENDING, Method, MethodResult, Params, Plan, PlanItem, Statistic, option
+from lakepipe.methods.common import (
+    ConnectomeInfo,
+    connectome_info,
+    region_coords,
+    require_same_space,
+    subject_groups,
+    tasks_for,
+    voxel_parcels,
+)
+from lakepipe.methods.seeds import Seed, cohort_seeds, read_masks, sphere_seed, spheres_from_table
+
+if TYPE_CHECKING:
+    from lakepipe.lake import Lake
+    from lakepipe.runtime import RunContext
+
+log = logging.getLogger(__name__)
+MAPS = ("zmap", "rmap", "tmap", "pmap")
+#: memory for the subjects a task holds at once: their r, z and z^2 go through cache-resident
+#: accumulators, and the large float64 sums are updated once per group instead of once per subject
+GROUP_BYTES = 512 * 2**20
+
+
+@dataclass(frozen=True)
+class FnmParams(Params):
+    connectome: str = option(help="voxel connectome in the lake")
+    cohort: str | None = option(None, help="use the lesions of this cohort as seeds")
+    participants: tuple[str, ...] | None = option(
+        None, flag="--participant-label", metavar="ID", help="only these participants"
+    )
+    sphere: tuple[str, ...] | None = option(
+        None, metavar="X,Y,Z", help="sphere seed at MNI mm, e.g. --sphere -40,-20,50 (repeatable)"
+    )
+    radius: float | None = option(None, positive=True, help="sphere radius in mm")
+    sphere_name: tuple[str, ...] | None = option(None, help="names of the --sphere seeds, in order")
+    spheres: str | None = option(
+        None, metavar="TSV", help="table of sphere seeds: x, y, z[, radius][, name]", path=True
+    )
+    atlas: str | None = option(None, help="also summarise every map over this atlas's regions")
+    avgr: bool = option(False, help="also compute avgr, the plain mean r")
+    batch_size: int | None = option(
+        None, positive=True, help="seeds per pass (default: from available memory)"
+    )
+
+
+def sphere_seeds(p: FnmParams) -> list[Seed]:
+    """The sphere seeds of the parameters (``sphere``/``radius``/``sphere_name`` and a ``spheres`` table)."""
+    seeds = []
+    names = list(p.sphere_name or ())
+    for k, text in enumerate(p.sphere or ()):
+        try:
+            x, y, z = (float(v) for v in str(text).split(","))
+        except ValueError:
+            raise InputError(f"--sphere expects X,Y,Z in mm, got {text!r}") from None
+        if p.radius is None:
+            raise InputError("--sphere needs --radius MM")
+        seeds.append(sphere_seed(x, y, z, p.radius, names[k] if k < len(names) else None))
+    if p.spheres:
+        seeds += spheres_from_table(p.spheres, p.radius)
+    return seeds
+
+
+def auto_batch_size(n_voxels: int, n_workers: int, with_r: bool, memory_bytes: int | None = None) -> int:
+    """Seeds per pass so that every worker's float64 sums (plus a merge copy) fit in a quarter of memory."""
+    if memory_bytes is None:
+        import psutil
+
+        memory_bytes = psutil.virtual_memory().available
+    per_seed = n_voxels * 8 * (3 if with_r else 2) * 2  # sums + one merge copy
+    budget = min(memory_bytes // 4, 8 * 2**30) // max(n_workers, 1)
+    return int(max(1, min(512, budget // max(per_seed, 1))))
+
+
+# ------------------------------------------------------------------------------------ worker tasks
+
+
+def _sums_task(ref: StoreRef, positions: list[int], seedw: Any, with_r: bool) -> FnmSums:
+    from zarr.core.buffer import default_buffer_prototype
+
+    g = ref.group()
+    ts, scale = g["timeseries"], g["scale"]
+    sums = FnmSums.zeros(seedw.n_seeds, seedw.n_voxels, with_r=with_r)
+    n_time, n_vox = ts.shape[1:]
+    k = int(max(1, min(len(positions), GROUP_BYTES // (4 * n_time * n_vox))))
+    # subjects are read (all their chunks at once) into buffers reused for the whole task: no fresh
+    # 100 MB array, and its page faults, per subject
+    bufs = [np.empty((n_time, n_vox), np.float32) for _ in range(k)]
+    outs = [default_buffer_prototype().nd_buffer.from_numpy_array(b) for b in bufs]
+    for a in range(0, len(positions), k):
+        group = positions[a : a + k]
+        for j, s in enumerate(group):
+            ts.get_basic_selection(s, out=outs[j])
+        sums.add_subjects(bufs[: len(group)], [scale[s] for s in group], seedw)
+    return sums
+
+
+def _rows(sums: FnmSums, rows: range) -> FnmSums:
+    """The sums of some seeds (rows) only."""
+    sl = slice(rows.start, rows.stop)
+    return FnmSums(sums.sum_z[sl], sums.sum_z2[sl], None if sums.sum_r is None else sums.sum_r[sl], sums.n)
+
+
+def _merge(parts: list[FnmSums]) -> FnmSums:
+    total = parts[0]
+    for p in parts[1:]:
+        total = total.merge(p)
+    return total
+
+
+def _finalize_task(
+    sums: FnmSums,
+    out: IncrementalStore,
+    rows: slice,
+    names: tuple[str, ...],
+    with_avgr: bool,
+    parcel_avg: Any,
+) -> tuple[slice, dict[str, np.ndarray]]:
+    """Maps from sums, written into their rows of the derivative store (one chunk per seed row, so
+    tasks for other rows write other chunks); the small parcel summaries are returned, for the
+    caller to write (their chunks hold many seed rows: concurrent writers would overwrite each other)."""
+    maps = finalize_fnm(sums, with_avgr=with_avgr)
+    out.write_rows(rows, {name: maps[name] for name in names})
+    parcels = {}
+    if parcel_avg is not None:
+        for name in names:
+            parcels[name] = np.asarray((parcel_avg.T @ maps[name].T.astype(np.float64)).T, np.float32)
+    return rows, parcels
+
+
+# ------------------------------------------------------------------------------------------ method
+
+
+class Fnm(Method):
+    name = "fnm"
+    command = ("run", "fnm")
+    title = "classic seed-to-voxel FNM over every connectome subject"
+    description = (
+        "Classic functional network mapping: for every connectome subject, the seed's mean series "
+        "correlated with every voxel, Fisher z, then zmap (mean z), rmap (tanh), tmap and pmap over "
+        "subjects. All seeds of a batch share one pass over the connectome."
+    )
+    params_type = FnmParams
+    statistics = (
+        Statistic("zmap", FNM_CONVENTIONS["zmap"]),
+        Statistic("rmap", FNM_CONVENTIONS["rmap"]),
+        Statistic("tmap", FNM_CONVENTIONS["tmap"]),
+        Statistic("pmap", FNM_CONVENTIONS["pmap"]),
+        Statistic("avgr", FNM_CONVENTIONS["avgr"]),
+    )
+    default_statistic = "zmap"
+
+    def variable(self, statistic: str, atlas: str | None = None) -> str:
+        name = self.statistic(statistic).name
+        return f"parcel_{name}" if atlas else name
+
+    def statistic_dims(self, statistic: str, atlas: str | None = None) -> str:
+        return "region" if atlas else "voxel"
+
+    def select(self, rows: pd.DataFrame, atlas: str | None) -> pd.DataFrame:
+        return rows if atlas else rows[rows["atlas"].isna()]  # voxel maps; parcel summaries carry their atlas
+
+    def output_params(self) -> dict[str, Any]:
+        """Parameters that define the maps (``avgr`` is not one: it only adds a statistic)."""
+        return {"conventions": FNM_CONVENTIONS, "resampling": "nearest (seed to connectome grid)"}
+
+    def map_names(self, p: FnmParams) -> tuple[str, ...]:
+        return MAPS + (("avgr",) if p.avgr else ())
+
+    def records(
+        self,
+        p: FnmParams,
+        seed: Seed,
+        con: ConnectomeInfo,
+        atlas: Atlas | None,
+        uri: str = PENDING,
+        index: int = 0,
+    ) -> list[OutputRecord]:
+        """Every output of one seed: its maps and, with an atlas, their parcel summaries."""
+        cohort = p.cohort if seed.sphere is None else None
+        out = []
+        for summary_atlas in (None, atlas) if atlas is not None else (None,):
+            inputs = {"seed": seed.content_hash, "connectome": con.identity}
+            if summary_atlas is not None:
+                inputs["atlas"] = summary_atlas.sha256
+            out += [
+                OutputRecord(
+                    kind="derivative",
+                    method=self.name,
+                    statistic=name,
+                    cohort=cohort,
+                    participant=seed.participant,
+                    session=seed.session,
+                    label=seed.label,
+                    atlas=summary_atlas.name if summary_atlas else None,
+                    connectome=con.name,
+                    params=self.output_params(),
+                    inputs=inputs,
+                    store_uri=uri,
+                    store_index=str(index),
+                )
+                for name in self.map_names(p)
+            ]
+        return out
+
+    def seeds(self, lake: Lake, p: FnmParams) -> list[Seed]:
+        if not p.cohort and not p.sphere and not p.spheres:
+            raise InputError("FNM needs seeds: --cohort NAME and/or --sphere X,Y,Z --radius MM")
+        seeds: list[Seed] = []
+        if p.cohort:
+            seeds += cohort_seeds(lake, p.cohort, list(p.participants or ()) or None, with_masks=False)
+        seeds += sphere_seeds(p)
+        keys = [s.key for s in seeds]
+        if len(set(keys)) != len(keys):
+            raise InputError("two seeds share one name; name spheres uniquely")
+        return seeds
+
+    def plan(self, lake: Lake, params: Params, *, recompute: bool = False) -> Plan:
+        assert isinstance(params, FnmParams)
+        con = connectome_info(lake, params.connectome)
+        if con.kind != "voxel":
+            raise InputError(
+                f"FNM needs a voxel connectome; '{con.name}' holds parcel time series "
+                "(use `lakepipe run afnm` with it)"
+            )
+        atlas = lake.read_atlas(params.atlas) if params.atlas else None
+        if atlas is not None:
+            require_same_space(con.space, atlas.space, f"connectome '{con.name}'", f"atlas '{atlas.name}'")
+        seeds = self.seeds(lake, params)
+        plan = Plan(self.name, params, recompute=recompute, context={"connectome": con, "atlas": atlas})
+        plan.items = [
+            PlanItem(s.key, self.records(params, s, con, atlas), payload=s, participant=s.participant)
+            for s in seeds
+        ]
+        self.mark_done(lake, plan.items)
+        return plan
+
+    def run(
+        self,
+        lake: Lake,
+        run: RunContext,
+        params: Params,
+        *,
+        plan: Plan | None = None,
+        recompute: bool = False,
+        bids_out: str | Path | None = None,
+    ) -> MethodResult:
+        assert isinstance(params, FnmParams)
+        plan = plan or self.plan(lake, params, recompute=recompute)
+        result = MethodResult(self.name, skipped=[i.key for i in plan.skipped])
+        run.count_skipped(len(result.skipped))
+        if result.skipped:
+            log.info(
+                "fnm: %d of %d seeds already mapped with these inputs, skipped",
+                len(result.skipped),
+                len(plan.items),
+            )
+        todo = [i.payload for i in plan.todo]
+        if todo:
+            self._compute(lake, run, params, plan, todo, result)
+        n_batches = result.details.get("passes", 0)
+        verb = "remapped" if plan.recompute and result.computed else "mapped"
+        result.message = (
+            f"FNM: {len(result.computed)} seed(s) {verb} in {n_batches} pass(es) over the connectome, "
+            f"{len(result.skipped)} already in the lake"
+        )
+        if bids_out:
+            from lakepipe.collect import rows_for_records
+
+            rows = rows_for_records(lake, [r for i in plan.items for r in i.records])
+            result.files = self.export(lake, rows, bids_out)
+        log.info(result.summary())
+        return result
+
+    def seed_voxels(self, seeds: Sequence[Seed], con: ConnectomeInfo) -> list[SeedVoxels]:
+        """Each seed's voxels on the connectome; a seed with none is an :class:`InputError` naming it."""
+        grid = con.grid
+        assert grid is not None
+        lut = voxel_lookup(con.ijk, grid.shape)
+        out = []
+        for s in seeds:
+            if s.sphere is not None:
+                x, y, z, r = s.sphere
+                sv = sphere_seed_voxels((x, y, z), r, grid.shape, grid.affine, lut)
+                if sv.on_grid == 0:
+                    raise InputError(
+                        f"sphere seed {s.key} at {(x, y, z)} mm radius {r} mm contains no voxel "
+                        "centre of the connectome grid (outside the field of view?)"
+                    )
+            else:
+                assert s.mask is not None
+                require_same_space(s.mask.space, con.space, f"lesion {s.key}", f"connectome '{con.name}'")
+                sv = mask_seed_voxels(
+                    s.mask.indices,
+                    s.mask.values,
+                    s.mask.grid.shape,
+                    s.mask.grid.affine,
+                    grid.shape,
+                    grid.affine,
+                    lut,
+                )
+                if sv.on_grid == 0:  # e.g. a few 1 mm voxels between the centres of 2 mm voxels
+                    raise InputError(
+                        f"lesion seed {s.key} covers no voxel centre of the connectome grid after nearest "
+                        f"resampling ({s.mask.indices.size} voxel(s) on its own grid: too small for this "
+                        "grid, "
+                        "or outside its field of view)"
+                    )
+            if sv.positions.size == 0:
+                what = "sphere" if s.sphere is not None else "lesion"
+                raise InputError(
+                    f"{what} seed {s.key} has no voxel inside the connectome mask "
+                    f"({sv.on_grid} voxel(s) on the connectome grid, all outside the brain)"
+                )
+            if sv.dropped:
+                log.warning(
+                    "fnm: seed %s: %d of %d voxel(s) lie outside the connectome mask and are dropped",
+                    s.key,
+                    sv.dropped,
+                    sv.on_grid,
+                )
+            out.append(sv)
+        return out
+
+    def _compute(
+        self, lake: Lake, run: RunContext, p: FnmParams, plan: Plan, todo: list[Seed], result: MethodResult
+    ) -> None:
+        import dask
+
+        con: ConnectomeInfo = plan.context["connectome"]
+        atlas: Atlas | None = plan.context["atlas"]
+        lesion_seeds = [s for s in todo if s.sphere is None]
+        if lesion_seeds:
+            assert p.cohort is not None
+            read_masks(lake, p.cohort, lesion_seeds)
+        voxels = self.seed_voxels(todo, con)
+        result.details["dropped_voxels"] = {s.key: v.dropped for s, v in zip(todo, voxels, strict=True)}
+        parcel_avg, table = None, None
+        if atlas is not None:
+            labels, table, _ = voxel_parcels(con, atlas)
+            parcel_avg, _ = parcel_averaging_matrix(labels, len(table))
+        names = self.map_names(p)
+        url = layout.derivative_store(lake.url, self.name, layout.new_store_name(self.name))
+        out = self._create_store(url, con, todo, names, result.details["dropped_voxels"], atlas, table)
+        in_ref = StoreRef.here(layout.connectome_store(lake.url, con.name))
+        n_vox, n_seeds, n_sub = con.ijk.shape[0], len(todo), len(con.subjects)
+        positions = con.positions
+        runtime = run.runtime
+        n_workers = runtime.n_workers
+        size = p.batch_size or auto_batch_size(n_vox, n_workers, p.avgr)
+        groups = subject_groups(n_sub, tasks_for(n_workers, n_sub, per_worker=1))
+        batches = [range(a, min(a + size, n_seeds)) for a in range(0, n_seeds, size)]
+        log.info(
+            "fnm: %d seed(s) x %d voxels x %d subjects in %d pass(es) of <= %d seeds, %d task(s) each",
+            n_seeds,
+            n_vox,
+            n_sub,
+            len(batches),
+            size,
+            len(groups),
+        )
+        from lakepipe.progress import progress
+
+        uri = layout.relative(lake.url, url)
+        for k, batch in enumerate(progress(batches, desc="fnm seed batches"), 1):
+            seedw = prepare_seeds(seed_weight_matrix([voxels[i] for i in batch], n_vox))
+            # in the graph, not scattered: if a worker dies mid-pass its tasks are rerun elsewhere with it
+            # (scattered data die with their holder); an argument of each task (a few MB), not a key of
+            # its own: one worker would hold that key and the other would start only once it had it
+            parts = [
+                dask.delayed(_sums_task, pure=False)(in_ref, [positions[i] for i in g], seedw, p.avgr)
+                for g in groups
+            ]
+            # maps finalised and written in row blocks, one per worker, each from the matching rows of
+            # every part: both workers work and each moves only its share of the sums
+            fins = []
+            for rows in subject_groups(len(batch), n_workers):
+                pieces = [dask.delayed(_rows, pure=False)(part, rows) for part in parts]
+                merged = dask.delayed(_merge, pure=False)(pieces)
+                fins.append(
+                    dask.delayed(_finalize_task, pure=False)(
+                        merged,
+                        out,
+                        slice(batch.start + rows.start, batch.start + rows.stop),
+                        names,
+                        p.avgr,
+                        parcel_avg,
+                    )
+                )
+            done = runtime.compute(*fins, desc=f"fnm pass {k}/{len(batches)}")
+            if parcel_avg is not None:
+                g = out.group()
+                for rows_, parcels in done:
+                    out.write_rows(rows_, {f"parcel_{n}": v for n, v in parcels.items()}, group=g)
+            # the batch's maps are complete in the store: publish them now, so a killed run keeps them
+            records = [r for i in batch for r in self.records(p, todo[i], con, atlas, uri, i)]
+            run.publish(records, replace=plan.recompute)
+            log.info("fnm: pass %d/%d published (%d seed(s))", k, len(batches), len(batch))
+        result.details["passes"] = len(batches)
+        result.store, result.computed = url, [s.key for s in todo]
+
+    def _create_store(
+        self,
+        url: str,
+        con: ConnectomeInfo,
+        seeds: list[Seed],
+        names: tuple[str, ...],
+        dropped: dict[str, int],
+        atlas: Atlas | None,
+        table: pd.DataFrame | None,
+    ) -> IncrementalStore:
+        """Lay out the derivative store: (seed, voxel) maps, (seed, region) summaries, coordinates, attrs."""
+        grid = con.grid
+        assert grid is not None
+        n_vox, n = con.ijk.shape[0], len(seeds)
+        coords = xr.Dataset(
+            coords={
+                "seed": ("seed", [s.key for s in seeds]),
+                "participant": ("seed", [s.participant or "" for s in seeds]),
+                "session": ("seed", [s.session or "" for s in seeds]),
+                "label": ("seed", [s.label for s in seeds]),
+                "seed_voxels_dropped": ("seed", [dropped[s.key] for s in seeds]),
+                "ijk": (("voxel", "axis"), con.ijk.astype(np.int16)),
+                **(region_coords(table, "region") if table is not None else {}),
+            },
+            attrs={
+                "method": self.name,
+                "connectome": con.name,
+                "atlas": atlas.name if atlas else None,
+                "n_subjects": len(con.subjects),
+                "grid": {"shape": list(grid.shape), "affine": grid.affine.tolist()},
+                "space": con.space,
+                "parameters": self.output_params(),
+                "conventions": FNM_CONVENTIONS,
+                "spheres": {s.key: s.meta for s in seeds if s.sphere is not None},
+                "lakepipe_version": __version__,
+            },
+        )
+        variables: dict[str, tuple[Sequence[str], Sequence[int], Sequence[int]]] = {}
+        for name in names:
+            variables[name] = (("seed", "voxel"), (n, n_vox), (1, n_vox))
+            if table is not None:
+                variables[f"parcel_{name}"] = (("seed", "region"), (n, len(table)), (256, len(table)))
+        return IncrementalStore.create(url, coords, variables, StoreRef.here(url).endpoint_url)
+
+    # ------------------------------------------------------------------------------------- export
+    def export(
+        self, lake: Lake, rows: pd.DataFrame, out_dir: str | Path, statistics: Sequence[str] | None = None
+    ) -> list[Path]:
+        """NIfTI maps (+JSON) per seed and statistic, in ``sub-<p>/[ses-<s>/]anat/`` (spheres in
+        ``seeds/``), with the space in the name; parcel summaries (rows with an atlas) as TSV + JSON."""
+        out = Path(out_dir)
+        bidsout.dataset_description(out)
+        if statistics:
+            rows = rows[rows["statistic"].isin(statistics)]
+        files: list[Path] = []
+        for uri, grp in rows.groupby("store_uri", sort=False):
+            ds = open_derivative(lake.store_url(str(uri)))
+            affine = np.asarray(ds.attrs["grid"]["affine"])
+            space = ds.attrs.get("space")
+            for (index, atlas), seed_rows in grp.groupby(
+                [grp["store_index"].astype(int), grp["atlas"].fillna("")], sort=False
+            ):
+                i = int(index)
+                p_, s_, lab = (str(ds[c].values[i]) or None for c in ("participant", "session", "label"))
+                key = str(ds["seed"].values[i])
+                ent = {"sub": p_, "ses": s_, "label": lab} if p_ else {"seed": lab}
+                meta = {
+                    "Method": self.name,
+                    "Connectome": ds.attrs["connectome"],
+                    "Space": space,
+                    "NumberOfSubjects": ds.attrs["n_subjects"],
+                    "SeedVoxelsDropped": int(ds["seed_voxels_dropped"].values[i]),
+                    "Conventions": ds.attrs["conventions"],
+                    "LakepipeVersion": ds.attrs["lakepipe_version"],
+                    **({"Sphere": ds.attrs["spheres"][key]} if key in ds.attrs.get("spheres", {}) else {}),
+                }
+                for stat in seed_rows["statistic"]:
+                    desc = FNM_CONVENTIONS.get(stat, stat)
+                    if atlas:
+                        table = pd.DataFrame(
+                            {
+                                "index": ds["region"].values,
+                                "name": ds["region_name"].values,
+                                "network": ds["region_network"].values,
+                                stat: ds[f"parcel_{stat}"][i].values,
+                            }
+                        )
+                        path = bidsout.derivative_path(
+                            out,
+                            {**ent, "space": space, "method": self.name, "atlas": atlas, "desc": stat},
+                            "parcelstats",
+                            ".tsv",
+                        )
+                        files.append(
+                            bidsout.write_tsv(
+                                path,
+                                table,
+                                {
+                                    **meta,
+                                    "Statistic": stat,
+                                    "Atlas": atlas,
+                                    "Summary": "mean over the parcel's in-mask voxels",
+                                },
+                            )
+                        )
+                        continue
+                    vol = voxel_volume(ds, stat, i)
+                    path = bidsout.derivative_path(
+                        out, {**ent, "space": space, "method": self.name, "desc": stat}, "statmap", ".nii.gz"
+                    )
+                    write_nifti(vol, affine, path, space)
+                    bidsout.write_sidecar(
+                        bidsout.sidecar_path(path), {**meta, "Statistic": stat, "Description": desc}
+                    )
+                    files.append(path)
+        return files
+
+
+METHOD = Fnm()
