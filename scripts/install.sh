@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 extras=""
 if [ "${1:-}" = "--test" ]; then
-  extras="[test]"
+  extras="[test,dev]"
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     need=()
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
@@ -22,4 +22,5 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
-echo "lakepipe installed in .venv ($(.venv/bin/lakepipe --version))"
+echo "lakepipe installed in .venv ($(.venv/bin/lakepipe --version)); to have \`lakepipe\` on your PATH:"
+echo "  source $PWD/.venv/bin/activate     (or: export PATH=\"$PWD/.venv/bin:\$PATH\")"

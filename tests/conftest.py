@@ -146,6 +146,33 @@ def copy_lake(tmp_path):
     return _copy
 
 
+#: tests that use these fixtures run real services or processes: the integration lane
+INTEGRATION_FIXTURES = {
+    "dask_client",
+    "ingested",
+    "s3_server",
+    "postgres_url",
+    "catalog_backend",
+    "any_lake_url",
+    "dataverse_server",
+    "gsp1000_server",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the integration lane: tests on a Dask cluster, S3, PostgreSQL, a browser, subprocesses of the
+    command line (marked slow), or the tutorial lake. ``pytest -m "not integration"`` is the fast unit
+    lane; ``.ci/run`` runs both."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if (
+            fixtures & INTEGRATION_FIXTURES
+            or item.get_closest_marker("slow")
+            or item.get_closest_marker("browser")
+        ):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(autouse=True)
 def _restore_logging():
     """``lakepipe.cli.main.main`` configures the root logger onto the (captured) stderr of the test

@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 
 import pandas as pd
+import pytest
 
 from tests.conftest import run_cli
+
+pytestmark = pytest.mark.integration
 
 SIZES = ("--participants", "4", "--subjects", "5", "--timepoints", "30")
 

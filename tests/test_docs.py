@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -35,6 +36,7 @@ def test_group_questions_page_runs(ingested, dask_client):
     assert ns["group_mean"].shape == (zmaps.sizes["voxel"],)
 
 
+@pytest.mark.integration
 def test_running_analyses_page_runs(tmp_path, tutorial):
     """On a lake of its own (whatever other tests computed elsewhere): everything is computed here."""
     from lakepipe.ingest import ingest_atlas, ingest_connectome, ingest_lesions

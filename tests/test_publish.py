@@ -33,6 +33,7 @@ def fresh(tmp_path, tutorial) -> Lake:
     return lake
 
 
+@pytest.mark.integration
 def test_killed_fnm_run_publishes_only_complete_batches_and_rerun_resumes(fresh):
     n_seeds = len(fresh.catalog.query(kind="lesion"))
     argv = [
@@ -96,6 +97,7 @@ def test_killed_fnm_run_publishes_only_complete_batches_and_rerun_resumes(fresh)
     assert maps.sizes["seed"] == n_seeds and np.isfinite(np.asarray(maps.values)).all()
 
 
+@pytest.mark.integration
 def test_gc_removes_only_unregistered_data(fresh, tutorial):
     ingest_atlas(fresh, tutorial.atlas_nifti, labels=tutorial.atlas_labels, name="Seitzman2018")
     res = run_afnm(fresh, "tutorial", "Seitzman2018", connectome="tutorial", scheduler="synchronous")

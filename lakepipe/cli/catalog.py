@@ -167,7 +167,7 @@ def _ls(args: argparse.Namespace) -> int:
         print(f"nothing in the catalog of {lake.url} matches")
         return 0
     with pd.option_context("display.max_rows", 500, "display.width", 200, "display.max_columns", 20):
-        print(df.to_string(index=False))
+        print(df.astype(object).where(df.notna(), "").to_string(index=False))
     return 0
 
 

@@ -63,7 +63,7 @@ def _map_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cut-coords", help="slice positions in mm, comma separated (e.g. -40,-20,50)")
     g.add_argument("--vmax", type=float, help="colour scale limit (symmetric)")
     # let "--cut-coords -40,-20,50" read the coordinates as a value, not as an unknown option
-    p._negative_number_matcher = NEGATIVE_NUMBERS  # type: ignore[attr-defined]
+    p._negative_number_matcher = NEGATIVE_NUMBERS
 
 
 def _output(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -492,8 +492,15 @@ def _assign(args) -> int:
         if img.ndim != 3:
             raise InputError(f"a 3D map is needed, got shape {img.shape}", args.map)
         source = str(args.map)
-    elif args.group:
+    elif args.group or _many(lake, args, "fnm"):
         from lakepipe.collect import collect
+
+        if not args.group:
+            print(
+                "several FNM maps match: assigning their group mean (pick one with --participant, --session, "
+                "--label or --seed)",
+                file=sys.stderr,
+            )
 
         da = collect(
             lake,

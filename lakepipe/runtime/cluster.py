@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from lakepipe.blas import blas_environment
@@ -61,6 +62,24 @@ def cluster_config() -> dict[str, Any]:
         "distributed.nanny.pre-spawn-environ": env,
         "distributed.worker.multiprocessing-method": "forkserver",
     }
+
+
+@contextlib.contextmanager
+def _workers_ignore_sigint() -> Iterator[None]:
+    """Start worker processes with SIGINT ignored: Ctrl-C in a terminal reaches the whole process
+    group, and the workers would each print a traceback; this process handles it (one line) and
+    closes the cluster, which stops them."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class Runtime:
@@ -145,7 +164,7 @@ class Runtime:
             self._owns_client = True
             log.info("using Dask scheduler %s (%d workers)", self.address, self.n_workers)
             return
-        with dask.config.set(cluster_config()):
+        with dask.config.set(cluster_config()), _workers_ignore_sigint():
             self._cluster = LocalCluster(
                 n_workers=self._n_workers or default_workers(),
                 threads_per_worker=1,

@@ -1,0 +1,168 @@
+"""The command line's contract: one line per error (bad input, environment, worker failures, Ctrl-C),
+read-only commands that refuse a lake that does not exist, nothing written on bad input, and
+commands that compute nothing starting no cluster (and not even importing Dask)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+def _one_error_line(proc: subprocess.CompletedProcess, code: int) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("lakepipe: error: "), proc.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.mark.integration
+def test_read_only_commands_refuse_a_lake_that_does_not_exist(tmp_path):
+    typo = tmp_path / "lkae"
+    for argv in (
+        ["catalog", "ls"],
+        ["catalog", "runs"],
+        ["collect", "--method", "afnm"],
+        ["export", "--method", "fnm", "--out", str(tmp_path / "out")],
+        ["plot", "fc", "--out", str(tmp_path / "fc.png")],
+        ["run", "fnm", "--connectome", "gsp", "--cohort", "c", "--dry-run"],
+    ):
+        line = _one_error_line(run_cli("--lake", typo, *argv), 2)
+        assert "no lake here" in line and str(typo) in line, argv
+    assert not typo.exists()  # a mistyped --lake creates nothing
+    afile = tmp_path / "afile"
+    afile.write_text("not a lake")
+    line = _one_error_line(run_cli("--lake", afile, "catalog", "ls"), 2)
+    assert "must be a folder" in line
+
+
+def test_bad_input_writes_nothing_not_even_a_run_record(ingested, copy_lake):
+    from lakepipe.lake import Lake
+
+    lake = copy_lake(ingested)
+    before = Lake(lake).catalog.runs()
+    line = _one_error_line(
+        run_cli("--lake", lake, "run", "afnm", "--cohort", "tutorial", "--atlas", "Nope"), 2
+    )
+    assert "unknown atlas 'Nope'" in line
+    after = Lake(lake).catalog.runs()
+    assert len(after) == len(before)  # the README's promise: nothing written on bad input
+
+
+def test_catalog_ls_imports_no_dask_and_starts_no_cluster(ingested):
+    code = (
+        "import sys\n"
+        "from lakepipe.cli.main import main\n"
+        f"assert main(['--lake', {ingested.url!r}, 'catalog', 'ls']) == 0\n"
+        "heavy = ('dask', 'distributed', 'xarray', 'zarr', 'nibabel', 'numba')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "HEAVY []" in proc.stdout, proc.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_nothing_to_compute_starts_no_cluster(ingested, copy_lake):
+    lake = copy_lake(ingested)
+    args = [
+        "-v",
+        "--lake",
+        lake,
+        "run",
+        "afnm",
+        "--cohort",
+        "tutorial",
+        "--atlas",
+        "Seitzman2018",
+        "--connectome",
+        "tutorial",
+        "--lesion-weighting",
+        "binary",
+    ]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "local Dask cluster" in first.stderr
+    second = run_cli(*args)
+    assert second.returncode == 0 and "0 lesion(s) mapped" in second.stdout
+    assert "local Dask cluster" not in second.stderr
+
+
+@pytest.mark.slow
+def test_worker_errors_are_one_line(tutorial, tmp_path):
+    """A connectome chunk damaged on disk fails inside a Dask worker: one line, exit 1, no traceback."""
+    from lakepipe.ingest import ingest_atlas, ingest_connectome
+    from lakepipe.lake import Lake
+
+    lake = Lake(str(tmp_path / "lake"))
+    ingest_connectome(lake, tutorial.connectome, name="tutorial")
+    ingest_atlas(lake, tutorial.atlas_nifti, labels=tutorial.atlas_labels, name="Seitzman2018")
+    chunk = next(
+        p
+        for p in (tmp_path / "lake" / "connectomes" / "tutorial.zarr" / "timeseries").rglob("*")
+        if p.is_file() and p.name != "zarr.json"
+    )
+    chunk.write_bytes(b"damaged")
+    proc = run_cli("--lake", lake.url, "parcellate", "--connectome", "tutorial", "--atlas", "Seitzman2018")
+    line = _one_error_line(proc, 1)
+    assert "Traceback" not in proc.stderr, line
+    assert lake.catalog.query(method="parcellate").empty  # nothing half-written is registered
+
+
+@pytest.mark.slow
+def test_ctrl_c_prints_one_line(tutorial, tmp_path):
+    """Ctrl-C reaches the whole process group (the Dask workers too): one line, exit 130, and the
+    run record says interrupted."""
+    from lakepipe.ingest import ingest_connectome
+    from lakepipe.lake import Lake
+
+    lake = Lake(str(tmp_path / "lake"))
+    ingest_connectome(lake, tutorial.connectome, name="tutorial")
+    spheres = tmp_path / "spheres.tsv"
+    spheres.write_text(
+        "name\tx\ty\tz\tradius\n" + "".join(f"s{i}\t{-40 + i}\t-20\t50\t6\n" for i in range(200))
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lakepipe.cli.main",
+            "-v",
+            "--lake",
+            lake.url,
+            "run",
+            "fnm",
+            "--connectome",
+            "tutorial",
+            "--spheres",
+            spheres,
+            "--batch-size",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+    )
+    deadline = time.monotonic() + 120
+    seen = []
+    for line in proc.stderr:  # wait until the first pass is published (the cluster is working)
+        seen.append(line)
+        if "pass 1/" in line or time.monotonic() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(seen)[-2000:] + rest[-2000:]
+    assert rest.strip().splitlines() == ["lakepipe: interrupted"], rest[-3000:]
+    runs = lake.catalog.runs()
+    assert runs["status"].iloc[-1] == "interrupted"
+    assert Path(sys.executable).parent.joinpath("lakepipe").exists()  # the installed entry point
