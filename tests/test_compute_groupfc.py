@@ -12,6 +12,7 @@ def parcel_means(unit, scale, mean, labels, n_regions):
     """The parcel means the parcellate method computes (a ParcelAverager per labelling)."""
     return ParcelAverager(labels, n_regions)(unit, scale, mean)
 
+
 N_REGIONS = 6
 
 

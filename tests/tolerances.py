@@ -59,8 +59,9 @@ def z_error(n_time: int, rmax: np.ndarray, dr: float | None = None) -> np.ndarra
     return dr / (1 - r**2)
 
 
-def t_error(n_time: int, n_sub: int, zmean: np.ndarray, zsd: np.ndarray, rmax: np.ndarray,
-            dr: float | None = None) -> np.ndarray:
+def t_error(
+    n_time: int, n_sub: int, zmean: np.ndarray, zsd: np.ndarray, rmax: np.ndarray, dr: float | None = None
+) -> np.ndarray:
     """Bound on |delta t| of the one-sample t over ``n_sub`` subjects (inf where sd is within rounding)."""
     dz = z_error(n_time, rmax, dr)
     dsd = 2 * dz * np.sqrt(n_sub / (n_sub - 1))
@@ -76,8 +77,12 @@ def fnm_bounds(ref: dict, dr: float, n_time: int, n_sub: int) -> dict:
     rounding of the stored map (u |value|)."""
     dz = z_error(n_time, ref["rmax"], dr)
     dt = t_error(n_time, n_sub, ref["zmap"], ref["zsd"], ref["rmax"], dr)
-    return {"zmap": dz + U32 * np.abs(ref["zmap"]), "rmap": dz + U32, "avgr": np.full_like(dz, dr + U32),
-            "tmap": dt}
+    return {
+        "zmap": dz + U32 * np.abs(ref["zmap"]),
+        "rmap": dz + U32,
+        "avgr": np.full_like(dz, dr + U32),
+        "tmap": dt,
+    }
 
 
 def reference_maps(series: np.ndarray, seeds: list, n_time: int) -> tuple[list[dict], list[float]]:

@@ -28,7 +28,7 @@ from sqlalchemy.types import TypeDecorator
 __all__ = ["OUTPUT_KEY", "UTCDateTime", "metadata", "outputs", "runs", "schema_version"]
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """Timestamp stored as UTC (``timestamptz`` on PostgreSQL), always read back as aware UTC."""
 
     impl = DateTime(timezone=True)
@@ -43,9 +43,9 @@ class UTCDateTime(TypeDecorator):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if isinstance(value, str):  # aggregates over SQLite text
-            value = datetime.fromisoformat(value)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        # a str from aggregates over SQLite text
+        stamp: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
 
 metadata = MetaData()

@@ -46,7 +46,7 @@ _SECRET_QUERY = re.compile(
 _STORE_URI = re.compile(r"^[A-Za-z0-9._\-+=]+(?:/[A-Za-z0-9._\-+=]+)*/?$")
 
 
-def redact_url(url: str | os.PathLike | None) -> str:
+def redact_url(url: str | os.PathLike[str] | None) -> str:
     """Return ``url`` with its password and secret-looking query values replaced by ``***``.
 
     Works for SQLAlchemy URLs (``postgresql+psycopg://user:pw@host/db``) and fsspec URLs
@@ -105,7 +105,7 @@ def check_store_uri(uri: str) -> str:
     return uri
 
 
-def normalize_catalog_url(url: str | os.PathLike) -> str:
+def normalize_catalog_url(url: str | os.PathLike[str]) -> str:
     """Turn a user-given catalog location into a SQLAlchemy URL string.
 
     A plain path becomes a SQLite file URL; ``postgresql://`` and ``postgres://`` select the
@@ -131,7 +131,7 @@ def memory_catalog_url(lake_url: str) -> str:
     return f"sqlite:///file:lakepipe-memory-{digest}?mode=memory&uri=true"
 
 
-def catalog_url_for_lake(lake_url: str | os.PathLike, catalog_url: str | None = None) -> str:
+def catalog_url_for_lake(lake_url: str | os.PathLike[str], catalog_url: str | None = None) -> str:
     """The SQLAlchemy URL of the catalog of the lake at ``lake_url``.
 
     Order: ``catalog_url``, then ``$LAKEPIPE_CATALOG``, then ``<lake>/catalog.sqlite`` for a local

@@ -6,6 +6,8 @@ parcels, Fisher z. Over subjects: mean z in float64 (DESIGN section 3).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -101,7 +103,9 @@ class ParcelAverager:
             if sub.nnz:
                 self.blocks.append((start, stop, sub, sub.indices + start))
 
-    def series(self, get_block, scale: np.ndarray, mean: np.ndarray, n_time: int) -> np.ndarray:
+    def series(
+        self, get_block: Callable[[int, int], np.ndarray], scale: np.ndarray, mean: np.ndarray, n_time: int
+    ) -> np.ndarray:
         """Parcel means from ``get_block(start, stop)`` -> (T, stop - start) unit series.
 
         Per parcel the float64 products ``(scale_v / n_p) * unit_tv`` are summed over its voxels in

@@ -26,17 +26,17 @@ def world_to_voxel(affine: np.ndarray, xyz: np.ndarray) -> np.ndarray:
 
 def voxel_to_world(affine: np.ndarray, ijk: np.ndarray) -> np.ndarray:
     """Voxel coordinates (..., 3) to world (mm) coordinates (..., 3)."""
-    affine = np.asarray(affine, dtype=np.float64)
-    return np.asarray(ijk, dtype=np.float64) @ affine[:3, :3].T + affine[:3, 3]
+    a = np.asarray(affine, dtype=np.float64)
+    return np.asarray(ijk, dtype=np.float64) @ a[:3, :3].T + a[:3, 3]
 
 
 def _voxel_map(src_affine: np.ndarray, dst_affine: np.ndarray) -> np.ndarray:
     """4x4 map from destination voxel coordinates to source voxel coordinates."""
-    src_affine = np.asarray(src_affine, dtype=np.float64)
-    dst_affine = np.asarray(dst_affine, dtype=np.float64)
-    if np.array_equal(src_affine, dst_affine):
+    src = np.asarray(src_affine, dtype=np.float64)
+    dst = np.asarray(dst_affine, dtype=np.float64)
+    if np.array_equal(src, dst):
         return np.eye(4)
-    return np.linalg.inv(src_affine) @ dst_affine
+    return np.linalg.inv(src) @ dst
 
 
 def _nearest_flat(coords: np.ndarray, src_shape: tuple[int, ...]) -> np.ndarray:
@@ -102,11 +102,11 @@ def resample_nearest(
     data = np.asarray(data)
     if data.ndim != 3:
         raise ValueError(f"resample_nearest needs a 3D volume, got shape {data.shape}")
-    dst_shape = tuple(int(s) for s in dst_shape)
+    shape = tuple(int(s) for s in dst_shape)
     m = _voxel_map(src_affine, dst_affine)
     flat_src = data.reshape(-1)
-    out = np.empty(dst_shape, dtype=data.dtype)
-    ni, nj, nk = dst_shape
+    out = np.empty(shape, dtype=data.dtype)
+    ni, nj, nk = shape
     j = np.arange(nj, dtype=np.float64)
     k = np.arange(nk, dtype=np.float64)
     # coordinates are affine in (i, j, k): build the (j, k) plane once, shift it per slice of i
@@ -156,13 +156,13 @@ def sphere_voxels(
         raise ValueError(f"sphere radius must be a positive number of mm, got {radius_mm}")
     center = np.asarray(center_mm, dtype=np.float64).reshape(3)
     affine = np.asarray(affine, dtype=np.float64)
-    shape = tuple(int(s) for s in shape[:3])
+    grid_shape = tuple(int(s) for s in shape[:3])
     inv = np.linalg.inv(affine)
     c_vox = inv[:3, :3] @ center + inv[:3, 3]
     # |ijk_d - c_d| <= radius * ||row d of inv(A)|| bounds the sphere on each axis
     half = radius_mm * np.linalg.norm(inv[:3, :3], axis=1)
     lo = np.maximum(np.floor(c_vox - half).astype(np.int64), 0)
-    hi = np.minimum(np.ceil(c_vox + half).astype(np.int64), np.array(shape) - 1)
+    hi = np.minimum(np.ceil(c_vox + half).astype(np.int64), np.array(grid_shape) - 1)
     found = np.empty(0, np.int64)
     if np.all(hi >= lo):
         ijk = np.stack(
@@ -170,11 +170,11 @@ def sphere_voxels(
         ).reshape(-1, 3)
         d2 = np.sum((voxel_to_world(affine, ijk) - center) ** 2, axis=1)
         ijk = ijk[d2 <= radius_mm**2]
-        found = np.ravel_multi_index(tuple(ijk.T), shape).astype(np.int64)
+        found = np.ravel_multi_index(tuple(ijk.T), grid_shape).astype(np.int64)
     if include_nearest:
         near = np.rint(c_vox).astype(np.int64)
-        if np.all((near >= 0) & (near < np.array(shape))):
-            found = np.union1d(found, [np.ravel_multi_index(tuple(near), shape)])
+        if np.all((near >= 0) & (near < np.array(grid_shape))):
+            found = np.union1d(found, [np.ravel_multi_index(tuple(near), grid_shape)])
     return np.sort(found)
 
 
@@ -212,8 +212,8 @@ def lesion_to_grid(
         Their values (float32 ones for a binary mask; the source dtype otherwise).
     """
     flat_idx = np.asarray(flat_idx, dtype=np.int64).ravel()
-    src_shape = tuple(int(s) for s in src_shape[:3])
-    dst_shape = tuple(int(s) for s in dst_shape[:3])
+    src_grid = tuple(int(s) for s in src_shape[:3])
+    dst_grid = tuple(int(s) for s in dst_shape[:3])
     vals = np.ones(flat_idx.size, np.float32) if values is None else np.asarray(values).ravel()
     if vals.shape != flat_idx.shape:
         raise ValueError("values must have one entry per mask index")
@@ -224,21 +224,21 @@ def lesion_to_grid(
     if np.any(np.diff(sorted_idx) == 0):
         raise ValueError("mask indices must be unique")
     # bounding box of the mask in source voxels, widened by the half voxel that rounds into it
-    src_ijk = np.array(np.unravel_index(sorted_idx, src_shape))
+    src_ijk = np.array(np.unravel_index(sorted_idx, src_grid))
     lo, hi = src_ijk.min(axis=1) - 0.5, src_ijk.max(axis=1) + 0.5
     corners = np.array(np.meshgrid(*zip(lo, hi, strict=True), indexing="ij")).reshape(3, -1).T
     dst_corners = world_to_voxel(dst_affine, voxel_to_world(src_affine, corners))
     dlo = np.maximum(np.floor(dst_corners.min(axis=0)).astype(np.int64) - 1, 0)
-    dhi = np.minimum(np.ceil(dst_corners.max(axis=0)).astype(np.int64) + 1, np.array(dst_shape) - 1)
+    dhi = np.minimum(np.ceil(dst_corners.max(axis=0)).astype(np.int64) + 1, np.array(dst_grid) - 1)
     if np.any(dhi < dlo):
         return np.empty(0, np.int64), vals[:0]
     box = np.stack(
         np.meshgrid(*[np.arange(a, b + 1) for a, b in zip(dlo, dhi, strict=True)], indexing="ij"), axis=-1
     ).reshape(-1, 3)
-    src_of_dst = nearest_indices(src_affine, src_shape, dst_affine, box)
+    src_of_dst = nearest_indices(src_affine, src_grid, dst_affine, box)
     pos = np.clip(np.searchsorted(sorted_idx, src_of_dst), 0, sorted_idx.size - 1)
     hit = (src_of_dst >= 0) & (sorted_idx[pos] == src_of_dst)
-    dst_flat = np.ravel_multi_index(tuple(box[hit].T), dst_shape).astype(np.int64)
+    dst_flat = np.ravel_multi_index(tuple(box[hit].T), dst_grid).astype(np.int64)
     dst_vals = vals[order][pos[hit]]
     keep = np.argsort(dst_flat, kind="stable")
     return dst_flat[keep], dst_vals[keep]

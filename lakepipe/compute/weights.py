@@ -7,6 +7,7 @@ entry p of ``m`` is atlas label p + 1.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 #: Lesion weighting methods; ``fractional`` is the default.
 WEIGHTINGS = ("fractional", "binary", "voxel_count", "coverage")
@@ -119,5 +120,5 @@ def weight_matrix(
         with np.errstate(invalid="ignore", divide="ignore"):
             covered = (sizes > 0) & (counts > coverage_fraction * sizes)
         touched = np.where(n_vox <= coverage_small, touched, covered)
-    n_sel = touched.sum(axis=1, keepdims=True)
+    n_sel: npt.NDArray[np.intp] = touched.sum(axis=1, keepdims=True)
     return touched / np.maximum(n_sel, 1)

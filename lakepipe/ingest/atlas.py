@@ -89,7 +89,7 @@ def ingest_atlas(
                     inputs={"atlas": digest},
                     store_uri=layout.relative(lake.url, url),
                     store_index=name,
-                    shape=list(grid.shape),
+                    shape=tuple(grid.shape),
                 )
             ]
         )

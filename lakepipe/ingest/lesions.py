@@ -65,7 +65,7 @@ def lesion_record(cohort: str, lf: LesionFile, mask: Mask, store_uri: str) -> Ou
         inputs={"mask": mask.content_hash()},
         store_uri=store_uri,
         store_index=lf.key,
-        shape=[mask.n_voxels],
+        shape=(mask.n_voxels,),
     )
 
 

@@ -25,12 +25,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
-from typing import IO, BinaryIO
+from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
 import nibabel as nib
 import numpy as np
 
 from lakepipe.errors import InputError
+
+if TYPE_CHECKING:
+    from nibabel.arrayproxy import ArrayProxy
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,9 @@ class ArchiveImage:
         Without scaling (the GSP1000 runs are plain float32) the array is a read-only view of the
         member's bytes: no second copy of the run.
         """
-        proxy = self.image.dataobj  # its offset/dtype/scaling are the file's (img.header's offset is 0)
+        # its offset/dtype/scaling are the file's (img.header's offset is 0); images of members are
+        # read from a stream, so their data object is an ArrayProxy (nibabel types it ArrayLike)
+        proxy = cast("ArrayProxy", self.image.dataobj)
         plain = float(proxy.slope) == 1.0 and float(proxy.inter) == 0.0
         if self._buffer is None or not plain or proxy.order != "F":
             return np.asanyarray(proxy)
@@ -204,7 +209,9 @@ def _read_nifti(fileobj: IO[bytes], label: str) -> tuple[nib.Nifti1Image, int, i
     klass = nib.Nifti2Image if _sizeof_hdr(head) == 540 else nib.Nifti1Image
     try:
         image = klass.from_stream(buf)
-        proxy = image.dataobj  # the loaded header's vox_offset reads 0; the proxy keeps the file's
+        # the loaded header's vox_offset reads 0; the proxy (an ArrayProxy: the image is read from a
+        # stream) keeps the file's
+        proxy = cast("ArrayProxy", image.dataobj)
         need = int(proxy.offset) + int(np.prod(proxy.shape)) * np.dtype(proxy.dtype).itemsize
     except Exception as exc:  # nibabel raises several types for a bad header; all mean "not NIfTI"
         raise ArchiveError(f"not a NIfTI image ({_why(exc)})", label) from None

@@ -98,15 +98,15 @@ def _listing(source: str | Path) -> list[tuple[str, Path | str]]:
     from lakepipe.io.storage import filesystem
 
     url = str(source).rstrip("/")
-    fs, root = filesystem(url)
-    root = root.rstrip("/")
+    fs, path = filesystem(url)
+    path = path.rstrip("/")
     try:
-        files = fs.find(root)
+        files = fs.find(path)
     except (FileNotFoundError, PermissionError) as exc:
         raise InputError(f"cannot list the BIDS dataset: {exc}", url) from None
-    out = []
+    out: list[tuple[str, Path | str]] = []
     for f in sorted(files):
-        rel = f[len(root) :].lstrip("/")
+        rel = f[len(path) :].lstrip("/")
         out.append((rel, f"{url}/{rel}"))
     return out
 

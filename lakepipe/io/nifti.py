@@ -67,8 +67,9 @@ def mask_hash(indices: np.ndarray, values: np.ndarray | None, grid: Grid) -> str
     return h.hexdigest()
 
 
-def load_image(path: str | Path) -> nib.spatialimages.SpatialImage:
-    """Load a NIfTI header and data proxy, turning unreadable files into :class:`InputError`."""
+def load_image(path: str | Path) -> nib.Nifti1Image:
+    """Load a NIfTI header and data proxy (NIfTI-1 or NIfTI-2, a :class:`~nibabel.Nifti1Image`
+    subclass), turning unreadable files into :class:`InputError`."""
     path = Path(path)
     if not path.exists():
         raise InputError("file not found", path)
@@ -105,7 +106,9 @@ def load_volume(path: str | Path, what: str) -> tuple[np.ndarray, Grid]:
         data = data[..., 0]
     if data.ndim != 3:
         raise InputError(f"{what} must be a 3D volume, got shape {data.shape}", path)
-    return data, Grid(tuple(int(s) for s in data.shape), np.asarray(img.affine, float))
+    return data, Grid(
+        (int(data.shape[0]), int(data.shape[1]), int(data.shape[2])), np.asarray(img.affine, float)
+    )
 
 
 def load_mask(

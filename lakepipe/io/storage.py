@@ -16,19 +16,20 @@ import posixpath
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import fsspec
-import zarr
-from zarr.storage import FsspecStore, LocalStore
+import numpy as np
 
 from lakepipe.errors import InputError
 
-# lakepipe stores text coordinates (region names, subject ids) as Zarr v3 strings; the data type is
-# not yet frozen in the spec, which zarr-python announces on every write
-warnings.filterwarnings("ignore", category=zarr.errors.UnstableSpecificationWarning)
+if TYPE_CHECKING:  # zarr is imported on first use: catalog commands start without it
+    import zarr
+    from zarr.storage import FsspecStore, LocalStore
 
 DEFAULT_LAKE = "./lake"
+#: the modes :func:`zarr.open_group` accepts
+GroupMode = Literal["r", "r+", "a", "w", "w-"]
 _REMOTE = ("s3", "gs", "gcs", "az", "abfs", "http", "https")
 
 
@@ -98,8 +99,23 @@ def listdir(url: str) -> list[str]:
     return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
 
 
-def zarr_store(url: str, *, read_only: bool = False, endpoint_url: str | None = None):
+def _zarr() -> Any:
+    """zarr, imported on first use (with its string data type warning silenced)."""
+    import zarr
+
+    # lakepipe stores text coordinates (region names, subject ids) as Zarr v3 strings; the data type
+    # is not yet frozen in the spec, which zarr-python announces on every write
+    warnings.filterwarnings("ignore", category=zarr.errors.UnstableSpecificationWarning)
+    return zarr
+
+
+def zarr_store(
+    url: str, *, read_only: bool = False, endpoint_url: str | None = None
+) -> LocalStore | FsspecStore:
     """A Zarr v3 store for ``url``: :class:`LocalStore` for paths, :class:`FsspecStore` otherwise."""
+    _zarr()
+    from zarr.storage import FsspecStore, LocalStore
+
     if is_local(url):
         if read_only and not Path(url).exists():
             raise InputError("no such store", url)
@@ -109,12 +125,36 @@ def zarr_store(url: str, *, read_only: bool = False, endpoint_url: str | None = 
     return FsspecStore.from_url(url, storage_options=opts or None, read_only=read_only)
 
 
-def open_group(url: str, mode: str = "r") -> zarr.Group:
+def open_group(url: str, mode: GroupMode = "r") -> zarr.Group:
     """Open a Zarr group; a missing group in read mode is an :class:`InputError`."""
     try:
-        return zarr.open_group(zarr_store(url, read_only=mode == "r"), mode=mode, zarr_format=3)
+        group: zarr.Group = _zarr().open_group(
+            zarr_store(url, read_only=mode == "r"), mode=mode, zarr_format=3
+        )
+        return group
     except FileNotFoundError as exc:
         raise InputError("no such Zarr store in the lake", url) from exc
+
+
+def get_array(group: zarr.Group, name: str) -> zarr.Array[Any]:
+    """The array ``name`` of ``group`` (``KeyError`` when missing, ``TypeError`` when it is a group)."""
+    node = group[name]
+    if not isinstance(node, _zarr().Array):
+        raise TypeError(f"'{name}' in Zarr group '{group.path or '/'}' is a group, not an array")
+    return node
+
+
+def get_group(group: zarr.Group, name: str) -> zarr.Group:
+    """The group ``name`` of ``group`` (``KeyError`` when missing, ``TypeError`` when it is an array)."""
+    node = group[name]
+    if not isinstance(node, _zarr().Group):
+        raise TypeError(f"'{name}' in Zarr group '{group.path or '/'}' is an array, not a group")
+    return node
+
+
+def read_array(group: zarr.Group, name: str) -> np.ndarray:
+    """All of the array ``name`` of ``group`` (``[:]``) as a numpy array."""
+    return np.asarray(get_array(group, name)[:])
 
 
 def public_url(url: str) -> str:
@@ -140,6 +180,7 @@ class StoreRef:
     def here(cls, url: str) -> StoreRef:
         return cls(url, storage_options(url).get("endpoint_url"))
 
-    def group(self, mode: str = "r") -> zarr.Group:
+    def group(self, mode: GroupMode = "r") -> zarr.Group:
         store = zarr_store(self.url, read_only=mode == "r", endpoint_url=self.endpoint_url)
-        return zarr.open_group(store, mode=mode, zarr_format=3)
+        group: zarr.Group = _zarr().open_group(store, mode=mode, zarr_format=3)
+        return group

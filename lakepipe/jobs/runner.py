@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from lakepipe.errors import InputError, NotFoundError
@@ -69,7 +70,7 @@ def plan_job(job: JobSpec, lake: Lake) -> list[StepPlan]:
     """Per step: what is new, what is skipped, what is to compute. Reads the lake, writes nothing."""
     state = JobState()
     steps = job_steps(job)
-    return [_named(step, lambda step=step: step.plan(lake, state)) for step in steps]
+    return [_named(step, partial(step.plan, lake, state)) for step in steps]
 
 
 def format_plan(job: JobSpec, lake: Lake, plan: list[StepPlan]) -> str:
@@ -164,7 +165,7 @@ def run_job(
         for step in steps:
             log.info("job %s: step %d/%d %s: %s", job.name, step.index, len(steps), step.kind, step.target)
             t0 = time.perf_counter()
-            res = _named(step, lambda step=step: step.run(lake, run, state))
+            res = _named(step, partial(step.run, lake, run, state))
             res.seconds = time.perf_counter() - t0
             result.steps.append(res)
             log.info(

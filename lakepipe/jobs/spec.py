@@ -15,7 +15,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -177,7 +177,7 @@ def substitute(
     Returns the new data, the variables used and the variables missing (left as written when
     ``strict`` is false; an :class:`InputError` naming the field otherwise).
     """
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     used: set[str] = set()
     missing: set[str] = set()
     if isinstance(data, dict):
@@ -207,7 +207,7 @@ def substitute(
                 source,
             )
         used.add(name)
-        value = env.get(name)
+        value = environ.get(name)
         if value is None or value == "":
             if default is not None:
                 return default

@@ -24,7 +24,7 @@ from lakepipe.compute.correlation import R_CLIP
 from lakepipe.compute.groupfc import ParcelAverager, finalize_group_fc, subject_fc_z
 from lakepipe.errors import InputError
 from lakepipe.io import bidsout, layout
-from lakepipe.io.storage import StoreRef
+from lakepipe.io.storage import StoreRef, get_array
 from lakepipe.io.stores import Atlas, open_derivative, write_derivative
 from lakepipe.methods.base import PENDING, Method, MethodResult, Params, Plan, PlanItem, Statistic, option
 from lakepipe.methods.common import (
@@ -54,12 +54,18 @@ class ParcellateParams(Params):
 # ------------------------------------------------------------------------------------ worker tasks
 
 
-def _voxel_group_sum(ref: StoreRef, positions: list[int], labels: np.ndarray, n_regions: int) -> np.ndarray:
-    """Sum over ``positions`` of per-subject Fisher-z FC between parcels (runs on a worker)."""
+def _n_valid(g: Any, n_time: int) -> np.ndarray | None:
+    """Each row's number of time points (rows past them are zero), None for stores without it."""
+    return np.asarray(g["n_valid"][:]) if "n_valid" in g else None
+
+
+def _voxel_group_sum(ref: StoreRef, units: list[list[int]], labels: np.ndarray, n_regions: int) -> np.ndarray:
+    """Sum over the subjects ``units`` (store rows; several rows: one participant's runs, averaged) of
+    per-subject Fisher-z FC between parcels (runs on a worker)."""
     from zarr.core.buffer import default_buffer_prototype
 
     g = ref.group()
-    ts, scale, mean = g["timeseries"], g["scale"], g["mean"]
+    ts, scale, mean = get_array(g, "timeseries"), get_array(g, "scale"), get_array(g, "mean")
     total = np.zeros((n_regions, n_regions))
     # built once for the task's subjects; parcel sums a store chunk (voxel block) at a time
     averager = ParcelAverager(labels, n_regions, block=ts.chunks[2])
@@ -67,21 +73,39 @@ def _voxel_group_sum(ref: StoreRef, positions: list[int], labels: np.ndarray, n_
     # worker (glibc trim setting) every fresh array is a new mmap, page faults and all
     buf = np.empty(ts.shape[1:], np.float32)
     out = default_buffer_prototype().nd_buffer.from_numpy_array(buf)
-    for s in positions:
-        ts.get_basic_selection(s, out=out)
-        series = averager.series(lambda a, b: buf[:, a:b], scale[s], mean[s], ts.shape[1])
-        total += subject_fc_z(series)
+    n_valid = _n_valid(g, ts.shape[1])
+    for unit in units:
+        z = np.zeros((n_regions, n_regions))
+        for s in unit:
+            if ts.dtype == np.float32:
+                ts.get_basic_selection(s, out=out)
+            else:  # float16 storage
+                np.copyto(buf, np.asarray(ts[s]))
+            series = averager.series(
+                lambda a, b: buf[:, a:b], np.asarray(scale[s]), np.asarray(mean[s]), ts.shape[1]
+            )
+            t = ts.shape[1] if n_valid is None else int(n_valid[s])
+            z += subject_fc_z(series[:t])
+        total += z / len(unit)
     return total
 
 
-def _region_group_sum(ref: StoreRef, positions: list[int], columns: np.ndarray) -> np.ndarray:
+def _region_group_sum(ref: StoreRef, units: list[list[int]], columns: np.ndarray) -> np.ndarray:
     """Same for a parcel-level connectome: FC directly on the stored parcel series."""
     g = ref.group()
-    ts, scale, mean = g["timeseries"], g["scale"], g["mean"]
+    ts, scale, mean = get_array(g, "timeseries"), get_array(g, "scale"), get_array(g, "mean")
+    n_valid = _n_valid(g, ts.shape[1])
     total = np.zeros((columns.size, columns.size))
-    for s in positions:
-        raw = ts[s][:, columns] * scale[s][columns] + mean[s][columns]
-        total += subject_fc_z(raw)
+    for unit in units:
+        z = np.zeros((columns.size, columns.size))
+        for s in unit:
+            t = ts.shape[1] if n_valid is None else int(n_valid[s])
+            raw = (
+                np.asarray(ts[s], np.float32)[:t, columns] * np.asarray(scale[s])[columns]
+                + np.asarray(mean[s])[columns]
+            )
+            z += subject_fc_z(raw)
+        total += z / len(unit)
     return total
 
 
@@ -216,9 +240,7 @@ class Parcellate(Method):
         rows = self.covered_rows(lake, plan)
         n = int(rows["shape"].iloc[0][0]) if len(rows) and rows["shape"].iloc[0] else 0
         verb = "already in the lake" if result.skipped else ("recomputed" if plan.recompute else "written")
-        result.message = (
-            f"group FC {n} x {n} of {con.name} x {atlas_name} over {len(con.subjects)} subjects {verb}"
-        )
+        result.message = f"group FC {n} x {n} of {con.name} x {atlas_name} over {con.n_units} subjects {verb}"
         if bids_out:
             result.files = self.export(lake, rows, bids_out)
         return result
@@ -241,23 +263,23 @@ class Parcellate(Method):
     ) -> xr.Dataset:
         import dask
 
-        n = len(con.subjects)
+        n = con.n_units
         if n < 1:
             raise InputError(f"connectome '{con.name}' has no subjects")
-        positions = con.positions
+        units = con.units
         ref = StoreRef.here(layout.connectome_store(lake.url, con.name))
         groups = subject_groups(n, tasks_for(run.runtime.n_workers, n))
         if con.kind == "voxel":
             assert atlas is not None
             labels, table, dropped = voxel_parcels(con, atlas)
             parts = [
-                dask.delayed(_voxel_group_sum, pure=False)(ref, [positions[i] for i in g], labels, len(table))
+                dask.delayed(_voxel_group_sum, pure=False)(ref, [units[i] for i in g], labels, len(table))
                 for g in groups
             ]
         else:
             columns, table, dropped = _region_columns(con, atlas)
             parts = [
-                dask.delayed(_region_group_sum, pure=False)(ref, [positions[i] for i in g], columns)
+                dask.delayed(_region_group_sum, pure=False)(ref, [units[i] for i in g], columns)
                 for g in groups
             ]
         (sum_z,) = run.runtime.compute(dask.delayed(sum)(parts), desc=f"parcellate {con.name} x {atlas_name}")

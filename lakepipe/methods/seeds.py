@@ -73,6 +73,7 @@ def read_masks(lake: Lake, cohort: str, seeds: list[Seed], threads: int = 8) -> 
     index = stores.read_lesion_index(lake.url, cohort)
     hits = [s for s in seeds if index is not None and index.has(s.key, s.content_hash)]
     if hits:
+        assert index is not None  # hits are entries of the index
         for seed, mask in zip(hits, index.masks([s.key for s in hits]), strict=True):
             seed.mask = mask
     misses = [s for s in seeds if index is None or not index.has(s.key, s.content_hash)]
@@ -82,7 +83,11 @@ def read_masks(lake: Lake, cohort: str, seeds: list[Seed], threads: int = 8) -> 
         for seed, mask in zip(misses, masks, strict=True):
             seed.mask = mask
     if len(misses) >= INDEX_REFRESH:
-        good = {s.key: (s.mask, s.content_hash) for s in misses if s.mask.content_hash() == s.content_hash}
+        good = {
+            s.key: (s.mask, s.content_hash)
+            for s in misses
+            if s.mask is not None and s.mask.content_hash() == s.content_hash  # every miss was just read
+        }
         try:
             stores.update_lesion_index(lake.url, cohort, good)
         except Exception as exc:  # noqa: BLE001 - a read-only lake, a concurrent writer: next time
@@ -134,7 +139,7 @@ def spheres_from_table(path: str | Path, radius: float | None = None) -> list[Se
         raise InputError("sphere table needs columns x, y, z (and optionally radius, name)", path)
     seeds = []
     for row in df.itertuples():
-        r = float(getattr(row, "radius", radius) if "radius" in df.columns else (radius or np.nan))
+        r = float(row.radius if "radius" in df.columns else (radius or np.nan))
         if not np.isfinite(r):
             raise InputError("sphere table has no radius column: pass --radius", path)
         name = str(row.name) if "name" in df.columns else None

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lakepipe.space import Grid
 from lakepipe.tutorial.common import SPACE, save_nifti, voxel_mm
 from lakepipe.tutorial.model import LatentModel
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +105,7 @@ def sphere_labels(
     return labels
 
 
-def write_atlas(atlas_dir: Path, model: LatentModel) -> tuple[Path, Path, np.ndarray, object]:
+def write_atlas(atlas_dir: Path, model: LatentModel) -> tuple[Path, Path, np.ndarray, pd.DataFrame]:
     """Write the Seitzman sphere atlas; return paths, the label volume and the table."""
     atlas_dir.mkdir(parents=True)
     table = seitzman_table()

@@ -137,7 +137,7 @@ def write_hdf5_batch(
                         shape=(0, *x.shape),
                         maxshape=(None, *x.shape),
                         dtype=np.float32,
-                        chunks=_subject_chunks(*x.shape, chunk_mb),
+                        chunks=_subject_chunks(x.shape[0], x.shape[1], chunk_mb),
                         compression=compression,
                     )
                 elif validate and x.shape != dset.shape[1:]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,7 +94,8 @@ def _cohort_plan(participants: int, seed: int) -> tuple[list[LesionPlan], dict]:
         sessions = {"01": onset}
         if p in two_sessions:
             radius_mm = (3 * volume[p] / (4 * np.pi)) ** (1 / 3)
-            shift = tuple(float(round(s, 1)) for s in rng.normal(0, max(0.5, 0.1 * radius_mm), 3))
+            sx, sy, sz = (float(round(s, 1)) for s in rng.normal(0, max(0.5, 0.1 * radius_mm), 3))
+            shift = (sx, sy, sz)
             plans.append(
                 LesionPlan(
                     p,
@@ -178,7 +180,8 @@ def write_lesions(bids_dir: Path, participants: int, seed: int) -> list[dict]:
     plans, clinical = _cohort_plan(participants, seed)
     mask2 = mni152_brain_mask_2mm()
     brain = {2: mask2, 1: upsampled_brain_mask_1mm(mask2)}
-    rows, acute_volume = [], {}
+    rows: list[dict[str, Any]] = []
+    acute_volume: dict[str, float] = {}
     for plan in plans:
         data = draw_lesion(plan, seed, brain)
         n = int(data.sum())

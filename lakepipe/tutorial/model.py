@@ -223,7 +223,7 @@ def subject_timeseries(model: LatentModel, seed: int, index: int, timepoints: in
     """
     rng = generator(seed, STREAM_SUBJECT, index)
     courses = network_courses(rng, model, timepoints)
-    k = courses.shape[0]
+    k: int = courses.shape[0]
     gain = np.clip(rng.normal(1.0, 0.1, k), 0.6, 1.4)
     balance = rng.normal(0.0, 0.1, k)
     noise_level = rng.uniform(0.85, 1.15)

@@ -78,7 +78,8 @@ def sphere_markers(
     sphere = (ds.attrs.get("spheres") or {}).get(key)
     if not sphere:
         return []
-    return [(tuple(float(c) for c in sphere["center_mm"]), float(sphere.get("radius_mm", 0)))]
+    cx, cy, cz = (float(c) for c in sphere["center_mm"])
+    return [((cx, cy, cz), float(sphere.get("radius_mm", 0)))]
 
 
 def parcel_image(values, atlas: Atlas, regions=None) -> nib.Nifti1Image:
@@ -182,7 +183,7 @@ def plot_brain_map(
     img: nib.Nifti1Image,
     *,
     view: str = "both",
-    threshold: float | None = None,
+    threshold: float | str | None = None,
     vmax: float | None = None,
     title: str | None = None,
     markers=None,
@@ -234,7 +235,7 @@ def plot_brain_map(
     y = top
     for panel, frac in zip(panels, fractions, strict=True):
         y -= frac
-        ax = fig.add_axes([0.0, y, 1.0, frac])
+        ax = fig.add_axes((0.0, y, 1.0, frac))
         common = {
             "figure": fig,
             "axes": ax,
@@ -274,7 +275,7 @@ def plot_brain_map(
     return fig
 
 
-def _marker_centres(markers) -> list[tuple[float, float, float]]:
+def _marker_centres(markers) -> list[tuple[float, ...]]:
     out = []
     for m in markers or []:
         if len(m) == 2 and np.ndim(m[0]) == 1:  # (centre, radius)
@@ -288,7 +289,7 @@ def plot_fnm(
     seed: int | str = 0,
     statistic: str = "zmap",
     *,
-    threshold: float | None = None,
+    threshold: float | str | None = None,
     view: str = "both",
     title: str | None = None,
     **kwargs,

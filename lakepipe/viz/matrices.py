@@ -97,7 +97,7 @@ def plot_fc_matrix(
     fig = new_figure(figsize, dpi=dpi)
     strip = 0.018 if has_nets else 0.0
     left, bottom, size = 0.17 if has_nets else 0.08, 0.04, 0.66 if has_nets else 0.75
-    ax = fig.add_axes([left + strip, bottom, size, size * figsize[0] / figsize[1]])
+    ax = fig.add_axes((left + strip, bottom, size, size * figsize[0] / figsize[1]))
     im = ax.imshow(m, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest", aspect="equal")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -106,7 +106,7 @@ def plot_fc_matrix(
             ax.axhline(start - 0.5, color="black", linewidth=0.6)
             ax.axvline(start - 0.5, color="black", linewidth=0.6)
         _network_strips(fig, ax, blocks, n, strip)
-    cax = fig.add_axes([ax.get_position().x1 + 0.02, ax.get_position().y0, 0.02, ax.get_position().height])
+    cax = fig.add_axes((ax.get_position().x1 + 0.02, ax.get_position().y0, 0.02, ax.get_position().height))
     cb = fig.colorbar(im, cax=cax)
     cb.set_label(_STAT_LABELS.get(str(stat), str(stat)))
     n_subj = da.attrs.get("n_subjects")
@@ -117,7 +117,8 @@ def plot_fc_matrix(
 
 def _network_strips(fig, ax, blocks, n, strip) -> None:
     """Colour strip and network name per block, left of and above the matrix."""
-    colours = colormaps["tab20"].colors
+    # tab20 is a ListedColormap of RGB triples; matplotlib's stubs type registry entries as Colormap
+    colours = colormaps["tab20"].colors  # type: ignore[attr-defined]
     codes = np.concatenate([np.full(stop - start, k) for k, (_, start, stop) in enumerate(blocks)])
     cmap = ListedColormap([colours[k % len(colours)] for k in range(len(blocks))])
     pos = ax.get_position()

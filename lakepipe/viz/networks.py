@@ -62,7 +62,7 @@ def region_sort_order(networks, hemispheres=None) -> np.ndarray:
     rank = {n: i for i, n in enumerate(network_order(nets))}
     hemis = clean_hemispheres(hemispheres if hemispheres is not None else [None] * len(nets))
     hrank = [HEMISPHERE_ORDER.index(h) if h in HEMISPHERE_ORDER else len(HEMISPHERE_ORDER) for h in hemis]
-    return np.lexsort((np.arange(len(nets)), hrank, [rank[n] for n in nets]))
+    return np.lexsort((np.arange(len(nets)), np.asarray(hrank), np.asarray([rank[n] for n in nets])))
 
 
 def has_networks(da: xr.DataArray | xr.Dataset, dim: str = "region") -> bool:
@@ -184,7 +184,7 @@ def plot_network_summary(
     """
     from lakepipe.viz.figures import new_figure
 
-    if isinstance(data, (xr.DataArray, xr.Dataset)):
+    if isinstance(data, xr.DataArray):
         ylabel = ylabel or _value_label(data)
         table = summarize_seeds(network_summary(data))
     else:

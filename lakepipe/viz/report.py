@@ -356,7 +356,7 @@ def strongest_pairs(ds: xr.Dataset, statistic: str = "fcgroupz", n: int = 20) ->
     )
 
 
-def _seed_table(ds: xr.Dataset, extra: dict[str, np.ndarray]) -> pd.DataFrame:
+def _seed_table(ds: xr.Dataset, extra: dict[str, np.ndarray | list[str]]) -> pd.DataFrame:
     table = pd.DataFrame({"seed": [str(s) for s in ds["seed"].values]})
     for c in ("participant", "session", "label"):
         if c in ds.coords:
@@ -441,7 +441,7 @@ def _afnm_sections(
     top = top.sort_values("mean score", ascending=False, kind="stable")
     body.append("<h3>Regions with the highest mean score</h3>" + table_html(top, max_rows=15))
     body = rep.section("Seeds")
-    extra = {
+    extra: dict[str, np.ndarray | list[str]] = {
         "touched regions": ds["n_touched"].values,
         "lesion voxels": ds["lesion_voxels"].values,
         "top regions (score)": _top_regions(score.values, names),

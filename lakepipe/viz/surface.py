@@ -106,7 +106,7 @@ def project_voxels(img: nib.spatialimages.SpatialImage) -> dict[str, np.ndarray]
     """
     from nilearn.surface import vol_to_surf
 
-    vol = nib.Nifti1Image(_volume(img).astype(np.float32), img.affine)  # type: ignore[no-untyped-call]
+    vol = nib.Nifti1Image(_volume(img).astype(np.float32), img.affine)
     out = {}
     for hemi in HEMISPHERES:
         tex = vol_to_surf(
@@ -203,7 +203,7 @@ def project_parcels(
         table[0] = 0.0
         affine = np.asarray(labels_img.affine, float)
     codes, affine = _cover_cortex(grow_labels(codes, affine, float(fill_mm)), affine)
-    grown = nib.Nifti1Image(codes, affine)  # type: ignore[no-untyped-call]
+    grown = nib.Nifti1Image(codes, affine)
     out = {}
     for hemi in HEMISPHERES:
         tex = vol_to_surf(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from lakepipe.errors import NotFoundError
 from lakepipe.io import layout
-from lakepipe.io.storage import exists, join, open_group
+from lakepipe.io.storage import exists, join, open_group, read_array
 from lakepipe.io.stores.grids import grid_attrs, grid_from_attrs
 from lakepipe.space import Grid
 
@@ -70,11 +71,12 @@ def read_atlas(lake: str, name: str) -> Atlas:
             f"unknown atlas '{name}': not in the lake (ingest it with `lakepipe ingest atlas`)"
         )
     g = open_group(url)
+    attrs: dict[str, Any] = dict(g.attrs)
     table = pd.DataFrame(
         {
-            "index": g["region"][:].astype(int),
+            "index": read_array(g, "region").astype(int),
             **{
-                col: [str(v) or None for v in g[f"region_{col}"][:]]
+                col: [str(v) or None for v in read_array(g, f"region_{col}")]
                 for col in ("name", "network", "hemisphere")
             },
         }
@@ -82,9 +84,9 @@ def read_atlas(lake: str, name: str) -> Atlas:
     table = table.replace({"": None})
     return Atlas(
         name,
-        g["dseg"][:],
-        grid_from_attrs(g.attrs["grid"]),
+        read_array(g, "dseg"),
+        grid_from_attrs(attrs["grid"]),
         table,
-        g.attrs.get("space"),
-        g.attrs.get("sha256", ""),
+        attrs.get("space"),
+        attrs.get("sha256", ""),
     )

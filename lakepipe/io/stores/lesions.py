@@ -4,6 +4,7 @@ cohort, and the cohort's participants table (``lesions/<cohort>.zarr``)."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import zarr
 from lakepipe.errors import NotFoundError
 from lakepipe.io import layout
 from lakepipe.io.nifti import Mask
-from lakepipe.io.storage import exists, join, open_group, remove
+from lakepipe.io.storage import exists, get_array, get_group, join, open_group, read_array, remove
 from lakepipe.io.stores.grids import grid_attrs, grid_from_attrs
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,9 @@ def write_lesion(lake: str, cohort: str, key: str, mask: Mask, meta: dict) -> No
 def read_lesion(lake: str, cohort: str, key: str) -> tuple[Mask, dict]:
     """One mask and its attributes."""
     grp = open_group(join(layout.lesion_store(lake, cohort), key))
-    attrs = dict(grp.attrs)
-    values = grp["values"][:] if "values" in grp else None
-    mask = Mask(grp["voxels"][:], values, grid_from_attrs(attrs["grid"]), attrs.get("space"))
+    attrs: dict[str, Any] = dict(grp.attrs)
+    values = read_array(grp, "values") if "values" in grp else None
+    mask = Mask(read_array(grp, "voxels"), values, grid_from_attrs(attrs["grid"]), attrs.get("space"))
     return mask, attrs
 
 
@@ -59,14 +60,15 @@ class LesionIndex:
 
     def __init__(self, group: zarr.Group):
         self.group = group
-        self.keys = [str(k) for k in group["key"][:]]
+        self.keys = [str(k) for k in read_array(group, "key")]
         self.position = {k: i for i, k in enumerate(self.keys)}
-        self.sha256 = [str(h) for h in group["sha256"][:]]
-        self.space = [str(v) or None for v in group["space"][:]]
-        self.grid_of = group["grid"][:]
-        self.weighted = group["weighted"][:]
-        self.start = group["start"][:]
-        self.grids = [grid_from_attrs(g) for g in group.attrs["grids"]]
+        self.sha256 = [str(h) for h in read_array(group, "sha256")]
+        self.space = [str(v) or None for v in read_array(group, "space")]
+        self.grid_of = read_array(group, "grid")
+        self.weighted = read_array(group, "weighted")
+        self.start = read_array(group, "start")
+        attrs: dict[str, Any] = dict(group.attrs)
+        self.grids = [grid_from_attrs(g) for g in attrs["grids"]]
 
     def has(self, key: str, sha256: str) -> bool:
         i = self.position.get(key)
@@ -80,25 +82,33 @@ class LesionIndex:
         want_values = bool(self.weighted[pos].any())
         want = int((b - a).sum())
         lo, hi = (int(a.min()), int(b.max())) if len(pos) else (0, 0)
+        voxel_array = get_array(self.group, "voxels")
+        value_array = get_array(self.group, "values") if want_values else None
+        values: np.ndarray | None
         if want * 4 >= total or (hi - lo) <= 4 * want:  # one read: the whole cohort, or a dense span
             if want * 4 >= total:
                 lo, hi = 0, total
-            voxels = self.group["voxels"][lo:hi].astype(np.int64)
-            values = self.group["values"][lo:hi] if want_values else None
+            voxels = np.asarray(voxel_array[lo:hi]).astype(np.int64)
+            values = np.asarray(value_array[lo:hi]) if value_array is not None else None
             spans = [(int(x) - lo, int(y) - lo) for x, y in zip(a, b, strict=True)]
         else:  # a few entries: one slice each
-            voxels, values, spans, offset = [], [], [], 0
+            voxel_parts: list[np.ndarray] = []
+            value_parts: list[np.ndarray] = []
+            spans, offset = [], 0
             for x, y in zip(a, b, strict=True):
-                voxels.append(self.group["voxels"][int(x) : int(y)].astype(np.int64))
-                if want_values:
-                    values.append(self.group["values"][int(x) : int(y)])
+                voxel_parts.append(np.asarray(voxel_array[int(x) : int(y)]).astype(np.int64))
+                if value_array is not None:
+                    value_parts.append(np.asarray(value_array[int(x) : int(y)]))
                 spans.append((offset, offset + int(y - x)))
                 offset += int(y - x)
-            voxels = np.concatenate(voxels) if voxels else np.empty(0, np.int64)
-            values = np.concatenate(values) if want_values else None
+            voxels = np.concatenate(voxel_parts) if voxel_parts else np.empty(0, np.int64)
+            values = np.concatenate(value_parts) if want_values else None
         out = []
         for i, (x, y) in zip(pos, spans, strict=True):
-            vals = values[x:y] if self.weighted[i] else None
+            vals = None
+            if self.weighted[i]:
+                assert values is not None  # a weighted entry among pos: want_values
+                vals = values[x:y]
             out.append(Mask(voxels[x:y], vals, self.grids[int(self.grid_of[i])], self.space[i]))
         return out
 
@@ -108,7 +118,7 @@ def read_lesion_index(lake: str, cohort: str) -> LesionIndex | None:
     try:
         root = open_group(layout.lesion_store(lake, cohort))
         name = root.attrs.get("index")
-        return LesionIndex(root[name]) if name else None
+        return LesionIndex(get_group(root, str(name))) if name else None
     except Exception as exc:  # noqa: BLE001 - a cache: any problem means "read the entries"
         log.debug("lesion index of cohort %s not used: %s", cohort, exc)
         return None
@@ -123,7 +133,7 @@ def update_lesion_index(lake: str, cohort: str, masks: dict[str, tuple[Mask, str
     keep = [k for k in (old.keys if old else []) if k not in masks]
     entries = (
         list(zip(keep, old.masks(keep), [old.sha256[old.position[k]] for k in keep], strict=True))
-        if keep
+        if keep and old is not None  # keep lists entries of old
         else []
     )
     entries += [(k, m, h) for k, (m, h) in masks.items()]
@@ -177,7 +187,8 @@ def update_lesion_index(lake: str, cohort: str, masks: dict[str, tuple[Mask, str
 def merge_participants(lake: str, cohort: str, rows: list[dict]) -> None:
     """Merge participants.tsv rows (by ``participant_id``) into the cohort store's attributes."""
     root = open_group(layout.lesion_store(lake, cohort), mode="a")
-    known = {r["participant_id"]: r for r in root.attrs.get("participants", [])}
+    attrs: dict[str, Any] = dict(root.attrs)
+    known = {r["participant_id"]: r for r in attrs.get("participants", [])}
     known.update({r["participant_id"]: r for r in rows})
     root.attrs["participants"] = [known[k] for k in sorted(known)]
 
