@@ -18,6 +18,17 @@ import pytest
 from tests.postgres_server import catalog_backend, catalog_url, postgres_url  # noqa: F401
 
 os.environ.setdefault("LAKEPIPE_BLAS_TUNING", "1")
+# Library calls that get no client or scheduler run in this process (tests that exercise a cluster pass
+# the session's `dask_client`, an address, or set LAKEPIPE_SCHEDULER="" to get a local cluster).
+os.environ.setdefault("LAKEPIPE_SCHEDULER", "synchronous")
+# Credentials of the loopback S3-protocol server (moto accepts any): set before any worker process
+# starts, so workers of every cluster the tests start can read S3 lakes.
+for _k, _v in {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}.items():
+    os.environ.setdefault(_k, _v)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -134,14 +145,41 @@ def run_cli(
     )
 
 
+def copy_lake_folder(src: str | Path, dst: str | Path, *, hard_links: bool = False) -> Path:
+    """Copy a local lake folder, its SQLite catalog through SQLite's backup API.
+
+    Never with a plain file copy while this process has the catalog open: closing any descriptor
+    of the file drops this process's POSIX locks on it, another process then takes itself for the
+    last user, checkpoints and deletes the WAL, and this process's connections fail with "disk I/O
+    error". ``hard_links`` links the data files instead of copying them (for read-only use)."""
+    import sqlite3
+
+    src, dst = Path(src), Path(dst)
+
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(
+        src,
+        dst,
+        copy_function=link if hard_links else shutil.copy2,
+        ignore=shutil.ignore_patterns("catalog.sqlite*"),
+    )
+    if (src / "catalog.sqlite").exists():
+        with sqlite3.connect(src / "catalog.sqlite") as s, sqlite3.connect(dst / "catalog.sqlite") as d:
+            s.backup(d)
+    return dst
+
+
 @pytest.fixture
 def copy_lake(tmp_path):
     """Copy a local lake folder so a test can change it freely."""
 
     def _copy(lake) -> str:
-        dst = tmp_path / "lake-copy"
-        shutil.copytree(lake.url, dst)
-        return str(dst)
+        return str(copy_lake_folder(lake.url, tmp_path / "lake-copy"))
 
     return _copy
 

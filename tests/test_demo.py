@@ -15,7 +15,8 @@ SIZES = ("--participants", "4", "--subjects", "5", "--timepoints", "30")
 
 
 def test_demo_end_to_end(tmp_path):
-    proc = run_cli("demo", tmp_path / "demo", *SIZES, cwd=tmp_path)
+    local = {"LAKEPIPE_SCHEDULER": ""}  # as a user runs it: a local cluster of worker processes
+    proc = run_cli("demo", tmp_path / "demo", *SIZES, cwd=tmp_path, env=local)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     for step in (
@@ -53,6 +54,6 @@ def test_demo_end_to_end(tmp_path):
     rows = Lake(str(tmp_path / "demo" / "lake"), create=False).catalog.query()
     assert rows["run_id"].nunique() == 1 and rows["run_id"].notna().all()
 
-    again = run_cli("demo", tmp_path / "demo", *SIZES, cwd=tmp_path)  # a second run finds everything done
+    again = run_cli("demo", tmp_path / "demo", *SIZES, cwd=tmp_path, env=local)  # finds everything done
     assert again.returncode == 0, again.stderr[-3000:]
     assert "finished: 0 new" in again.stdout and "0 lesion(s) mapped" in again.stdout

@@ -8,8 +8,6 @@ depend on nor change what other test modules find in ``ingested``.
 from __future__ import annotations
 
 import os
-import shutil
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import pytest
 import xarray as xr
 
 from lakepipe.lake import Lake
+from tests.conftest import copy_lake_folder
 
 SPHERE = (-40.0, -20.0, 50.0)
 FRACTIONAL = {"weighting": "fractional"}
@@ -34,16 +33,7 @@ def _private_copy(lake: Lake, dst: Path) -> Lake:
     if lake._catalog_url or os.environ.get("LAKEPIPE_CATALOG") or not catalog.exists():
         return lake  # catalog elsewhere: share the lake (our runs then only add outputs)
 
-    def link(a, b):
-        try:
-            os.link(a, b)
-        except OSError:
-            shutil.copy2(a, b)
-
-    shutil.copytree(src, dst, copy_function=link, ignore=shutil.ignore_patterns("catalog.sqlite*"))
-    with sqlite3.connect(catalog) as s, sqlite3.connect(dst / "catalog.sqlite") as d:
-        s.backup(d)
-    return Lake(str(dst))
+    return Lake(str(copy_lake_folder(src, dst, hard_links=True)))
 
 
 def lake_with_outputs(ingested, dask_client, tmp_path_factory) -> Lake:
