@@ -202,9 +202,11 @@ def collect_rows(lake: Lake, method: Method, rows: pd.DataFrame) -> xr.DataArray
         pieces.append((grp.index.to_numpy(), ds[var].isel(seed=idx), ds.attrs))
     first = pieces[0][1]
     for _, da, _ in pieces[1:]:
-        other_dim = [d for d in da.dims if d != "seed"][0]
-        if not np.array_equal(first[other_dim].values, da[other_dim].values):
-            raise InputError(f"outputs disagree on their {other_dim} axis (different atlases or masks)")
+        for other_dim in (d for d in da.dims if d != "seed" and d in da.coords):
+            if not np.array_equal(first[other_dim].values, da[other_dim].values):
+                raise InputError(
+                    f"outputs disagree on their {other_dim} axis (different atlases, masks or subjects)"
+                )
     order = np.argsort(np.concatenate([p[0] for p in pieces]), kind="stable")
     combined = xr.concat(
         [p[1] for p in pieces], dim="seed", coords="minimal", compat="override", join="override"

@@ -8,6 +8,26 @@ from typing import Any
 from lakepipe.cli.common import command_line, lake_from_args, run_params
 from lakepipe.cli.main import add_global_options
 
+#: options of the connectome sources (``mask``/``regions`` for NIfTI folders/parcel series, the rest
+#: for fMRIPrep derivatives); only those given are passed on, and a source refuses what it does not take
+SOURCE_OPTIONS = (
+    "mask",
+    "regions",
+    "task",
+    "res",
+    "confounds_strategy",
+    "detrend",
+    "standardize",
+    "low_pass",
+    "high_pass",
+    "t_r",
+    "smoothing_fwhm",
+    "fd_threshold",
+    "std_dvars_threshold",
+    "min_volumes",
+    "runs",
+)
+
 
 def register(sub: Any, name: str) -> None:
     p = sub.add_parser(
@@ -62,6 +82,47 @@ def register(sub: Any, name: str) -> None:
     con.add_argument("--mask", help="brain mask for a 4D NIfTI folder (default: the *mask* file in it)")
     con.add_argument("--regions", help="region table for parcel time series (default SOURCE/regions.tsv)")
     con.add_argument("--space", default="MNI152NLin6Asym", help="template space (default MNI152NLin6Asym)")
+    con.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "float16"),
+        help="stored precision: float16 halves what every pass reads (its accuracy cost is "
+        "measured in benchmarks/; default float32)",
+    )
+    fp = con.add_argument_group("fMRIPrep derivatives (--from fmriprep; options named as nilearn names them)")
+    fp.add_argument("--task", help="only runs of this task (e.g. rest)")
+    fp.add_argument("--participant-label", nargs="+", metavar="ID", help="only these participants")
+    fp.add_argument("--res", help="only runs with this res- entity")
+    fp.add_argument(
+        "--confounds-strategy",
+        choices=("simple", "scrubbing", "compcor", "ica_aroma", "none"),
+        help="nilearn.interfaces.fmriprep.load_confounds_strategy denoise strategy (default simple)",
+    )
+    fp.add_argument(
+        "--no-detrend",
+        dest="detrend",
+        action="store_false",
+        default=None,
+        help="do not remove linear trends (default: detrend)",
+    )
+    fp.add_argument(
+        "--standardize", help="nilearn's standardize: zscore_sample (default), zscore, psc or false"
+    )
+    fp.add_argument("--low-pass", type=float, metavar="HZ", help="low-pass cutoff (Hz)")
+    fp.add_argument("--high-pass", type=float, metavar="HZ", help="high-pass cutoff (Hz)")
+    fp.add_argument("--t-r", type=float, metavar="S", help="repetition time (default: the sidecar's)")
+    fp.add_argument("--smoothing-fwhm", type=float, metavar="MM", help="spatial smoothing (FWHM, mm)")
+    fp.add_argument(
+        "--fd-threshold", type=float, metavar="MM", help="scrubbing: framewise displacement threshold"
+    )
+    fp.add_argument("--std-dvars-threshold", type=float, help="scrubbing: standardised DVARS threshold")
+    fp.add_argument("--min-volumes", type=int, help="refuse a run with fewer volumes left (default 30)")
+    fp.add_argument(
+        "--runs",
+        choices=("concat", "average"),
+        help="a subject's runs concatenated after cleaning (default) or kept apart, their maps "
+        "averaged per subject (the Lead-DBS convention)",
+    )
     add_global_options(con)
     con.set_defaults(func=_connectome)
 
@@ -103,6 +164,9 @@ def _connectome(args: argparse.Namespace) -> int:
     from lakepipe.ingest import ingest_connectome
 
     lake = lake_from_args(args, create=True)
+    options = {k: getattr(args, k) for k in SOURCE_OPTIONS if getattr(args, k, None) is not None}
+    if args.participant_label:
+        options["participant_label"] = args.participant_label
     with lake.run_context(command_line(args), run_params(args), scheduler=args.scheduler) as run:
         res = ingest_connectome(
             lake,
@@ -110,9 +174,9 @@ def _connectome(args: argparse.Namespace) -> int:
             name=args.name,
             source_format=args.source_format,
             space=args.space,
-            mask=args.mask,
-            regions=args.regions,
+            dtype=args.dtype,
             run=run,
+            **options,
         )
     print(res.summary())
     return 0

@@ -61,7 +61,7 @@ def _method_parser(sub: Any, method: Any, name: str) -> None:
         help="say what would be computed and what is already in the lake; write nothing",
     )
     add_global_options(p)
-    p._negative_number_matcher = NEGATIVE_NUMBERS  # type: ignore[attr-defined]
+    p._negative_number_matcher = NEGATIVE_NUMBERS
     p.set_defaults(func=_run, _method=method.name)
 
 

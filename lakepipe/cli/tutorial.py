@@ -27,6 +27,23 @@ def register(sub: Any, name: str) -> None:
         t.add_argument(
             "--nifti", action="store_true", help="also write a small per-subject 4D NIfTI connectome"
         )
+        t.add_argument(
+            "--fmriprep",
+            action="store_true",
+            help="also write fMRIPrep-style resting-state derivatives that need cleaning (fmriprep/: "
+            "two runs per subject, confounds, drift and motion; `ingest connectome --from fmriprep`)",
+        )
+        t.add_argument(
+            "--fmriprep-subjects", type=int, default=3, help="subjects of the fMRIPrep folder (default 3)"
+        )
+        t.add_argument(
+            "--fmriprep-timepoints", type=int, default=120, help="volumes per fMRIPrep run (default 120)"
+        )
+        t.add_argument(
+            "--hcp",
+            action="store_true",
+            help="also write a small HCP-style parcellated release with task contrasts (hcp/)",
+        )
         add_global_options(t)
         t.set_defaults(func=_tutorial)
         return
@@ -62,6 +79,10 @@ def _tutorial(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         nifti_connectome=args.nifti,
+        fmriprep=args.fmriprep,
+        fmriprep_subjects=args.fmriprep_subjects,
+        fmriprep_timepoints=args.fmriprep_timepoints,
+        hcp=args.hcp,
     )
     print(f"tutorial inputs in {paths.root}:")
     for name in (
@@ -71,6 +92,8 @@ def _tutorial(args: argparse.Namespace) -> int:
         "atlas_labels",
         "parcel_timeseries",
         "nifti_connectome",
+        "fmriprep",
+        "hcp",
     ):
         value = getattr(paths, name, None)
         if value is not None:

@@ -48,6 +48,8 @@ FNM_CONVENTIONS: dict[str, object] = {
     "ddof": 1,
     "pmap": "two-sided, Student t with n-1 degrees of freedom",
     "avgr": "mean r over subjects (Lead-DBS convention)",
+    "zmap_subjects": "each subject's z map (the mean of its runs' z when runs were kept apart)",
+    "rmap_subjects": "tanh of each subject's z map",
     "zero_variance_t": f"0 where mean z == 0, else sign(mean z) * {T_MAX:g}; |t| capped at {T_MAX:g}",
     "n_below_2": "tmap 0 and pmap 1 (no variance estimate)",
     "accumulation": "float32 seed series and correlations (float32 unit series), float64 sums of z, "
@@ -187,6 +189,22 @@ class FnmSums:
     @property
     def shape(self) -> tuple[int, int]:
         return self.sum_z.shape
+
+    def add_mean(self, runs: FnmSums) -> None:
+        """Add, in place, the mean over ``runs``' subjects as one subject: a participant whose runs
+        were kept apart counts once, with the mean of its runs' z (and r) maps (the Lead-DBS
+        convention); ``sum_z2`` gets the square of that mean."""
+        if runs.shape != self.shape or runs.n < 1:
+            raise ValueError(f"cannot add the mean of {runs.n} run(s) of shape {runs.shape} to {self.shape}")
+        mean = runs.sum_z / runs.n
+        self.sum_z += mean
+        np.multiply(mean, mean, out=mean)
+        self.sum_z2 += mean
+        if self.sum_r is not None:
+            if runs.sum_r is None:
+                raise ValueError("these sums track r; the runs' sums do not")
+            self.sum_r += runs.sum_r / runs.n
+        self.n += 1
 
     def merge(self, other: FnmSums) -> FnmSums:
         """New sums = self + other (inputs untouched, so safe as a Dask reduction)."""

@@ -21,8 +21,9 @@ from lakepipe.errors import InputError
 from lakepipe.ingest.result import IngestResult
 from lakepipe.io import layout, stores
 from lakepipe.io.bidsfind import DEFAULT_SPACE
-from lakepipe.io.sources import ConnectomeSource, open_source
+from lakepipe.io.sources import ConnectomeSource, SubjectRef, open_source
 from lakepipe.io.storage import exists, join, remove
+from lakepipe.io.stores.connectomes import ConnectomeRows
 from lakepipe.lake import Lake
 from lakepipe.progress import progress
 from lakepipe.runtime import RunContext
@@ -32,20 +33,38 @@ log = logging.getLogger(__name__)
 
 
 def subject_record(
-    name: str, subject: str, fingerprint: str, store_uri: str, src: ConnectomeSource
+    name: str,
+    subject: str,
+    fingerprint: str,
+    store_uri: str,
+    src: ConnectomeSource,
+    options: dict[str, Any] | None = None,
 ) -> OutputRecord:
-    """The catalog record of one ingested connectome subject."""
+    """The catalog record of one ingested connectome subject (its source's recorded options, e.g. the
+    cleaning, are parameters: a change gives another output)."""
+    params: dict[str, Any] = {"connectome": name, "subject": subject, "storage": stores.STORAGE_CONVENTION}
+    if options:
+        params["options"] = options
     return OutputRecord(
         kind="connectome",
         method="ingest",
         connectome=name,
         statistic="timeseries",
-        params={"connectome": name, "subject": subject, "storage": stores.STORAGE_CONVENTION},
+        params=params,
         inputs={"source": fingerprint or subject},
         store_uri=store_uri,
         store_index=subject,
-        shape=[src.n_time, src.n_features],
+        shape=(src.n_time, src.n_features),
     )
+
+
+def _ingest_subject(
+    src: ConnectomeSource, ref: SubjectRef, rows: ConnectomeRows, row: int
+) -> tuple[str, int]:
+    """Read, clean, centre and store one subject in its row (runs on a worker; memory: one subject)."""
+    data = src.read_checked(ref)
+    unit, scale, mean = center_unit(data, axis=0)
+    return ref.subject_id, rows.write(row, unit, scale, mean)
 
 
 def ingest_connectome(
@@ -55,18 +74,30 @@ def ingest_connectome(
     name: str,
     source_format: str | None = None,
     space: str = DEFAULT_SPACE,
+    dtype: str = "float32",
     commit_every: int = 32,
     run: RunContext | None = None,
     **options: Any,
 ) -> IngestResult:
-    """Stream a connectome source folder into ``connectomes/<name>.zarr``.
+    """Ingest a connectome source folder into ``connectomes/<name>.zarr``, one Dask task per subject.
 
-    ``source_format`` names the format (``hdf5``, ``nifti``, ``parcels``; detected from the folder
-    by default); ``options`` go to the format (``mask=`` for a NIfTI folder, ``regions=`` for
-    parcel series).
+    Each task reads (and, for fMRIPrep derivatives, cleans) one subject and writes its own row of
+    the store directly (local or object storage); every ``commit_every`` subjects the rows are
+    committed and registered, so a killed command resumes there and a killed worker's subject is
+    recomputed elsewhere. Memory per worker: one subject's (time x voxel) series.
+
+    ``source_format`` names the format (``hdf5``, ``nifti``, ``parcels``, ``fmriprep``; detected from
+    the folder by default); ``options`` go to the format (``mask=`` for a NIfTI folder, ``regions=``
+    for parcel series, the cleaning options for fMRIPrep); the format's recorded options (cleaning,
+    resampling) go into the store's metadata and each subject's record. ``dtype`` is the stored
+    precision (``float32``, or ``float16`` to halve what every pass reads).
     """
+    import dask
+
     name = check_entity(name, "connectome")
-    src = open_source(source, source_format=source_format, **options)
+    if dtype not in ("float32", "float16"):
+        raise InputError(f"--dtype must be float32 or float16, not {dtype!r}")
+    src = open_source(source, source_format=source_format, space=space, **options)
     src.space = space
     if src.kind == "voxel":
         assert src.geometry is not None
@@ -77,6 +108,7 @@ def ingest_connectome(
     url = layout.connectome_store(lake.url, name)
     store_uri = layout.relative(lake.url, url)
     fresh = not exists(join(url, "zarr.json"))
+    recorded = src.recorded_options()
     writer = stores.ConnectomeWriter(
         lake.url,
         name,
@@ -86,6 +118,8 @@ def ingest_connectome(
         regions=src.regions,
         space=space,
         source=str(source),
+        dtype=dtype,
+        options=recorded,
     )
     registered = set(lake.catalog.query(kind="connectome", connectome=name)["store_index"])
     committed = writer.subject_ids()
@@ -95,28 +129,34 @@ def ingest_connectome(
     result = IngestResult(
         "connectome", name, store=url, skipped=[r.subject_id for r in src.subjects if r.subject_id in done]
     )
+
+    def records(ids: list[str]) -> list[OutputRecord]:
+        return [subject_record(name, s, fingerprints.get(s, ""), store_uri, src, recorded) for s in ids]
+
     with lake.joined_run(run, f"lakepipe ingest connectome {source}", {"name": name}) as ctx:
         # subjects committed to the store but not registered (killed between the two): register now
         orphans = [s for s in committed if s not in registered]
         if orphans:
-            ctx.publish([subject_record(name, s, fingerprints.get(s, ""), store_uri, src) for s in orphans])
-
-        def flush() -> None:
-            ids = writer.commit()
-            if ids:
-                ctx.publish([subject_record(name, s, fingerprints[s], store_uri, src) for s in ids])
-                result.written.extend(ids)
-
+            ctx.publish(records(orphans))
         try:
-            for ref, data in progress(src.iter_subjects(todo), total=len(todo), desc=f"ingest {name}"):
-                unit, scale, mean = center_unit(data, axis=0)
-                writer.write(ref.subject_id, unit, scale, mean)
-                if len(writer.pending) >= commit_every:
-                    flush()
-            flush()
+            for a in progress(range(0, len(todo), commit_every), desc=f"ingest {name}"):
+                window = todo[a : a + commit_every]
+                rows = writer.reserve(len(window))
+                target = writer.rows()
+                tasks = [
+                    dask.delayed(_ingest_subject, pure=False)(src, ref, target, row)
+                    for ref, row in zip(window, rows, strict=True)
+                ]
+                written = ctx.runtime.compute(*tasks, desc=f"ingest {name}")
+                ids = writer.commit(
+                    [sid for sid, _ in written],
+                    [n for _, n in written],
+                    [r.group or r.subject_id for r in window],
+                )
+                ctx.publish(records(ids))
+                result.written.extend(ids)
         except BaseException:
-            writer.pending.clear()
-            writer.commit()  # drop uncommitted leftovers
+            writer.rollback()  # drop uncommitted leftovers
             if fresh and not result.written:
                 remove(url)
             raise

@@ -31,6 +31,7 @@ class ConnectomeInfo:
     identity: str
     kind: str  #: "voxel" or "region"
     store_subjects: list[str]  #: subject ids in store row order (committed rows)
+    groups: list[str] | None = None  #: the participant of each registered subject (rows that are runs)
 
     @property
     def grid(self) -> Grid | None:
@@ -53,6 +54,29 @@ class ConnectomeInfo:
         row = {s: i for i, s in enumerate(self.store_subjects)}
         return [row[s] for s in self.subjects]
 
+    @property
+    def units(self) -> list[list[int]]:
+        """Store rows grouped by participant, in order: one row each, or a participant's runs when
+        runs were kept apart (their maps are averaged per participant, the Lead-DBS convention)."""
+        if not self.groups:
+            return [[p] for p in self.positions]
+        out: dict[str, list[int]] = {}
+        for g, p in zip(self.groups, self.positions, strict=True):
+            out.setdefault(g, []).append(p)
+        return list(out.values())
+
+    @property
+    def unit_names(self) -> list[str]:
+        """The participant (or subject id) of each unit, in the order of :attr:`units`."""
+        if not self.groups:
+            return list(self.subjects)
+        return list(dict.fromkeys(self.groups))
+
+    @property
+    def n_units(self) -> int:
+        """Independent subjects (participants) the group statistics run over."""
+        return len(self.units)
+
 
 def connectome_info(lake: Lake, name: str) -> ConnectomeInfo:
     """Open a connectome and identify it by the content hashes of its registered subjects."""
@@ -68,7 +92,12 @@ def connectome_info(lake: Lake, name: str) -> ConnectomeInfo:
     subjects = [stored[i] for i in keep]
     ident = content_hash(sorted(zip(rows["store_index"], rows["inputs_hash"], strict=True)))
     kind = "voxel" if "voxel" in ds.dims else "region"
-    return ConnectomeInfo(name, ds, subjects, ident, kind, stored)
+    groups = None
+    if "group" in ds:  # rows that are runs of a participant carry its id
+        all_groups = [str(g) for g in ds["group"].values]
+        if any(g != s for g, s in zip(all_groups, subjects, strict=True)):
+            groups = all_groups
+    return ConnectomeInfo(name, ds, subjects, ident, kind, stored, groups)
 
 
 def require_same_space(a: str | None, b: str | None, what_a: str, what_b: str) -> None:
@@ -94,8 +123,10 @@ def atlas_labels_on_grid(atlas: Atlas, grid: Grid) -> np.ndarray:
 def voxel_parcels(con: ConnectomeInfo, atlas: Atlas) -> tuple[np.ndarray, pd.DataFrame, list[str]]:
     """Each in-mask connectome voxel's region (1..N over the regions that have voxels, 0 = none),
     the table of those N regions, and the names of the regions dropped for having no voxel."""
-    flat = atlas_labels_on_grid(atlas, con.grid)
-    vox = np.ravel_multi_index(tuple(con.ijk.T), con.grid.shape)
+    grid = con.grid
+    assert grid is not None  # a voxel connectome's store records its grid
+    flat = atlas_labels_on_grid(atlas, grid)
+    vox = np.ravel_multi_index(tuple(con.ijk.T), grid.shape)
     dense = flat[vox]
     counts = np.bincount(dense, minlength=atlas.n_regions + 1)[1:]
     keep = np.flatnonzero(counts > 0)

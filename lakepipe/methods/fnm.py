@@ -34,7 +34,7 @@ from lakepipe.compute.seeds import (
 from lakepipe.errors import InputError
 from lakepipe.io import bidsout, layout
 from lakepipe.io.nifti import write_nifti
-from lakepipe.io.storage import StoreRef
+from lakepipe.io.storage import StoreRef, get_array, read_array
 from lakepipe.io.stores import Atlas, IncrementalStore, open_derivative, voxel_volume
 from lakepipe.methods.base import PENDING, Method, MethodResult, Params, Plan, PlanItem, Statistic, option
 from lakepipe.methods.common import (
@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MAPS = ("zmap", "rmap", "tmap", "pmap")
+#: each connectome subject's maps, (seed, subject, voxel), with ``--per-subject``
+SUBJECT_MAPS = ("zmap_subjects", "rmap_subjects")
 #: memory for the subjects a task holds at once: their r, z and z^2 go through cache-resident
 #: accumulators, and the large float64 sums are updated once per group instead of once per subject
 GROUP_BYTES = 512 * 2**20
@@ -76,6 +78,11 @@ class FnmParams(Params):
     )
     atlas: str | None = option(None, help="also summarise every map over this atlas's regions")
     avgr: bool = option(False, help="also compute avgr, the plain mean r")
+    per_subject: bool = option(
+        False,
+        help="also write every connectome subject's own z and r map of each seed "
+        "(zmap_subjects, rmap_subjects: seed x subject x voxel)",
+    )
     batch_size: int | None = option(
         None, positive=True, help="seeds per pass (default: from available memory)"
     )
@@ -112,23 +119,72 @@ def auto_batch_size(n_voxels: int, n_workers: int, with_r: bool, memory_bytes: i
 # ------------------------------------------------------------------------------------ worker tasks
 
 
-def _sums_task(ref: StoreRef, positions: list[int], seedw: Any, with_r: bool) -> FnmSums:
+@dataclass(frozen=True)
+class SubjectMapsTarget:
+    """Where a sums task writes its subjects' own maps: seed rows ``rows`` of the derivative store,
+    at positions ``columns`` of its subject axis (one per unit of the task)."""
+
+    store: IncrementalStore
+    rows: slice
+    columns: tuple[int, ...]
+
+
+def _sums_task(
+    ref: StoreRef,
+    units: list[list[int]],
+    seedw: Any,
+    with_r: bool,
+    subject_maps: SubjectMapsTarget | None = None,
+) -> FnmSums:
+    """FNM sums over the subjects ``units`` (store rows; a unit of several rows is one participant's
+    runs, whose z maps are averaged before they count as one subject).
+
+    With ``subject_maps``, each unit's own z map (its runs' mean) and r = tanh(z) are written to the
+    derivative store as well; units are then added one at a time (each chunk of the subject maps,
+    one seed x one subject, is written by this task only)."""
     from zarr.core.buffer import default_buffer_prototype
 
     g = ref.group()
-    ts, scale = g["timeseries"], g["scale"]
+    ts, scale = get_array(g, "timeseries"), get_array(g, "scale")
+    n_valid = read_array(g, "n_valid") if "n_valid" in g else None
     sums = FnmSums.zeros(seedw.n_seeds, seedw.n_voxels, with_r=with_r)
     n_time, n_vox = ts.shape[1:]
-    k = int(max(1, min(len(positions), GROUP_BYTES // (4 * n_time * n_vox))))
+    rows_per_unit = max(len(u) for u in units)
+    k = int(max(rows_per_unit, min(sum(map(len, units)), GROUP_BYTES // (4 * n_time * n_vox))))
     # subjects are read (all their chunks at once) into buffers reused for the whole task: no fresh
     # 100 MB array, and its page faults, per subject
     bufs = [np.empty((n_time, n_vox), np.float32) for _ in range(k)]
     outs = [default_buffer_prototype().nd_buffer.from_numpy_array(b) for b in bufs]
-    for a in range(0, len(positions), k):
-        group = positions[a : a + k]
-        for j, s in enumerate(group):
-            ts.get_basic_selection(s, out=outs[j])
-        sums.add_subjects(bufs[: len(group)], [scale[s] for s in group], seedw)
+
+    def read(rows: list[int]) -> list[np.ndarray]:
+        series = []
+        for j, s in enumerate(rows):
+            if ts.dtype == np.float32:
+                ts.get_basic_selection(s, out=outs[j])
+            else:  # float16 storage: converted into the float32 buffer
+                np.copyto(bufs[j], np.asarray(ts[s]))
+            t = n_time if n_valid is None else int(n_valid[s])
+            series.append(bufs[j][:t])  # rows past a subject's time points are zero: left out
+        return series
+
+    if subject_maps is not None:
+        g_out = subject_maps.store.group()
+        for unit, col in zip(units, subject_maps.columns, strict=True):
+            one = FnmSums.zeros(seedw.n_seeds, seedw.n_voxels, with_r=with_r)
+            one.add_subjects(read(unit), [np.asarray(scale[s]) for s in unit], seedw)
+            sums.add_mean(one)
+            z = (one.sum_z / one.n).astype(np.float32)
+            maps = {"zmap_subjects": z, "rmap_subjects": np.tanh(z)}
+            subject_maps.store.write_rows((subject_maps.rows, col, slice(None)), maps, group=g_out)
+        return sums
+    singles = [u[0] for u in units if len(u) == 1]
+    for a in range(0, len(singles), k):
+        group = singles[a : a + k]
+        sums.add_subjects(read(group), [np.asarray(scale[s]) for s in group], seedw)
+    for unit in (u for u in units if len(u) > 1):
+        runs = FnmSums.zeros(seedw.n_seeds, seedw.n_voxels, with_r=with_r)
+        runs.add_subjects(read(unit), [np.asarray(scale[s]) for s in unit], seedw)
+        sums.add_mean(runs)
     return sums
 
 
@@ -179,11 +235,13 @@ class Fnm(Method):
     )
     params_type = FnmParams
     statistics = (
-        Statistic("zmap", FNM_CONVENTIONS["zmap"]),
-        Statistic("rmap", FNM_CONVENTIONS["rmap"]),
-        Statistic("tmap", FNM_CONVENTIONS["tmap"]),
-        Statistic("pmap", FNM_CONVENTIONS["pmap"]),
-        Statistic("avgr", FNM_CONVENTIONS["avgr"]),
+        Statistic("zmap", str(FNM_CONVENTIONS["zmap"])),
+        Statistic("rmap", str(FNM_CONVENTIONS["rmap"])),
+        Statistic("tmap", str(FNM_CONVENTIONS["tmap"])),
+        Statistic("pmap", str(FNM_CONVENTIONS["pmap"])),
+        Statistic("avgr", str(FNM_CONVENTIONS["avgr"])),
+        Statistic("zmap_subjects", str(FNM_CONVENTIONS["zmap_subjects"])),
+        Statistic("rmap_subjects", str(FNM_CONVENTIONS["rmap_subjects"])),
     )
     default_statistic = "zmap"
 
@@ -202,7 +260,12 @@ class Fnm(Method):
         return {"conventions": FNM_CONVENTIONS, "resampling": "nearest (seed to connectome grid)"}
 
     def map_names(self, p: FnmParams) -> tuple[str, ...]:
+        """The group maps the parameters ask for."""
         return MAPS + (("avgr",) if p.avgr else ())
+
+    def output_names(self, p: FnmParams) -> tuple[str, ...]:
+        """The statistics published per seed: group maps and, with ``per_subject``, subjects' maps."""
+        return self.map_names(p) + (SUBJECT_MAPS if p.per_subject else ())
 
     def records(
         self,
@@ -236,7 +299,7 @@ class Fnm(Method):
                     store_uri=uri,
                     store_index=str(index),
                 )
-                for name in self.map_names(p)
+                for name in (self.output_names(p) if summary_atlas is None else self.map_names(p))
             ]
         return out
 
@@ -378,10 +441,12 @@ class Fnm(Method):
             parcel_avg, _ = parcel_averaging_matrix(labels, len(table))
         names = self.map_names(p)
         url = layout.derivative_store(lake.url, self.name, layout.new_store_name(self.name))
-        out = self._create_store(url, con, todo, names, result.details["dropped_voxels"], atlas, table)
+        out = self._create_store(
+            url, con, todo, names, result.details["dropped_voxels"], atlas, table, p.per_subject
+        )
         in_ref = StoreRef.here(layout.connectome_store(lake.url, con.name))
-        n_vox, n_seeds, n_sub = con.ijk.shape[0], len(todo), len(con.subjects)
-        positions = con.positions
+        n_vox, n_seeds, n_sub = con.ijk.shape[0], len(todo), con.n_units
+        units = con.units
         runtime = run.runtime
         n_workers = runtime.n_workers
         size = p.batch_size or auto_batch_size(n_vox, n_workers, p.avgr)
@@ -405,7 +470,15 @@ class Fnm(Method):
             # (scattered data die with their holder); an argument of each task (a few MB), not a key of
             # its own: one worker would hold that key and the other would start only once it had it
             parts = [
-                dask.delayed(_sums_task, pure=False)(in_ref, [positions[i] for i in g], seedw, p.avgr)
+                dask.delayed(_sums_task, pure=False)(
+                    in_ref,
+                    [units[i] for i in g],
+                    seedw,
+                    p.avgr,
+                    SubjectMapsTarget(out, slice(batch.start, batch.stop), tuple(g))
+                    if p.per_subject
+                    else None,
+                )
                 for g in groups
             ]
             # maps finalised and written in row blocks, one per worker, each from the matching rows of
@@ -445,8 +518,10 @@ class Fnm(Method):
         dropped: dict[str, int],
         atlas: Atlas | None,
         table: pd.DataFrame | None,
+        per_subject: bool = False,
     ) -> IncrementalStore:
-        """Lay out the derivative store: (seed, voxel) maps, (seed, region) summaries, coordinates, attrs."""
+        """Lay out the derivative store: (seed, voxel) maps, (seed, region) summaries, with
+        ``per_subject`` the (seed, subject, voxel) maps of each subject, coordinates, attrs."""
         grid = con.grid
         assert grid is not None
         n_vox, n = con.ijk.shape[0], len(seeds)
@@ -459,12 +534,13 @@ class Fnm(Method):
                 "seed_voxels_dropped": ("seed", [dropped[s.key] for s in seeds]),
                 "ijk": (("voxel", "axis"), con.ijk.astype(np.int16)),
                 **(region_coords(table, "region") if table is not None else {}),
+                **({"subject": ("subject", con.unit_names)} if per_subject else {}),
             },
             attrs={
                 "method": self.name,
                 "connectome": con.name,
                 "atlas": atlas.name if atlas else None,
-                "n_subjects": len(con.subjects),
+                "n_subjects": con.n_units,
                 "grid": {"shape": list(grid.shape), "affine": grid.affine.tolist()},
                 "space": con.space,
                 "parameters": self.output_params(),
@@ -478,6 +554,9 @@ class Fnm(Method):
             variables[name] = (("seed", "voxel"), (n, n_vox), (1, n_vox))
             if table is not None:
                 variables[f"parcel_{name}"] = (("seed", "region"), (n, len(table)), (256, len(table)))
+        if per_subject:  # one chunk per seed and subject: each sums task writes its own
+            for name in SUBJECT_MAPS:
+                variables[name] = (("seed", "subject", "voxel"), (n, con.n_units, n_vox), (1, 1, n_vox))
         return IncrementalStore.create(url, coords, variables, StoreRef.here(url).endpoint_url)
 
     # ------------------------------------------------------------------------------------- export
@@ -543,12 +622,18 @@ class Fnm(Method):
                         )
                         continue
                     vol = voxel_volume(ds, stat, i)
+                    extra = {}
+                    if stat in SUBJECT_MAPS:  # 4D: one volume per connectome subject, in this order
+                        extra = {"VolumeSubjects": [str(v) for v in ds["subject"].values]}
                     path = bidsout.derivative_path(
-                        out, {**ent, "space": space, "method": self.name, "desc": stat}, "statmap", ".nii.gz"
+                        out,
+                        {**ent, "space": space, "method": self.name, "desc": stat.replace("_", "")},
+                        "statmap",
+                        ".nii.gz",
                     )
                     write_nifti(vol, affine, path, space)
                     bidsout.write_sidecar(
-                        bidsout.sidecar_path(path), {**meta, "Statistic": stat, "Description": desc}
+                        bidsout.sidecar_path(path), {**meta, "Statistic": stat, "Description": desc, **extra}
                     )
                     files.append(path)
         return files

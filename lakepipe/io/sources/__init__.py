@@ -1,10 +1,11 @@
 """Connectome source formats behind one interface (:class:`ConnectomeSource`, :func:`open_source`).
 
-One module per format, each registering its reader: ``hdf5`` (GSP1000-style batches), ``nifti``
-(4D NIfTI per subject plus a brain mask), ``parcels`` (parcel series plus a region table).
+One module per format, each registering its reader: ``hdf5`` (GSP1000-style batches), ``fmriprep``
+(fMRIPrep derivatives, cleaned with nilearn), ``nifti`` (4D NIfTI per subject plus a brain mask),
+``parcels`` (parcel series plus a region table).
 """
 
-from lakepipe.io.sources import hdf5, nifti_folder, parcels  # noqa: F401  (register the formats)
+from lakepipe.io.sources import fmriprep, hdf5, nifti_folder, parcels  # noqa: F401  (register the formats, in detection order)
 from lakepipe.io.sources.base import (
     SOURCE_FORMATS,
     ConnectomeSource,

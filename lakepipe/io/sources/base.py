@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -48,6 +48,7 @@ class SubjectRef:
     path: Path
     row: int | None = None
     fingerprint: str = ""
+    group: str | None = None  #: the participant a row belongs to when rows are runs (else the subject)
 
 
 @dataclass
@@ -64,7 +65,11 @@ class ConnectomeSource:
 
     @property
     def n_features(self) -> int:
-        return self.geometry.n_voxels if self.kind == "voxel" else len(self.regions)
+        if self.kind == "voxel":
+            assert self.geometry is not None
+            return self.geometry.n_voxels
+        assert self.regions is not None
+        return len(self.regions)
 
     def add_subject_file(self, path: Path, n_time: int) -> None:
         """Register a one-subject file (id from its ``sub-`` entity or name), checking the time axis."""
@@ -96,21 +101,31 @@ class ConnectomeSource:
         """One subject's (time, feature) series."""
         raise NotImplementedError
 
-    def iter_subjects(self, refs: list[SubjectRef] | None = None) -> Iterator[tuple[SubjectRef, np.ndarray]]:
-        """Yield ``(ref, array (time, feature) float32)`` validated for shape and finiteness."""
-        for ref in refs if refs is not None else self.subjects:
-            data = np.asarray(self.read(ref), dtype=np.float32)
-            where = f"{ref.path}" + (f" (subject row {ref.row})" if ref.row is not None else "")
-            if data.shape != (self.n_time, self.n_features):
-                raise InputError(
-                    f"time series of shape {data.shape}, expected (time={self.n_time}, "
-                    f"{self.kind}s={self.n_features})",
-                    where,
-                )
-            if not np.all(np.isfinite(data)):
-                bad = int(np.count_nonzero(~np.isfinite(data)))
-                raise InputError(f"time series contain {bad} NaN or infinite values", where)
-            yield ref, data
+    #: whether subjects may have fewer time points than ``n_time`` (e.g. after scrubbing)
+    variable_time: ClassVar[bool] = False
+    #: whether :meth:`open` takes the connectome's ``space`` (formats that select files by space)
+    takes_space: ClassVar[bool] = False
+
+    def recorded_options(self) -> dict[str, Any]:
+        """The options that shape the stored series (cleaning, resampling): recorded in the store's
+        metadata and each subject's catalog record, so a change is another connectome."""
+        return {}
+
+    def read_checked(self, ref: SubjectRef) -> np.ndarray:
+        """One subject's ``(time, feature)`` float32 series, validated for shape and finiteness."""
+        data = np.asarray(self.read(ref), dtype=np.float32)
+        where = f"{ref.path}" + (f" (subject row {ref.row})" if ref.row is not None else "")
+        n_time_ok = 1 < data.shape[0] <= self.n_time if self.variable_time else data.shape[0] == self.n_time
+        if data.ndim != 2 or not n_time_ok or data.shape[1] != self.n_features:
+            raise InputError(
+                f"time series of shape {data.shape}, expected (time={self.n_time}, "
+                f"{self.kind}s={self.n_features})",
+                where,
+            )
+        if not np.all(np.isfinite(data)):
+            bad = int(np.count_nonzero(~np.isfinite(data)))
+            raise InputError(f"time series contain {bad} NaN or infinite values", where)
+        return data
 
 
 def file_fingerprint(path: Path, extra: str = "") -> str:
@@ -147,22 +162,30 @@ def register_source(name: str) -> Callable[[type[S]], type[S]]:
     return deco
 
 
-def open_source(path: str | Path, *, source_format: str | None = None, **options: Any) -> ConnectomeSource:
+def open_source(
+    path: str | Path, *, source_format: str | None = None, space: str | None = None, **options: Any
+) -> ConnectomeSource:
     """Open a connectome source folder with the format ``source_format``, or the first registered
     format whose :meth:`ConnectomeSource.detect` recognises the folder.
 
     ``options`` go to the format's ``open`` (for example ``mask=`` for a NIfTI folder, ``regions=``
-    for parcel series); options a format does not take are refused.
+    for parcel series); options a format does not take are refused. ``space`` (the connectome's
+    template space) goes to formats that select their files by space
+    (:attr:`ConnectomeSource.takes_space`). Workers read the subject files by their absolute paths:
+    with a remote cluster the folder must be on a filesystem the workers share.
     """
     root = Path(path)
     if not root.is_dir():
         raise InputError("connectome source must be a folder", root)
+    # absolute: subjects are read by workers, whose working folder may be another (a remote cluster)
+    root = root.resolve()
     options = {k: v for k, v in options.items() if v is not None}
     if source_format is not None:
         if source_format not in SOURCE_FORMATS:
             raise InputError(f"unknown source format {source_format!r}; known: {', '.join(SOURCE_FORMATS)}")
-        return SOURCE_FORMATS[source_format].open(root, **options)
+        cls = SOURCE_FORMATS[source_format]
+        return cls.open(root, **({"space": space} if cls.takes_space and space else {}), **options)
     for cls in SOURCE_FORMATS.values():
         if cls.detect(root):
-            return cls.open(root, **options)
+            return cls.open(root, **({"space": space} if cls.takes_space and space else {}), **options)
     raise InputError("no connectome files found (expected *.h5, 4D *.nii.gz, or parcel *.npy/*.tsv)", root)

@@ -44,7 +44,8 @@ class NiftiFolderSource(ConnectomeSource):
             head = load_image(path)
             if len(head.shape) != 4:
                 raise InputError(f"expected a 4D time series, got shape {head.shape}", path)
-            if not Grid(tuple(head.shape[:3]), np.asarray(head.affine, float)).same_as(grid):
+            shape3 = (int(head.shape[0]), int(head.shape[1]), int(head.shape[2]))
+            if not Grid(shape3, np.asarray(head.affine, float)).same_as(grid):
                 raise InputError("grid differs from the brain mask's grid", path)
             src.add_subject_file(path, int(head.shape[3]))
         if not src.subjects:
@@ -52,5 +53,6 @@ class NiftiFolderSource(ConnectomeSource):
         return src
 
     def read(self, ref: SubjectRef) -> np.ndarray:
+        assert self.geometry is not None
         data = read_data(load_image(ref.path), ref.path, np.float32)
         return data[tuple(self.geometry.ijk.T)].T  # (time, voxel)

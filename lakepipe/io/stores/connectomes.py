@@ -7,6 +7,9 @@ with the per-voxel ``scale`` (norm) and ``mean`` so the raw series stay exactly 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Literal
+
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -15,7 +18,7 @@ import zarr
 from lakepipe.errors import InputError, NotFoundError
 from lakepipe.io import layout
 from lakepipe.io.sources.base import VoxelGeometry
-from lakepipe.io.storage import exists, join, open_group, zarr_store
+from lakepipe.io.storage import exists, get_array, join, open_group, read_array, storage_options, zarr_store
 from lakepipe.io.stores.derivatives import strings_as_objects
 from lakepipe.io.stores.grids import grid_attrs
 
@@ -23,17 +26,22 @@ STORAGE_CONVENTION = "centred-unit-norm"
 CHUNK_BYTES = 8 * 2**20
 
 
-def voxel_block(n_time: int, n_features: int, chunk_bytes: int = CHUNK_BYTES) -> int:
-    """Feature-axis chunk length so that one (time x block) float32 chunk is about ``chunk_bytes``."""
-    return int(max(1, min(n_features, chunk_bytes // (4 * max(n_time, 1)))))
+def voxel_block(n_time: int, n_features: int, chunk_bytes: int = CHUNK_BYTES, itemsize: int = 4) -> int:
+    """Feature-axis chunk length so that one (time x block) chunk is about ``chunk_bytes``."""
+    return int(max(1, min(n_features, chunk_bytes // (itemsize * max(n_time, 1)))))
 
 
 class ConnectomeWriter:
-    """Streams subjects into ``connectomes/<name>.zarr``, one subject at a time.
+    """Writes subjects into ``connectomes/<name>.zarr``: reserve rows, fill them (from any process:
+    :class:`ConnectomeRows`), commit them.
 
-    Subjects written but not yet committed are invisible to readers: :meth:`commit` records the
-    new subject count last, so a killed ingest leaves the store as it was, and a re-run overwrites
-    the leftovers.
+    Rows written but not yet committed are invisible to readers: :meth:`commit` records the new
+    subject count last, so a killed ingest leaves the store as it was, and a re-run overwrites the
+    leftovers. Each row is written by one task (its own chunks), so Dask workers fill rows in
+    parallel; subject ids and time point counts (chunks shared by many rows) are written here.
+
+    A subject may have fewer time points than the store (``n_time``): its series is zero past its
+    ``n_valid`` points, which leaves every correlation of the centred unit-norm series unchanged.
     """
 
     def __init__(
@@ -47,34 +55,73 @@ class ConnectomeWriter:
         regions: pd.DataFrame | None = None,
         space: str = "MNI152NLin6Asym",
         source: str = "",
+        dtype: str = "float32",
+        options: dict[str, Any] | None = None,
     ):
         self.url = layout.connectome_store(lake, name)
+        self.name = name
         feature = "voxel" if kind == "voxel" else "region"
-        n_feat = geometry.n_voxels if kind == "voxel" else len(regions)
+        if kind == "voxel":
+            assert geometry is not None
+            n_feat = geometry.n_voxels
+        else:
+            assert regions is not None
+            n_feat = len(regions)
+        options = dict(options or {})
         if exists(join(self.url, "zarr.json")):
             self.group = open_group(self.url, mode="a")
-            a = self.group.attrs
-            if a.get("kind") != kind or a.get("n_time") != n_time or a.get("n_features") != n_feat:
+            a: dict[str, Any] = dict(self.group.attrs)
+            if a.get("kind") != kind or int(a.get("n_time", 0)) < n_time or a.get("n_features") != n_feat:
                 raise InputError(
                     f"connectome '{name}' exists with kind={a.get('kind')}, time={a.get('n_time')}, "
                     f"features={a.get('n_features')}; the source has kind={kind}, time={n_time}, "
                     f"features={n_feat}: ingest it under another --name"
                 )
-            if kind == "voxel" and not np.array_equal(self.group["ijk"][:], geometry.ijk):
+            if (
+                kind == "voxel"
+                and geometry is not None
+                and not np.array_equal(read_array(self.group, "ijk"), geometry.ijk)
+            ):
                 raise InputError(f"connectome '{name}' exists with a different brain mask")
+            stored = dict(a.get("options") or {})
+            if stored != options:
+                changed = sorted(k for k in set(stored) | set(options) if stored.get(k) != options.get(k))
+                raise InputError(
+                    f"connectome '{name}' was ingested with other options ({', '.join(changed)} differ): its "
+                    "subjects would not be comparable; ingest under another --name"
+                )
+            stored_dtype = get_array(self.group, "timeseries").dtype
+            if str(stored_dtype) != dtype:
+                raise InputError(f"connectome '{name}' is stored as {stored_dtype}, not {dtype}")
         else:
-            self.group = self._create(kind, feature, n_time, n_feat, geometry, regions, space, source)
-        self.n_committed = int(self.group.attrs.get("n_subjects", 0))
-        self.pending: list[str] = []
+            self.group = self._create(
+                kind, feature, n_time, n_feat, geometry, regions, space, source, dtype, options
+            )
+        attrs: dict[str, Any] = dict(self.group.attrs)
+        self.n_time = int(attrs["n_time"])
+        self.n_committed = int(attrs.get("n_subjects", 0))
+        self.reserved = 0
 
-    def _create(self, kind, feature, n_time, n_feat, geometry, regions, space, source) -> zarr.Group:
+    def _create(
+        self,
+        kind: str,
+        feature: str,
+        n_time: int,
+        n_feat: int,
+        geometry: VoxelGeometry | None,
+        regions: pd.DataFrame | None,
+        space: str,
+        source: str,
+        dtype: str,
+        options: dict[str, Any],
+    ) -> zarr.Group:
         g = open_group(self.url, mode="w")
-        block = voxel_block(n_time, n_feat)
+        block = voxel_block(n_time, n_feat, itemsize=np.dtype(dtype).itemsize)
         g.create_array(
             "timeseries",
             shape=(0, n_time, n_feat),
             chunks=(1, n_time, block),
-            dtype="float32",
+            dtype=dtype,
             compressors=None,
             dimension_names=["subject", "time", feature],
         )
@@ -87,7 +134,10 @@ class ConnectomeWriter:
                 dimension_names=["subject", feature],
             )
         g.create_array("subject", shape=(0,), chunks=(1024,), dtype=str, dimension_names=["subject"])
+        g.create_array("n_valid", shape=(0,), chunks=(1024,), dtype="int32", dimension_names=["subject"])
+        g.create_array("group", shape=(0,), chunks=(1024,), dtype=str, dimension_names=["subject"])
         if kind == "voxel":
+            assert geometry is not None
             g.create_array("ijk", shape=geometry.ijk.shape, dtype="int32", dimension_names=[feature, "axis"])[
                 :
             ] = geometry.ijk
@@ -96,6 +146,7 @@ class ConnectomeWriter:
             )
             grid_meta = grid_attrs(geometry.grid)
         else:
+            assert regions is not None
             g.create_array("region", shape=(n_feat,), dtype="int32", dimension_names=[feature])[:] = regions[
                 "index"
             ].to_numpy(np.int32)
@@ -114,7 +165,9 @@ class ConnectomeWriter:
                 "space": space,
                 "grid": grid_meta,
                 "storage": STORAGE_CONVENTION,
+                "dtype": dtype,
                 "source": source,
+                "options": options,
                 "lakepipe_store": "connectome",
             }
         )
@@ -122,34 +175,74 @@ class ConnectomeWriter:
 
     def subject_ids(self) -> list[str]:
         """Committed subject ids."""
-        return [str(s) for s in self.group["subject"][: self.n_committed]]
+        return [str(s) for s in np.asarray(get_array(self.group, "subject")[: self.n_committed])]
 
-    def write(self, subject_id: str, unit: np.ndarray, scale: np.ndarray, mean: np.ndarray) -> None:
-        """Write one subject's (time, feature) unit-norm series after the committed ones."""
-        i = self.n_committed + len(self.pending)
-        for name in ("timeseries", "scale", "mean", "subject"):
-            arr = self.group[name]
-            if arr.shape[0] < i + 1:
-                arr.resize((i + 1, *arr.shape[1:]))
-        self.group["timeseries"][i] = unit
-        self.group["scale"][i] = scale
-        self.group["mean"][i] = mean
-        self.group["subject"][i] = subject_id
-        self.pending.append(subject_id)
+    def reserve(self, n: int) -> range:
+        """Make room for ``n`` rows after the committed ones (leftovers of a killed run are dropped)."""
+        total = self.n_committed + n
+        for name in ("timeseries", "scale", "mean", "subject", "n_valid", "group"):
+            arr = get_array(self.group, name)
+            if arr.shape[0] != total:
+                arr.resize((total, *arr.shape[1:]))
+        self.reserved = n
+        return range(self.n_committed, total)
 
-    def commit(self) -> list[str]:
-        """Make the pending subjects visible; returns their ids."""
-        n = self.n_committed + len(self.pending)
-        for name in ("timeseries", "scale", "mean", "subject"):  # drop any leftovers past n
-            arr = self.group[name]
-            if arr.shape[0] != n:
-                arr.resize((n, *arr.shape[1:]))
+    def rows(self) -> ConnectomeRows:
+        """A picklable writer of this store's rows, for tasks on other processes."""
+        return ConnectomeRows(self.url, storage_options(self.url).get("endpoint_url"), self.n_time)
+
+    def commit(
+        self, subject_ids: list[str], n_valid: list[int], groups: list[str] | None = None
+    ) -> list[str]:
+        """Make the reserved rows visible with their subject ids, time point counts and participant
+        (``groups``: when rows are runs, the subject each belongs to; default: the row's own id)."""
+        if len(subject_ids) != self.reserved or len(n_valid) != self.reserved:
+            raise ValueError(f"{len(subject_ids)} subject(s) for {self.reserved} reserved row(s)")
+        rows = slice(self.n_committed, self.n_committed + self.reserved)
+        if self.reserved:
+            get_array(self.group, "subject")[rows] = np.asarray(subject_ids, dtype=str)
+            get_array(self.group, "n_valid")[rows] = np.asarray(n_valid, dtype=np.int32)
+            get_array(self.group, "group")[rows] = np.asarray(groups or subject_ids, dtype=str)
+        n = self.n_committed + self.reserved
         self.group.attrs["n_subjects"] = n
-        done, self.pending, self.n_committed = self.pending, [], n
-        return done
+        self.n_committed, self.reserved = n, 0
+        return list(subject_ids)
+
+    def rollback(self) -> None:
+        """Drop the reserved rows (nothing committed changes)."""
+        self.reserved = 0
+        self.reserve(0)
 
 
-def open_connectome(lake: str, name: str, chunks: dict | str | None = "auto") -> xr.Dataset:
+@dataclass(frozen=True)
+class ConnectomeRows:
+    """Writes one subject's row of a connectome store (what an ingest task on a worker holds)."""
+
+    url: str
+    endpoint_url: str | None
+    n_time: int
+
+    def write(self, row: int, unit: np.ndarray, scale: np.ndarray, mean: np.ndarray) -> int:
+        """Store a (time, feature) unit-norm series (zero-padded to the store's time axis), its scale
+        and mean in row ``row``; returns the subject's number of time points."""
+        group = zarr.open_group(zarr_store(self.url, endpoint_url=self.endpoint_url), mode="a", zarr_format=3)
+        n_valid = int(unit.shape[0])
+        if n_valid > self.n_time:
+            raise ValueError(f"{n_valid} time points, the store holds at most {self.n_time}")
+        ts = get_array(group, "timeseries")
+        if n_valid < self.n_time:
+            padded = np.zeros((self.n_time, unit.shape[1]), ts.dtype)
+            padded[:n_valid] = unit
+            unit = padded
+        ts[row] = unit.astype(ts.dtype, copy=False)
+        get_array(group, "scale")[row] = scale
+        get_array(group, "mean")[row] = mean
+        return n_valid
+
+
+def open_connectome(
+    lake: str, name: str, chunks: dict[str, Any] | Literal["auto"] | None = "auto"
+) -> xr.Dataset:
     """The connectome as a lazy :class:`xarray.Dataset` (committed subjects only)."""
     url = layout.connectome_store(lake, name)
     if not exists(join(url, "zarr.json")):

@@ -4,14 +4,13 @@ block for incremental methods, before the catalog registers any of their outputs
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import xarray as xr
 import zarr
 
 from lakepipe._version import __version__
-from lakepipe.io.storage import zarr_store
+from lakepipe.io.storage import GroupMode, get_array, zarr_store
 
 
 def write_derivative(url: str, ds: xr.Dataset) -> str:
@@ -44,10 +43,12 @@ def strings_as_objects(ds: xr.Dataset) -> xr.Dataset:
 
 def voxel_volume(ds: xr.Dataset, variable: str, row: int | None = None) -> np.ndarray:
     """One row of a (seed, voxel) map of a derivative store as a 3D volume on its grid (NaN outside
-    the mask); ``row=None`` for a variable with only a voxel dimension."""
-    vol = np.full(tuple(ds.attrs["grid"]["shape"]), np.nan, np.float32)
-    values = ds[variable].values if row is None else ds[variable][row].values  # one row read
-    vol[tuple(ds["ijk"].values.astype(int).T)] = values
+    the mask); ``row=None`` for a variable with only a voxel dimension. A row with a dimension
+    before the voxels (``(seed, subject, voxel)`` maps) becomes a 4D volume, that dimension last."""
+    values = np.asarray(ds[variable].values if row is None else ds[variable][row].values)  # one row read
+    shape = tuple(ds.attrs["grid"]["shape"]) + values.shape[:-1]
+    vol = np.full(shape, np.nan, np.float32)
+    vol[tuple(ds["ijk"].values.astype(int).T)] = np.moveaxis(values, -1, 0)
     return vol
 
 
@@ -88,11 +89,16 @@ class IncrementalStore:
             )
         return cls(url, endpoint_url)
 
-    def group(self, mode: str = "a") -> zarr.Group:
+    def group(self, mode: GroupMode = "a") -> zarr.Group:
         return zarr.open_group(zarr_store(self.url, endpoint_url=self.endpoint_url), mode=mode, zarr_format=3)
 
-    def write_rows(self, rows: slice, values: Mapping[str, np.ndarray], group: Any = None) -> None:
-        """Write rows ``rows`` of each variable in ``values``."""
+    def write_rows(
+        self,
+        rows: slice | tuple[slice | int, ...],
+        values: Mapping[str, np.ndarray],
+        group: zarr.Group | None = None,
+    ) -> None:
+        """Write rows ``rows`` (or a region: a tuple of slices and indices) of each variable in ``values``."""
         g = group if group is not None else self.group()
         for name, block in values.items():
-            g[name][rows] = block
+            get_array(g, name)[rows] = block

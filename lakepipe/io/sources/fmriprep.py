@@ -1,0 +1,412 @@
+"""fMRIPrep derivatives as a connectome source: preprocessed BOLD runs cleaned with nilearn.
+
+Runs are found as fMRIPrep names them, ``sub-<p>/[ses-<s>/]func/sub-<p>[_ses-<s>]_task-<t>[_run-<n>]_
+space-<space>[_res-<r>]_desc-preproc_bold.nii.gz`` with ``..._desc-confounds_timeseries.tsv`` (and its
+JSON) and the BOLD's JSON sidecar (``RepetitionTime``). Each run is cleaned the way the nilearn
+seed-to-voxel recipe cleans it, with nilearn's own machinery: confounds and the sample mask from
+:func:`nilearn.interfaces.fmriprep.load_confounds_strategy` (``simple``, ``scrubbing``, ``compcor``,
+...), then :class:`nilearn.maskers.NiftiMasker` with the same option names (``smoothing_fwhm``,
+``detrend``, ``standardize``, ``low_pass``, ``high_pass``, ``t_r``), which also resamples the run onto
+the lake's target grid and brain mask (default: the MNI152NLin6Asym 2 mm grid and brain mask). A
+subject's runs are concatenated after cleaning (``runs="concat"``) or kept apart as rows of their own
+(``runs="average"``: the analyses average each subject's per-run maps, the Lead-DBS convention).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from lakepipe.bids import check_entity, parse_entities
+from lakepipe.errors import InputError
+from lakepipe.io.sources.base import (
+    ConnectomeSource,
+    SubjectRef,
+    VoxelGeometry,
+    file_fingerprint,
+    register_source,
+)
+from lakepipe.space import Grid, mni152_brain_mask_2mm, mni152_grid
+
+STRATEGIES = ("simple", "scrubbing", "compcor", "ica_aroma", "none")
+RUNS = ("concat", "average")
+_BOLD = re.compile(r"_desc-preproc_bold\.nii(\.gz)?$")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One preprocessed BOLD run and its companions."""
+
+    participant: str
+    session: str | None
+    task: str
+    run: str | None
+    bold: Path
+    confounds: Path
+    n_volumes: int
+    t_r: float
+
+    @property
+    def label(self) -> str:
+        return (
+            f"sub-{self.participant}"
+            + (f"_ses-{self.session}" if self.session else "")
+            + (f"_run-{self.run}" if self.run else "")
+        )
+
+
+@dataclass(frozen=True)
+class Cleaning:
+    """How each run is cleaned (nilearn's names); recorded with the connectome."""
+
+    strategy: str = "simple"
+    detrend: bool = True
+    standardize: str | bool = "zscore_sample"
+    low_pass: float | None = None
+    high_pass: float | None = None
+    t_r: float | None = None
+    smoothing_fwhm: float | None = None
+    fd_threshold: float | None = None
+    std_dvars_threshold: float | None = None
+    min_volumes: int = 30
+
+    def confound_kwargs(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.strategy == "scrubbing":
+            if self.fd_threshold is not None:
+                out["fd_threshold"] = self.fd_threshold
+            if self.std_dvars_threshold is not None:
+                out["std_dvars_threshold"] = self.std_dvars_threshold
+        return out
+
+
+def _sidecar(path: Path) -> dict[str, Any]:
+    side = path.with_name(_BOLD.sub("_desc-preproc_bold.json", path.name))
+    try:
+        loaded: dict[str, Any] = json.loads(side.read_text())
+        return loaded
+    except FileNotFoundError:
+        raise InputError("no JSON sidecar (RepetitionTime) next to the BOLD run", path) from None
+    except ValueError as exc:
+        raise InputError(f"BOLD sidecar is not valid JSON ({exc})", side) from None
+
+
+def _confounds_path(bold: Path, ent: dict[str, str]) -> Path:
+    parts = [f"sub-{ent['sub']}"] + [f"{k}-{ent[k]}" for k in ("ses", "task", "acq", "run") if k in ent]
+    return bold.with_name("_".join(parts) + "_desc-confounds_timeseries.tsv")
+
+
+@register_source("fmriprep")
+@dataclass
+class FmriprepSource(ConnectomeSource):
+    """fMRIPrep derivatives cleaned with nilearn (see the module docstring)."""
+
+    variable_time: ClassVar[bool] = True
+    takes_space: ClassVar[bool] = True
+    task: str | None = None
+    bold_space: str = "MNI152NLin6Asym"
+    cleaning: Cleaning = field(default_factory=Cleaning)
+    runs_mode: str = "concat"
+    mask_path: str | None = None
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        desc = root / "dataset_description.json"
+        if desc.exists():
+            try:
+                generated = json.loads(desc.read_text()).get("GeneratedBy", [])
+            except ValueError:
+                generated = []
+            if any(str(g.get("Name", "")).lower() == "fmriprep" for g in generated if isinstance(g, dict)):
+                return True
+        return any(_BOLD.search(p.name) for p in root.glob("sub-*/**/func/*"))
+
+    @classmethod
+    def open(cls, root: Path, **options: Any) -> FmriprepSource:
+        known = {
+            "task",
+            "participant_label",
+            "space",
+            "res",
+            "mask",
+            "runs",
+            "confounds_strategy",
+            "detrend",
+            "standardize",
+            "low_pass",
+            "high_pass",
+            "t_r",
+            "smoothing_fwhm",
+            "fd_threshold",
+            "std_dvars_threshold",
+            "min_volumes",
+        }
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InputError(f"fMRIPrep sources take no {'/'.join(unknown)} option", root)
+        strategy = str(options.get("confounds_strategy", "simple"))
+        if strategy not in STRATEGIES:
+            raise InputError(f"--confounds-strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
+        runs_mode = str(options.get("runs", "concat"))
+        if runs_mode not in RUNS:
+            raise InputError(f"--runs must be concat or average, not {runs_mode!r}")
+        standardize = options.get("standardize", "zscore_sample")
+        if isinstance(standardize, str) and standardize.lower() in ("false", "none", "no"):
+            standardize = False
+        cleaning = Cleaning(
+            strategy=strategy,
+            detrend=bool(options.get("detrend", True)),
+            standardize=standardize,
+            low_pass=_float(options.get("low_pass")),
+            high_pass=_float(options.get("high_pass")),
+            t_r=_float(options.get("t_r")),
+            smoothing_fwhm=_float(options.get("smoothing_fwhm")),
+            fd_threshold=_float(options.get("fd_threshold")),
+            std_dvars_threshold=_float(options.get("std_dvars_threshold")),
+            min_volumes=int(options.get("min_volumes") or 30),
+        )
+        space = str(options.get("space") or "MNI152NLin6Asym")
+        wanted = {check_entity(p, "sub") for p in options.get("participant_label") or []} or None
+        src = cls(
+            root=root,
+            kind="voxel",
+            task=options.get("task"),
+            bold_space=space,
+            cleaning=cleaning,
+            runs_mode=runs_mode,
+            mask_path=str(options["mask"]) if options.get("mask") else None,
+        )
+        src.geometry = src._target_geometry()
+        src._find_runs(wanted, options.get("res"))
+        return src
+
+    # ---- discovery --------------------------------------------------------------------------------
+    def _target_geometry(self) -> VoxelGeometry:
+        """The lake's target grid and brain mask (in-mask voxels in C order)."""
+        if self.mask_path:
+            from lakepipe.io.nifti import load_volume
+
+            data, grid = load_volume(self.mask_path, "a brain mask")
+            mask = np.asarray(data) > 0
+        else:
+            grid, mask = mni152_grid(2), mni152_brain_mask_2mm()
+        ijk = np.argwhere(mask).astype(np.int32)
+        if ijk.size == 0:
+            raise InputError("brain mask is empty", self.mask_path or "MNI152 brain mask")
+        return VoxelGeometry(grid, ijk)
+
+    def _find_runs(self, wanted: set[str] | None, res: Any) -> None:
+        from lakepipe.io.nifti import load_image
+
+        found = sorted(p for p in self.root.glob("sub-*/**/func/*") if _BOLD.search(p.name))
+        if not found:
+            raise InputError("no fMRIPrep BOLD runs (sub-*/func/*_desc-preproc_bold.nii.gz)", self.root)
+        spaces, tasks = set(), set()
+        t_rs: dict[float, Path] = {}
+        for bold in found:
+            ent = parse_entities(bold.name)
+            participant = check_entity(ent.get("sub", ""), "sub", str(bold))
+            if wanted is not None and participant not in wanted:
+                continue
+            tasks.add(ent.get("task", ""))
+            if self.task and ent.get("task") != self.task:
+                continue
+            space = ent.get("space", "")
+            spaces.add(space)
+            if space != self.bold_space or (res is not None and ent.get("res") != str(res)):
+                continue
+            confounds = _confounds_path(bold, ent)
+            if not confounds.exists():
+                raise InputError(f"no confounds file for this run (expected {confounds.name})", bold)
+            img = load_image(bold)
+            if len(img.shape) != 4:
+                raise InputError(f"expected a 4D BOLD run, got shape {img.shape}", bold)
+            side = _sidecar(bold)
+            if "RepetitionTime" not in side:
+                raise InputError("the BOLD sidecar has no RepetitionTime", bold)
+            t_r = float(side["RepetitionTime"])
+            header_tr = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 0.0
+            units = img.header.get_xyzt_units()[1]
+            if units == "msec":
+                header_tr /= 1000.0
+            if header_tr > 0 and abs(header_tr - t_r) > 1e-3 * t_r:
+                raise InputError(f"the NIfTI header says TR {header_tr:g} s, the sidecar {t_r:g} s", bold)
+            if self.cleaning.t_r is not None and abs(self.cleaning.t_r - t_r) > 1e-3 * t_r:
+                raise InputError(
+                    f"--t-r {self.cleaning.t_r:g} s differs from the sidecar's RepetitionTime {t_r:g} s", bold
+                )
+            t_rs.setdefault(t_r, bold)
+            self._check_field_of_view(img, bold)
+            run = Run(
+                participant,
+                ent.get("ses"),
+                ent.get("task", ""),
+                ent.get("run"),
+                bold,
+                confounds,
+                int(img.shape[3]),
+                t_r,
+            )
+            self.runs.setdefault(participant, []).append(run)
+        if len(t_rs) > 1:
+            (a, pa), (b, pb) = list(t_rs.items())[:2]
+            raise InputError(f"runs have different repetition times ({a:g} s in {pa.name}, {b:g} s)", pb)
+        if not self.runs:
+            problem = f"no BOLD run in space {self.bold_space}" + (
+                f" for task {self.task}" if self.task else ""
+            )
+            raise InputError(f"{problem} (spaces found: {sorted(spaces)}, tasks: {sorted(tasks)})", self.root)
+        if wanted:
+            missing = wanted - set(self.runs)
+            if missing:
+                raise InputError(f"no BOLD runs for participant(s) {sorted(missing)}", self.root)
+        self._make_subjects()
+
+    def _check_field_of_view(self, img: Any, path: Path) -> None:
+        """Refuse a run whose field of view holds none of the target mask's voxels."""
+        assert self.geometry is not None
+        xyz = self.geometry.grid.affine[:3, :3] @ self.geometry.ijk.T + self.geometry.grid.affine[:3, 3:4]
+        inv = np.linalg.inv(np.asarray(img.affine, float))
+        vox = inv[:3, :3] @ xyz + inv[:3, 3:4]
+        inside = np.all((vox > -0.5) & (vox < np.asarray(img.shape[:3])[:, None] - 0.5), axis=0)
+        if not inside.any():
+            raise InputError(
+                "the brain mask does not overlap the BOLD field of view (other space or grid?)", path
+            )
+
+    def _make_subjects(self) -> None:
+        self.subjects = []
+        n_time = 0
+        for participant in sorted(self.runs):
+            runs = sorted(self.runs[participant], key=lambda r: (r.session or "", r.run or ""))
+            self.runs[participant] = runs
+            groups = [runs] if self.runs_mode == "concat" else [[r] for r in runs]
+            for group in groups:
+                sid = (
+                    participant
+                    if self.runs_mode == "concat"
+                    else participant
+                    + "".join((f"ses{r.session}" if r.session else "") + f"run{r.run or '1'}" for r in group)
+                )
+                fp = "|".join(file_fingerprint(r.bold) + file_fingerprint(r.confounds) for r in group)
+                ref = SubjectRef(sid, group[0].bold, None, fp, group=participant)
+                self.subjects.append(ref)
+                n_time = max(n_time, sum(r.n_volumes for r in group))
+        self.n_time = n_time
+        self._runs_of = {ref.subject_id: self._group_runs(ref.subject_id) for ref in self.subjects}
+
+    def _group_runs(self, subject_id: str) -> list[Run]:
+        if self.runs_mode == "concat":
+            return self.runs[subject_id]
+        for runs in self.runs.values():
+            for r in runs:
+                sid = r.participant + (f"ses{r.session}" if r.session else "") + f"run{r.run or '1'}"
+                if sid == subject_id:
+                    return [r]
+        raise KeyError(subject_id)
+
+    # ---- reading ----------------------------------------------------------------------------------
+    def recorded_options(self) -> dict[str, Any]:
+        import nilearn
+
+        assert self.geometry is not None
+        mask = np.zeros(self.geometry.grid.shape, bool)
+        mask[tuple(self.geometry.ijk.T)] = True
+        from hashlib import sha256
+
+        opts = dict(vars(self.cleaning))
+        return {
+            "source_format": "fmriprep",
+            "task": self.task,
+            "bold_space": self.bold_space,
+            "runs": self.runs_mode,
+            "cleaning": opts,
+            "target_grid": {
+                "shape": list(self.geometry.grid.shape),
+                "affine": self.geometry.grid.affine.tolist(),
+            },
+            "target_mask_sha256": sha256(np.packbits(mask).tobytes()).hexdigest(),
+            "resampling": "nilearn NiftiMasker (continuous) onto the target grid",
+            "nilearn": nilearn.__version__,
+        }
+
+    def masker(self) -> Any:
+        """The NiftiMasker every run goes through (nilearn's cleaning, on the target grid and mask)."""
+        import nibabel as nib
+        from nilearn.maskers import NiftiMasker
+
+        assert self.geometry is not None
+        grid: Grid = self.geometry.grid
+        mask = np.zeros(grid.shape, np.uint8)
+        mask[tuple(self.geometry.ijk.T)] = 1
+        c = self.cleaning
+        return NiftiMasker(
+            mask_img=nib.Nifti1Image(mask, grid.affine),
+            smoothing_fwhm=c.smoothing_fwhm,
+            standardize=c.standardize,
+            detrend=c.detrend,
+            low_pass=c.low_pass,
+            high_pass=c.high_pass,
+            t_r=c.t_r or self._t_r(),
+            target_affine=grid.affine,
+            target_shape=grid.shape,
+            dtype="float32",
+        )
+
+    def _t_r(self) -> float:
+        return next(iter(self.runs.values()))[0].t_r
+
+    def confounds(self, run: Run) -> tuple[Any, Any]:
+        """Confounds and sample mask of one run (nilearn's ``load_confounds_strategy``)."""
+        if self.cleaning.strategy == "none":
+            return None, None
+        from nilearn.interfaces.fmriprep import load_confounds_strategy
+
+        try:
+            confounds, sample_mask = load_confounds_strategy(
+                str(run.bold), denoise_strategy=self.cleaning.strategy, **self.cleaning.confound_kwargs()
+            )
+        except (ValueError, FileNotFoundError, KeyError) as exc:
+            raise InputError(
+                f"cannot load confounds ({self.cleaning.strategy}): {exc}", run.confounds
+            ) from None
+        return confounds, sample_mask
+
+    def clean_run(self, run: Run) -> np.ndarray:
+        """One run cleaned and masked: (kept volumes, voxels) float32."""
+        confounds, sample_mask = self.confounds(run)
+        kept = run.n_volumes if sample_mask is None else int(np.size(sample_mask))
+        if kept < self.cleaning.min_volumes:
+            raise InputError(
+                f"{kept} of {run.n_volumes} volumes remain after {self.cleaning.strategy} "
+                f"(fewer than --min-volumes {self.cleaning.min_volumes})",
+                run.bold,
+            )
+        try:
+            with warnings.catch_warnings():  # resampling onto the target grid is what is asked for
+                warnings.filterwarnings(
+                    "ignore", message="imgs are being resampled to the mask_img resolution"
+                )
+                series = self.masker().fit_transform(
+                    str(run.bold), confounds=confounds, sample_mask=sample_mask
+                )
+        except (ValueError, EOFError, OSError) as exc:
+            raise InputError(f"cannot clean the run ({exc})", run.bold) from None
+        series = np.asarray(series, np.float32)
+        if not np.all(np.isfinite(series)):
+            raise InputError("the run holds NaN or infinite values", run.bold)
+        return series
+
+    def read(self, ref: SubjectRef) -> np.ndarray:
+        return np.concatenate([self.clean_run(r) for r in self._runs_of[ref.subject_id]], axis=0)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
