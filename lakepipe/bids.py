@@ -15,7 +15,7 @@ _SAFE = re.compile(r"^[A-Za-z0-9]+$")
 _FILENAME = re.compile(r"(?P<key>[a-zA-Z]+)-(?P<value>[A-Za-z0-9]+)")
 
 #: Entity order used for every file lakepipe writes (BIDS order, then derivative entities).
-ENTITY_ORDER = ("sub", "ses", "space", "res", "label", "method", "atlas", "seed", "desc")
+ENTITY_ORDER = ("sub", "ses", "space", "res", "label", "cohort", "method", "atlas", "seed", "desc")
 
 
 def check_entity(value: str, entity: str = "label", source: str | None = None) -> str:

@@ -25,6 +25,11 @@ BUILTIN: dict[str, str] = {
     "parcellate": "lakepipe.methods.parcellate:METHOD",
     "afnm": "lakepipe.methods.afnm:METHOD",
     "fnm": "lakepipe.methods.fnm:METHOD",
+    "sensitivity": "lakepipe.methods.stats.sensitivity:METHOD",
+    "specificity": "lakepipe.methods.stats.specificity:METHOD",
+    "conjunction": "lakepipe.methods.stats.conjunction:METHOD",
+    "symptom": "lakepipe.methods.stats.symptom:METHOD",
+    "predict": "lakepipe.methods.stats.predict:METHOD",
 }
 ENTRY_POINT_GROUP = "lakepipe.methods"
 

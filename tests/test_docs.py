@@ -59,3 +59,23 @@ def test_running_analyses_page_runs(tmp_path, tutorial):
     # both AFNM weightings of the run context carry its one run id
     rows = lake.catalog.query(method="afnm", run_id=notebook["run_id"].iloc[0])
     assert {p["weighting"] for p in rows["params"]} == {"fractional", "voxel_count"}
+
+
+@pytest.mark.integration
+def test_group_statistics_page_runs(tmp_path, tutorial):
+    """The LNM question of the tutorial, answered as the page answers it (the lake next to the
+    tutorial folder, as `lakepipe demo` lays them out)."""
+    from lakepipe.ingest import ingest_connectome, ingest_lesions
+    from lakepipe.lake import Lake
+
+    (tmp_path / "tutorial").symlink_to(tutorial.root)
+    lake = Lake(str(tmp_path / "lake"))
+    ingest_lesions(lake, tutorial.lnm_cases, cohort="neglect")
+    ingest_lesions(lake, tutorial.lnm_controls, cohort="controls")
+    ingest_connectome(lake, tutorial.connectome, name="tutorial")
+    for cohort in ("neglect", "controls"):
+        lake.run("fnm", cohort=cohort, connectome="tutorial")
+    ns = run_page("group-statistics.md", {"LAKE": lake.url, "SCHEDULER": "synchronous"})
+    assert ns["network"] == ns["truth"]["target_network"]
+    assert ns["sensitive"].sum() > 0 and ns["significant"].sum() > 0 and ns["shared"].sum() > 0
+    assert ns["r"] > 0.4 and ns["p"] < 0.05

@@ -275,8 +275,15 @@ def test_tutorial_job_end_to_end_then_nothing(tmp_path, dask_client):
     validator = jsonschema.Draft202012Validator(json.loads((SCHEMAS / "sidecar.schema.json").read_text()))
     sidecars = [p for p in out.rglob("*.json") if p.name != "dataset_description.json"]
     assert len(sidecars) > n_entries
+    from lakepipe.registry import method_names
+
     for p in sidecars:
-        assert not list(validator.iter_errors(json.loads(p.read_text()))), p
+        meta = json.loads(p.read_text())
+        assert not list(validator.iter_errors(meta)), p
+        assert meta["Method"] in method_names(), p
+    # the job answered the tutorial's group question: group statistics files of every test
+    for method in ("sensitivity", "conjunction", "symptom", "predict"):
+        assert list(out.rglob(f"*method-{method}_*")), method
 
     n_rows = lake.catalog.count()
     second = run_cli(*args, cwd=work)

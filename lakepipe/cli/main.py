@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("ingest", "bring lesion masks, connectomes and atlases into the lake"),
     "parcellate": ("methods", "group FC matrix (fcgroupz, fcgroupr) of a connectome under an atlas"),
     "run": ("methods", "lesion network mapping: afnm or fnm"),
+    "stats": ("methods", "group statistics: sensitivity, specificity, conjunction, symptom, predict"),
     "collect": ("catalog", "one group table (TSV + JSON) for a group question"),
     "export": ("catalog", "BIDS-derivative files of outputs already in the lake"),
     "catalog": ("catalog", "browse and maintain the catalog (ls, show, runs, gc)"),

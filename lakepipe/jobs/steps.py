@@ -356,7 +356,7 @@ class MethodStep(Step):
     @property
     def target(self) -> str:
         p = self.params.to_dict()
-        parts = [f"{k} {p[k]}" for k in ("cohort", "connectome", "atlas") if p.get(k)]
+        parts = [f"{k} {p[k]}" for k in ("cohort", "cases", "controls", "connectome", "atlas") if p.get(k)]
         return ", ".join(parts) + (" (only new)" if self.spec.get("only_new") else "")
 
     def inputs(self) -> set[str]:
