@@ -110,8 +110,18 @@ def _register_catalog(sub: Any, name: str) -> None:
 
 def _collect(args: argparse.Namespace) -> int:
     from lakepipe.collect import collect, write_group
+    from lakepipe.registry import get_method
 
-    da = collect(lake_from_args(args), args.method, statistic=args.statistic, **_query(args))
+    lake = lake_from_args(args)
+    if not get_method(args.method).per_seed:  # one output answers the question: its files are the group files
+        from lakepipe.export import export
+
+        if not args.out:
+            raise InputError(f"{args.method} results are written as files: pass --out DIR")
+        for path in export(lake, args.method, args.out, statistic=args.statistic, **_query(args)):
+            print(path)
+        return 0
+    da = collect(lake, args.method, statistic=args.statistic, **_query(args))
     if args.out:
         for path in write_group(da, args.out):
             print(path)
