@@ -90,7 +90,9 @@ def test_nothing_to_compute_starts_no_cluster(ingested, copy_lake):
         "binary",
     ]
     local = {"LAKEPIPE_SCHEDULER": ""}  # the default: a local cluster, started when there is work
-    first = run_cli(*args, env=local)
+    # other tests may already have mapped these lesions in the shared lake: --recompute makes
+    # the first run compute whatever the test order
+    first = run_cli(*args, "--recompute", env=local)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "local Dask cluster" in first.stderr
     second = run_cli(*args, env=local)
