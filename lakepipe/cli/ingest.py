@@ -89,6 +89,12 @@ def register(sub: Any, name: str) -> None:
         help="stored precision: float16 halves what every pass reads (its accuracy cost is "
         "measured in benchmarks/; default float32)",
     )
+    con.add_argument(
+        "--in-place",
+        action="store_true",
+        help="HDF5 batches: register them without copying the series (the lake keeps each subject's "
+        "per-voxel mean and norm and the mask; methods read the batches, which must stay unchanged)",
+    )
     fp = con.add_argument_group("fMRIPrep derivatives (--from fmriprep; options named as nilearn names them)")
     fp.add_argument("--task", help="only runs of this task (e.g. rest)")
     fp.add_argument("--participant-label", nargs="+", metavar="ID", help="only these participants")
@@ -176,6 +182,7 @@ def _connectome(args: argparse.Namespace) -> int:
             space=args.space,
             dtype=args.dtype,
             run=run,
+            in_place=args.in_place,
             **options,
         )
     print(res.summary())

@@ -1,6 +1,11 @@
 """The analysis commands, built from the method registry: ``lakepipe parcellate``, ``lakepipe run
 afnm|fnm``, ... Each method's options come from its parameter spec; every method command also has
-``--bids-out``, ``--recompute`` and ``--dry-run``."""
+``--bids-out``, ``--recompute`` and ``--dry-run``.
+
+Folders work as inputs too (:func:`lakepipe.ingest.inplace.resolve_inputs`): methods that map a cohort
+take a BIDS folder of lesion masks as their first argument (ingested first, as ``--cohort`` or a
+cohort named from the folder), and ``--connectome`` takes a folder of HDF5 batches, registered in
+place on first use and reused after: ``lakepipe run fnm BIDS_DIR --connectome H5_DIR``."""
 
 from __future__ import annotations
 
@@ -40,7 +45,26 @@ def register(sub: Any, name: str) -> None:
 
 def _method_parser(sub: Any, method: Any, name: str) -> None:
     p = sub.add_parser(name, help=method.title, description=method.description)
+    fields = {s.name for s in method.params_type.specs()} if _takes_folders(method) else set()
+    if "cohort" in fields:
+        p.add_argument(
+            "bids_dir",
+            nargs="?",
+            metavar="BIDS_DIR",
+            help="a BIDS folder of lesion masks: ingested first (into --cohort, default a cohort named "
+            "from the folder; unchanged masks are not written again), then mapped",
+        )
     add_param_options(p, method.params_type)
+    for action in p._actions:
+        if action.dest == "cohort" and action.required:  # a BIDS_DIR names the cohort as well
+            action.required = False
+            action.help = (action.help or "").replace(" (required)", "") + " (or a BIDS_DIR)"
+        if action.dest == "connectome":
+            base = action.help or ""
+            action.help = base.replace(" (required)", "") + (
+                ", or a folder of HDF5 batches (registered in place on first use, reused after)"
+                + (" (required)" if base.endswith(" (required)") else "")
+            )
     g = p.add_argument_group("outputs")
     g.add_argument(
         "--bids-out",
@@ -65,15 +89,38 @@ def _method_parser(sub: Any, method: Any, name: str) -> None:
     p.set_defaults(func=_run, _method=method.name)
 
 
+def _takes_folders(method: Any) -> bool:
+    """Methods computed from a connectome and seeds take folders as inputs (not the group statistics,
+    whose ``--connectome`` only selects maps)."""
+    return method.command[0] in ("run", "parcellate")
+
+
 def _run(args: argparse.Namespace) -> int:
+    from lakepipe.ingest.inplace import resolve_inputs
+
     method = get_method(args._method)
-    params = method.params(params_from_args(args, method.params_type))
+    values = params_from_args(args, method.params_type)
+    bids_dir = getattr(args, "bids_dir", None)
+    folders = _takes_folders(method)
+    # every option checked before anything is registered (a BIDS_DIR gives the cohort its name later)
+    method.params({**values, **({"cohort": "fromfolder"} if bids_dir and not values.get("cohort") else {})})
     if args.dry_run:
         lake = lake_from_args(args)
-        print(method.plan(lake, params, recompute=args.recompute).describe())
+        resolved = resolve_inputs(lake, values, bids_dir=bids_dir, dry_run=True) if folders else None
+        for note in resolved.notes if resolved else ():
+            print(note)
+        if resolved is None or not resolved.pending:
+            params = method.params(resolved.values if resolved else values)
+            print(method.plan(lake, params, recompute=args.recompute).describe())
         return 0
     lake = lake_from_args(args, create=True)
     with lake.run_context(command_line(args), run_params(args), scheduler=args.scheduler) as run:
+        if folders:
+            resolved = resolve_inputs(lake, values, bids_dir=bids_dir, run=run)
+            for note in resolved.notes:
+                print(note)
+            values = resolved.values
+        params = method.params(values)
         result = method.run(lake, run, params, recompute=args.recompute, bids_out=args.bids_out)
     print(result.summary())
     if result.files:

@@ -24,6 +24,7 @@ from lakepipe.io.bidsfind import DEFAULT_SPACE
 from lakepipe.io.sources import ConnectomeSource, SubjectRef, open_source
 from lakepipe.io.storage import exists, join, remove
 from lakepipe.io.stores.connectomes import ConnectomeRows
+from lakepipe.io.stores.rowtables import append_row_tables
 from lakepipe.lake import Lake
 from lakepipe.progress import progress
 from lakepipe.runtime import RunContext
@@ -77,6 +78,7 @@ def ingest_connectome(
     dtype: str = "float32",
     commit_every: int = 32,
     run: RunContext | None = None,
+    in_place: bool = False,
     **options: Any,
 ) -> IngestResult:
     """Ingest a connectome source folder into ``connectomes/<name>.zarr``, one Dask task per subject.
@@ -90,10 +92,17 @@ def ingest_connectome(
     the folder by default); ``options`` go to the format (``mask=`` for a NIfTI folder, ``regions=``
     for parcel series, the cleaning options for fMRIPrep); the format's recorded options (cleaning,
     resampling) go into the store's metadata and each subject's record. ``dtype`` is the stored
-    precision (``float32``, or ``float16`` to halve what every pass reads).
+    precision (``float32``, or ``float16`` to halve what every pass reads). ``in_place=True``
+    registers HDF5 batches without copying their series (:mod:`lakepipe.ingest.inplace`).
     """
     import dask
 
+    if in_place:
+        from lakepipe.ingest.inplace import ingest_in_place
+
+        if (source_format or "hdf5") != "hdf5" or options or dtype != "float32":
+            raise InputError("--in-place reads HDF5 batches as they are: no other format, dtype or option")
+        return ingest_in_place(lake, source, name=name, space=space, commit_every=commit_every, run=run)
     name = check_entity(name, "connectome")
     if dtype not in ("float32", "float16"):
         raise InputError(f"--dtype must be float32 or float16, not {dtype!r}")
@@ -148,6 +157,8 @@ def ingest_connectome(
                     for ref, row in zip(window, rows, strict=True)
                 ]
                 written = ctx.runtime.compute(*tasks, desc=f"ingest {name}")
+                if hasattr(src, "row_tables"):  # per-row facts (HCP: task, run, events), before the commit
+                    append_row_tables(url, src.row_tables(window))
                 ids = writer.commit(
                     [sid for sid, _ in written],
                     [n for _, n in written],

@@ -9,7 +9,8 @@ Memory per task: one subject's series plus an N x N matrix.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from lakepipe.errors import InputError
 from lakepipe.io import bidsout, layout
 from lakepipe.io.storage import StoreRef, get_array
 from lakepipe.io.stores import Atlas, open_derivative, write_derivative
+from lakepipe.io.stores.rows import open_rows
 from lakepipe.methods.base import PENDING, Method, MethodResult, Params, Plan, PlanItem, Statistic, option
 from lakepipe.methods.common import (
     ConnectomeInfo,
@@ -59,34 +61,46 @@ def _n_valid(g: Any, n_time: int) -> np.ndarray | None:
     return np.asarray(g["n_valid"][:]) if "n_valid" in g else None
 
 
+def _column_block(buf: np.ndarray) -> Callable[[int, int], np.ndarray]:
+    """The columns ``[a, b)`` of one subject's (time, voxel) buffer."""
+    return lambda a, b: buf[:, a:b]
+
+
 def _voxel_group_sum(ref: StoreRef, units: list[list[int]], labels: np.ndarray, n_regions: int) -> np.ndarray:
     """Sum over the subjects ``units`` (store rows; several rows: one participant's runs, averaged) of
     per-subject Fisher-z FC between parcels (runs on a worker)."""
-    from zarr.core.buffer import default_buffer_prototype
-
-    g = ref.group()
-    ts, scale, mean = get_array(g, "timeseries"), get_array(g, "scale"), get_array(g, "mean")
+    src = open_rows(ref)  # a copied store's rows, or HDF5 batches read in place: one interface
     total = np.zeros((n_regions, n_regions))
     # built once for the task's subjects; parcel sums a store chunk (voxel block) at a time
-    averager = ParcelAverager(labels, n_regions, block=ts.chunks[2])
-    # each subject is read (its chunks fetched concurrently) into one buffer reused by the task: in a
-    # worker (glibc trim setting) every fresh array is a new mmap, page faults and all
-    buf = np.empty(ts.shape[1:], np.float32)
-    out = default_buffer_prototype().nd_buffer.from_numpy_array(buf)
-    n_valid = _n_valid(g, ts.shape[1])
-    for unit in units:
-        z = np.zeros((n_regions, n_regions))
-        for s in unit:
-            if ts.dtype == np.float32:
-                ts.get_basic_selection(s, out=out)
-            else:  # float16 storage
-                np.copyto(buf, np.asarray(ts[s]))
-            series = averager.series(
-                lambda a, b: buf[:, a:b], np.asarray(scale[s]), np.asarray(mean[s]), ts.shape[1]
-            )
-            t = ts.shape[1] if n_valid is None else int(n_valid[s])
-            z += subject_fc_z(series[:t])
-        total += z / len(unit)
+    averager = ParcelAverager(labels, n_regions, block=src.block)
+    # each subject is read (its chunks fetched concurrently) into one of two buffers reused by the
+    # task (in a worker, glibc's trim setting makes every fresh array a new mmap, page faults and
+    # all), the next one in a thread while this one is averaged: a read waits on Zarr's event loop
+    # and the files far longer than it keeps a core busy, so reading hides behind the parcel sums
+    n_time = src.shape[1]
+    rows = [s for unit in units for s in unit]
+    bufs = [np.empty(src.shape[1:], np.float32) for _ in range(min(2, len(rows)))]
+    n_valid = src.n_valid
+
+    def read(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        buf = src.read_into(rows[i], bufs[i % 2])  # float16 storage is converted into float32
+        return buf, src.scale(rows[i]), src.mean(rows[i])
+
+    with ThreadPoolExecutor(1, thread_name_prefix="parcellate-read") as pool:
+        ahead = pool.submit(read, 0) if rows else None
+        i = 0
+        for unit in units:
+            z = np.zeros((n_regions, n_regions))
+            for s in unit:
+                assert ahead is not None
+                buf, scale, mean = ahead.result()
+                i += 1
+                if i < len(rows):  # into the other buffer (its row is done) while this one is averaged
+                    ahead = pool.submit(read, i)
+                series = averager.series(_column_block(buf), scale, mean, n_time)
+                t = n_time if n_valid is None else int(n_valid[s])
+                z += subject_fc_z(series[:t])
+            total += z / len(unit)
     return total
 
 

@@ -24,6 +24,33 @@ from lakepipe.io.stores.grids import grid_attrs
 
 STORAGE_CONVENTION = "centred-unit-norm"
 CHUNK_BYTES = 8 * 2**20
+#: per-row array of float16 stores: the largest |stored - float32| of the row's unit series
+ROUNDING = "rounding_error"
+
+
+def float16_accuracy(max_abs_error: float, n_time: int) -> dict[str, Any]:
+    """What float16 storage costs against float32 (recorded in the store's attributes at ingest).
+
+    Each stored value of the unit-norm series moves by at most ``u16 |x| + 2^-25`` (``u16 = 2^-11``,
+    the second term for subnormals), so a voxel series by at most ``e = 2^-11 + 2^-25 sqrt(T)`` in
+    norm. r of a seed with a voxel moves by at most ``e`` through the voxel's series and
+    ``2 e rho`` through the seed's (a relative perturbation d of a vector moves its direction by
+    <= 2 d), where ``rho = sum_k w_k ||x_k|| / ||sum_k w_k x_k||`` over the seed's voxels (1 when they
+    all agree); ``|dz| <= |dr| / (1 - (|r| + |dr|)^2)`` and the zmap (mean over subjects) moves by
+    at most the largest. ``max_abs_rounding_error`` is measured over every value stored.
+    """
+    e = 2.0**-11 + 2.0**-25 * float(np.sqrt(n_time))
+    dr = 3 * e  # rho = 1
+    return {
+        "unit_roundoff": 2.0**-11,
+        "max_abs_rounding_error": max_abs_error,
+        "series_norm_error_bound": e,
+        "r_error_bound_coherent_seed": dr,
+        "z_error_bound_coherent_seed_r_le_0.9": dr / (1 - (0.9 + dr) ** 2),
+        "bound": "|dr| <= e (1 + 2 rho), e = 2^-11 + 2^-25 sqrt(T), rho = sum_k w_k ||x_k|| / "
+        "||sum_k w_k x_k|| over the seed's voxels; |dz| <= |dr| / (1 - (|r| + |dr|)^2); "
+        "measured FNM differences: benchmarks/bench_fnm.py",
+    }
 
 
 def voxel_block(n_time: int, n_features: int, chunk_bytes: int = CHUNK_BYTES, itemsize: int = 4) -> int:
@@ -71,6 +98,8 @@ class ConnectomeWriter:
         if exists(join(self.url, "zarr.json")):
             self.group = open_group(self.url, mode="a")
             a: dict[str, Any] = dict(self.group.attrs)
+            if a.get("storage") == "in-place-hdf5":  # lakepipe.io.stores.inplace: no series to add to
+                raise InputError(f"connectome '{name}' is registered in place: ingest under another --name")
             if a.get("kind") != kind or int(a.get("n_time", 0)) < n_time or a.get("n_features") != n_feat:
                 raise InputError(
                     f"connectome '{name}' exists with kind={a.get('kind')}, time={a.get('n_time')}, "
@@ -136,6 +165,8 @@ class ConnectomeWriter:
         g.create_array("subject", shape=(0,), chunks=(1024,), dtype=str, dimension_names=["subject"])
         g.create_array("n_valid", shape=(0,), chunks=(1024,), dtype="int32", dimension_names=["subject"])
         g.create_array("group", shape=(0,), chunks=(1024,), dtype=str, dimension_names=["subject"])
+        if np.dtype(dtype) != np.float32:  # each row's measured rounding, in a chunk of its own (writers)
+            g.create_array(ROUNDING, shape=(0,), chunks=(1,), dtype="float32", dimension_names=["subject"])
         if kind == "voxel":
             assert geometry is not None
             g.create_array("ijk", shape=geometry.ijk.shape, dtype="int32", dimension_names=[feature, "axis"])[
@@ -180,7 +211,8 @@ class ConnectomeWriter:
     def reserve(self, n: int) -> range:
         """Make room for ``n`` rows after the committed ones (leftovers of a killed run are dropped)."""
         total = self.n_committed + n
-        for name in ("timeseries", "scale", "mean", "subject", "n_valid", "group"):
+        extra = (ROUNDING,) if ROUNDING in self.group else ()
+        for name in ("timeseries", "scale", "mean", "subject", "n_valid", "group", *extra):
             arr = get_array(self.group, name)
             if arr.shape[0] != total:
                 arr.resize((total, *arr.shape[1:]))
@@ -204,6 +236,10 @@ class ConnectomeWriter:
             get_array(self.group, "n_valid")[rows] = np.asarray(n_valid, dtype=np.int32)
             get_array(self.group, "group")[rows] = np.asarray(groups or subject_ids, dtype=str)
         n = self.n_committed + self.reserved
+        if ROUNDING in self.group and n:
+            self.group.attrs["float16"] = float16_accuracy(
+                float(np.max(read_array(self.group, ROUNDING)[:n])), self.n_time
+            )
         self.group.attrs["n_subjects"] = n
         self.n_committed, self.reserved = n, 0
         return list(subject_ids)
@@ -234,7 +270,14 @@ class ConnectomeRows:
             padded = np.zeros((self.n_time, unit.shape[1]), ts.dtype)
             padded[:n_valid] = unit
             unit = padded
-        ts[row] = unit.astype(ts.dtype, copy=False)
+        stored = unit.astype(ts.dtype, copy=False)
+        ts[row] = stored
+        if ROUNDING in group:  # float16: the largest change of a value against its float32, measured
+            err = 0.0
+            for a in range(0, unit.shape[1], 16384):
+                d = stored[:, a : a + 16384].astype(np.float32) - unit[:, a : a + 16384].astype(np.float32)
+                err = max(err, float(np.max(np.abs(d), initial=0.0)))
+            get_array(group, ROUNDING)[row] = err
         get_array(group, "scale")[row] = scale
         get_array(group, "mean")[row] = mean
         return n_valid
@@ -253,5 +296,9 @@ def open_connectome(
         zarr_format=3,
         chunks={} if chunks == "auto" else chunks,
     )
+    if ds.attrs.get("storage") == "in-place-hdf5":  # HDF5 batches read where they are: see inplace.py
+        from lakepipe.io.stores.inplace import open_inplace
+
+        ds = open_inplace(ds, url)
     n = int(ds.attrs.get("n_subjects", 0))
     return strings_as_objects(ds.isel(subject=slice(0, n)))

@@ -1,0 +1,85 @@
+"""Reading a connectome's subjects row by row, whatever the store: what the methods' worker tasks use.
+
+:func:`open_rows` gives a :class:`RowReader` for a connectome store: a copied store's Zarr arrays
+(:class:`ZarrRows`), or the HDF5 batches of an in-place connectome centred on the fly
+(:class:`lakepipe.io.stores.inplace.InplaceRows`). Both deliver the same unit-norm float32 series,
+per-voxel ``scale`` and ``mean``, and time point counts.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from lakepipe.io.storage import StoreRef, get_array, read_array
+
+if TYPE_CHECKING:
+    import zarr
+
+
+class RowReader(Protocol):
+    """One connectome's rows (subjects): ``shape`` is (rows, time, features)."""
+
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+    #: feature-axis block length that reads (and parcel sums) work in
+    block: int
+    #: each row's number of time points (rows are zero past them); None: all ``shape[1]``
+    n_valid: np.ndarray | None
+
+    def read_into(self, row: int, out: np.ndarray) -> np.ndarray:
+        """Row ``row``'s centred unit-norm (time, feature) float32 series into ``out``; returns ``out``."""
+        ...
+
+    def scale(self, row: int) -> np.ndarray:
+        """Per-feature norm of the centred raw series of row ``row``."""
+        ...
+
+    def mean(self, row: int) -> np.ndarray:
+        """Per-feature mean of the raw series of row ``row``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ZarrRows:
+    """A copied connectome store's rows (series as stored: float32, or float16 converted)."""
+
+    def __init__(self, group: zarr.Group):
+        self._ts = get_array(group, "timeseries")
+        self._scale, self._mean = get_array(group, "scale"), get_array(group, "mean")
+        s = self._ts.shape
+        self.shape = (int(s[0]), int(s[1]), int(s[2]))
+        self.dtype = np.dtype(self._ts.dtype)
+        self.block = int(self._ts.chunks[2])
+        self.n_valid = read_array(group, "n_valid") if "n_valid" in group else None
+
+    def read_into(self, row: int, out: np.ndarray) -> np.ndarray:
+        if self.dtype == np.float32:
+            from zarr.core.buffer import default_buffer_prototype
+
+            # all of the row's chunks fetched at once, straight into the caller's (reused) buffer
+            self._ts.get_basic_selection(row, out=default_buffer_prototype().nd_buffer.from_numpy_array(out))
+        else:  # float16 storage: converted into the float32 buffer
+            np.copyto(out, np.asarray(self._ts[row]))
+        return out
+
+    def scale(self, row: int) -> np.ndarray:
+        return np.asarray(self._scale[row])
+
+    def mean(self, row: int) -> np.ndarray:
+        return np.asarray(self._mean[row])
+
+    def close(self) -> None:
+        pass
+
+
+def open_rows(ref: StoreRef) -> RowReader:
+    """The row reader of the connectome store ``ref`` (copied or in place)."""
+    group = ref.group()
+    from lakepipe.io.stores.inplace import InplaceRows, is_inplace
+
+    if is_inplace(group.attrs):
+        return InplaceRows(group, ref.url)
+    return ZarrRows(group)
