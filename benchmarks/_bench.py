@@ -103,6 +103,18 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def pressure() -> dict[str, float]:
+    """Linux PSI: % of the last 60 s in which some task waited for CPU / memory (the machine is
+    shared: memory stalls slow the memory-bound parts, e.g. large float64 sums, far more than load
+    averages say). Empty where /proc/pressure is missing."""
+    out = {}
+    for what in ("cpu", "memory"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            line = Path(f"/proc/pressure/{what}").read_text().splitlines()[0]
+            out[what] = float(line.split("avg60=")[1].split()[0])
+    return out
+
+
 def machine() -> dict:
     import psutil
 
@@ -217,13 +229,16 @@ class PeakRSS:
         self.peak, self.peak_single = max(self.peak, total), max(self.peak_single, one)
 
 
-def run_child(script: str, spec: dict, env: dict | None = None, timeout: float = 3600) -> dict:
+def run_child(
+    script: str, spec: dict, env: dict | None = None, timeout: float = 3600, python: str | None = None
+) -> dict:
     """Run ``python <script> --child <spec json>`` and return its result with its peak memory.
 
     The child prints one line ``RESULT <json>``; added here: ``tree_peak_rss`` (largest RSS sum
     over the child's process tree, polled) and ``maxrss`` (the child's own peak RSS from wait4).
+    ``python``: another interpreter (default: this one).
     """
-    cmd = [sys.executable, str(HERE / script), "--child", json.dumps(spec)]
+    cmd = [python or sys.executable, str(HERE / script), "--child", json.dumps(spec)]
     full_env = {**os.environ, **(env or {})}
     for k, v in (env or {}).items():
         if v is None:
@@ -433,6 +448,87 @@ def bench_lake(args):
             path, labels = schaefer_tian(Path(args.cache) / "atlases")
             ingest_atlas(lake, path, labels=labels, name="Schaefer400TianS3")
     return lake
+
+
+def float16_connectome(lake, args, name: str = "bench16"):
+    """The benchmark connectome ingested again with ``--dtype float16`` as ``name`` (once; reused)."""
+    from lakepipe.ingest import ingest_connectome
+
+    tut = tutorial(args)
+    with locked(Path(args.cache) / ".lake.lock"):
+        if lake.catalog.count(kind="connectome", connectome=name) < sizes(args)["subjects"]:
+            ingest_connectome(lake, tut.connectome, name=name, dtype="float16")
+    return name
+
+
+def linked_connectome(lake, n: int, source: str = "bench", name: str | None = None) -> str:
+    """A connectome of ``n`` subjects whose rows are hard links to the rows of ``source`` (row s is
+    source row s mod n_source), registered under new subject ids: the same bytes to read and the same
+    arithmetic per subject as ``source``, at any subject count, without the disk of real subjects
+    (and one page-cache copy: every size reads at the page-cache rate the source is read at).
+
+    Made with the store writer of ``lakepipe.io.stores`` (arrays, commit) and catalog records as
+    an ingest publishes them; only the series rows are links. Once; reused."""
+    import numpy as np
+
+    from lakepipe.catalog import OutputRecord
+    from lakepipe.io import layout
+    from lakepipe.io.sources.base import VoxelGeometry
+    from lakepipe.io.storage import get_array, open_group, read_array
+    from lakepipe.io.stores import STORAGE_CONVENTION, grid_from_attrs
+    from lakepipe.io.stores.connectomes import ConnectomeWriter
+
+    name = name or f"{source}x{n}"
+    if lake.catalog.count(kind="connectome", connectome=name) == n:
+        return name
+    src_url = layout.connectome_store(lake.url, source)
+    dst_url = layout.connectome_store(lake.url, name)
+    remove_tree(dst_url)
+    g = open_group(src_url, mode="r")
+    attrs = dict(g.attrs)
+    n_src = int(attrs["n_subjects"])
+    ts = get_array(g, "timeseries")
+    writer = ConnectomeWriter(
+        lake.url,
+        name,
+        kind="voxel",
+        n_time=int(attrs["n_time"]),
+        geometry=VoxelGeometry(grid_from_attrs(attrs["grid"]), read_array(g, "ijk")),
+        space=attrs["space"],
+        source=f"hard links to connectome {source}",
+        dtype=str(ts.dtype),
+        options=dict(attrs.get("options") or {}),
+    )
+    rows = writer.reserve(n)
+    n_valid = read_array(g, "n_valid")
+    for var in ("timeseries", "scale", "mean"):
+        src_c, dst_c = Path(src_url) / var / "c", Path(dst_url) / var / "c"
+        for row in rows:
+            for f in (src_c / str(row % n_src)).rglob("*"):
+                if f.is_file():
+                    target = dst_c / str(row) / f.relative_to(src_c / str(row % n_src))
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.link(f, target)
+    ids = [f"{name}-{row:04d}" for row in rows]
+    writer.commit(ids, [int(n_valid[row % n_src]) for row in rows])
+    uri = layout.relative(lake.url, dst_url)
+    records = [
+        OutputRecord(
+            kind="connectome",
+            method="ingest",
+            connectome=name,
+            statistic="timeseries",
+            params={"connectome": name, "subject": sid, "storage": STORAGE_CONVENTION},
+            inputs={"source": f"{source}:{row % n_src}"},
+            store_uri=uri,
+            store_index=sid,
+            shape=(int(attrs["n_time"]), int(np.asarray(ts.shape)[2])),
+        )
+        for sid, row in zip(ids, rows, strict=True)
+    ]
+    with lake.run_context(f"benchmarks: {name} linked to {source}") as ctx:
+        ctx.publish(records)
+    return name
 
 
 def catalog_copy(lake, dest: Path, forget: tuple[str, ...] = ()):

@@ -12,6 +12,7 @@ import pytest
 
 from lakepipe.io.bidsfind import find_lesion_files
 from lakepipe.lake import Lake
+from lakepipe.methods.fnm import MAPS as FNM_MAPS
 from tests import reference, tolerances
 from tests.cluster_processes import CliCluster
 from tests.conftest import TUTORIAL_ARGS, run_cli
@@ -135,7 +136,7 @@ def test_worker_killed_mid_fnm(cluster, tutorial, tmp_path):
     keys = rows[["participant", "session", "label", "statistic", "params_hash", "inputs_hash"]]
     assert not keys.duplicated().any()
     n_seeds = len(lake.catalog.query(kind="lesion")) + 1
-    assert len(rows) == 4 * n_seeds  # zmap, rmap, tmap, pmap per seed, each exactly once
+    assert len(rows) == len(FNM_MAPS) * n_seeds  # every map of every seed, each exactly once
 
     # the maps equal the straightforward reference within the bounds of the float32 arithmetic (any
     # summation order: the surviving worker's, another BLAS kernel): a lost or repeated subject is not

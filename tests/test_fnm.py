@@ -29,13 +29,14 @@ from lakepipe.io.bidsfind import find_lesion_files
 from lakepipe.io.stores import open_derivative, voxel_volume
 from lakepipe.lake import Lake
 from lakepipe.methods.common import connectome_info
+from lakepipe.methods.fnm import MAPS as FNM_MAPS
 from lakepipe.methods.fnm import METHOD as FNM
 from lakepipe.methods.seeds import sphere_seed
 from tests import reference, tolerances
 
 COHORT = "fnmcheck"
 ATLAS = "Seitzman2018"
-MAPS = ("zmap", "rmap", "tmap", "pmap", "avgr")
+MAPS = (*FNM_MAPS, "avgr")  # every map a run writes (zmap, rmap, tmap, pmap, pfdrmap) and avgr
 #: name, x, y, z (mm), radius (mm): on-grid centre (voxels at exactly the radius), off-grid centre,
 #: and a sphere on the vertex half outside the brain mask
 SPHERES = [

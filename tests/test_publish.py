@@ -18,6 +18,7 @@ from lakepipe.io import layout, stores
 from lakepipe.io.storage import exists, join
 from lakepipe.io.stores import open_derivative, write_derivative
 from lakepipe.lake import Lake
+from lakepipe.methods.fnm import MAPS as FNM_MAPS
 from tests.conftest import run_cli
 
 
@@ -67,7 +68,7 @@ def test_killed_fnm_run_publishes_only_complete_batches_and_rerun_resumes(fresh)
     assert proc.returncode == -signal.SIGKILL, "".join(seen)[-2000:]
 
     rows = fresh.catalog.query(method="fnm")
-    assert len(rows) == 4 * 4  # 2 passes x 2 seeds x (zmap, rmap, tmap, pmap): nothing partial
+    assert len(rows) == 2 * 2 * len(FNM_MAPS)  # 2 passes x 2 seeds x every map: nothing partial
     store = rows["store_uri"].unique()
     assert len(store) == 1
     ds = open_derivative(fresh.store_url(store[0]))
@@ -91,7 +92,7 @@ def test_killed_fnm_run_publishes_only_complete_batches_and_rerun_resumes(fresh)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"{n_seeds - 4} seed(s) mapped" in again.stdout and "4 already in the lake" in again.stdout
     rows = fresh.catalog.query(method="fnm")
-    assert len(rows) == 4 * n_seeds
+    assert len(rows) == len(FNM_MAPS) * n_seeds
     assert not rows.duplicated(["participant", "session", "label", "statistic"]).any()
     maps = fresh.collect(method="fnm", statistic="zmap")
     assert maps.sizes["seed"] == n_seeds and np.isfinite(np.asarray(maps.values)).all()

@@ -47,6 +47,8 @@ FNM_CONVENTIONS: dict[str, object] = {
     "tmap": "mean z / (sd z / sqrt(n)), sd with ddof=1",
     "ddof": 1,
     "pmap": "two-sided, Student t with n-1 degrees of freedom",
+    "pfdrmap": "Benjamini-Hochberg q of each seed's pmap over its in-brain voxels "
+    "(scipy.stats.false_discovery_control, method bh, of the float32 pmap)",
     "avgr": "mean r over subjects (Lead-DBS convention)",
     "zmap_subjects": "each subject's z map (the mean of its runs' z when runs were kept apart)",
     "rmap_subjects": "tanh of each subject's z map",
@@ -60,8 +62,12 @@ FNM_CONVENTIONS: dict[str, object] = {
 # buffers) and the block of the three float64 sums (~2 MB) stay in cache while the subjects of one
 # add_many call are added to it
 _TILE_ELEMENTS = 2**16
+# most seeds per tile (more seeds are tiled in blocks of rows)
+_TILE_ROWS = 128
 # seeds' weight matrices denser than this use a dense GEMM for the seed series
 _DENSE_FRACTION = 0.05
+# sparse seed weights with at least this many entries per seed voxel gather the voxels first
+_GATHER_NNZ_PER_VOXEL = 3
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,14 @@ class SeedWeights:
     @property
     def n_seeds(self) -> int:
         return self.total.size
+
+    @functools.cached_property
+    def by_voxel(self) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Sparse weights as a (K, L) CSR matrix, and the seed-voxel row of each of its entries
+        (made once, on first use, for :func:`seed_series`)."""
+        wt = sp.csr_matrix(self.weights.T)
+        wt.sort_indices()
+        return wt, np.repeat(np.arange(wt.shape[0]), np.diff(wt.indptr))
 
 
 #: A (V, L) seed weight matrix (dense or scipy.sparse; rows = voxels) or prepared weights.
@@ -148,17 +162,47 @@ def seed_series(unit: np.ndarray, scale: np.ndarray, W: SeedWeightsLike) -> np.n
         sub = np.take(unit, seeds.rows, axis=1)  # (T, K): the seed voxels only
         out = sub @ (seeds.weights * scale_k[:, None])
         return np.asarray(out.astype(np.float64) / seeds.total)
-    # sparse (L, K) with the scale folded into its values (O(nnz)), on the voxel axis of unit; one
-    # sparse mat-vec per time point on its contiguous row: the float32 sums of the (L, K) x (K, T)
-    # product, in the same order, without gathering and transposing the seed voxels' columns
     w = seeds.weights
-    w_full = sp.csr_matrix(
-        (w.data * scale_k[w.indices], seeds.rows[w.indices], w.indptr), shape=(w.shape[0], seeds.n_voxels)
-    )
-    out = np.empty((unit.shape[0], w.shape[0]), np.result_type(w_full.dtype, unit.dtype))
-    for t in range(unit.shape[0]):
-        out[t] = w_full @ unit[t]
+    if w.nnz < _GATHER_NNZ_PER_VOXEL * seeds.rows.size:
+        # sparse (L, K) with the scale folded into its values (O(nnz)), on the voxel axis of unit; one
+        # sparse mat-vec per time point on its contiguous row: T x nnz scattered loads, no copy
+        w_full = sp.csr_matrix(
+            (w.data * scale_k[w.indices], seeds.rows[w.indices], w.indptr), shape=(w.shape[0], seeds.n_voxels)
+        )
+        out = np.empty((unit.shape[0], w.shape[0]), np.result_type(w_full.dtype, unit.dtype))
+        for t in range(unit.shape[0]):
+            out[t] = w_full @ unit[t]
+    else:
+        # seeds sharing many voxels (many overlapping lesions): the seed voxels' columns gathered
+        # once (T, K, streamed), times the sparse (K, L) weights with the scale folded in (scipy's
+        # dense x sparse product: contiguous length-T vectors per entry); at 1,000 lesions (6 entries
+        # per voxel) twice as fast as the mat-vecs
+        wt, entry_rows = seeds.by_voxel
+        ws = sp.csr_matrix((wt.data * scale_k[entry_rows], wt.indices, wt.indptr), shape=wt.shape)
+        out = np.asarray(np.take(unit, seeds.rows, axis=1) @ ws)
+    # either way the float32 sums over each seed's voxels in ascending order
     return np.asarray(out.astype(np.float64) / seeds.total)
+
+
+def restore_unit_norm(x: np.ndarray) -> np.ndarray:
+    """Rescale each column of a (T, V) float32 array to unit L2 norm, in place (zero columns stay 0).
+
+    For unit-norm series stored at lower precision (float16): the rounding moves each column's norm
+    off 1 by up to ~2^-11, which moves r by as much times |r| and, through arctanh, z by up to ~1
+    near |r| = 1 (a voxel of the seed itself); rescaled, only the rounding's turn of the direction
+    (<= 2 x 2^-11) remains. The norms are float32 sums of T squares (relative error <= T 2^-24).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``x`` itself.
+    """
+    if x.dtype != np.float32 or x.ndim != 2:
+        raise TypeError(f"expected a 2-d float32 array, got {x.dtype} {x.shape}")
+    norm = np.sqrt(np.einsum("tv,tv->v", x, x))
+    inv = np.divide(np.float32(1), norm, out=np.ones_like(norm), where=norm > 0)
+    np.multiply(x, inv, out=x)
+    return x
 
 
 @dataclass
@@ -251,34 +295,42 @@ class FnmSums:
             self.n += len(pairs)
             return
         fisher = kernel if isinstance(kernel, FisherKernel) else fisher_kernel(kernel)
-        block = int(min(n_voxels, max(256, _TILE_ELEMENTS // max(n_seeds, 1))))
-        r = np.empty(n_seeds * block, np.float32)
-        work = fisher.workspace(n_seeds, block)
+        # tiles of at most _TILE_ROWS seeds x block voxels: with many seeds, the seeds are tiled too,
+        # so that a tile's float64 sums stay in cache (1,000 seeds x 256 voxels went to memory: z
+        # cost 4.4 instead of 0.8 ns an element); a voxel block's series are reused by every seed tile
+        rows = int(min(n_seeds, _TILE_ROWS))
+        block = int(min(n_voxels, max(256, _TILE_ELEMENTS // max(rows, 1))))
+        r = np.empty(rows * block, np.float32)
+        work = fisher.workspace(rows, block)
         with_r = self.sum_r is not None
-        # the numpy kernels make several passes over the sums: into contiguous, cache-resident block
+        # the numpy kernels make several passes over the sums: into contiguous, cache-resident tile
         # sums when several subjects share them; the fused kernel makes one pass, straight into the
-        # sums (when they are C-contiguous, as FnmSums makes them)
-        contiguous = all(t.flags.c_contiguous for t in self._targets())
+        # sums (when they are C-contiguous, as FnmSums makes them; a block of rows is too)
+        targets = self._targets()
+        contiguous = all(t.flags.c_contiguous for t in targets)
         staged = (len(pairs) > 1 and not fisher.fused) or (fisher.fused and not contiguous)
         if staged:
-            acc = [np.empty(n_seeds * block) for _ in range(3 if with_r else 2)]
+            acc = [np.empty(rows * block) for _ in targets]
         for start in range(0, n_voxels, block):
             stop = min(start + block, n_voxels)
             w = stop - start
-            rb = r[: n_seeds * w].reshape(n_seeds, w)  # C-contiguous
-            if staged:
-                acc_b = [a[: n_seeds * w].reshape(n_seeds, w) for a in acc]
-                for a in acc_b:
-                    a[...] = 0.0
-                sz, sz2, sr, col = acc_b[0], acc_b[1], acc_b[2] if with_r else None, 0
-            else:
-                sz, sz2, sr, col = self.sum_z, self.sum_z2, self.sum_r, start
-            for unit, s in pairs:
-                np.matmul(s, unit[:, start:stop], out=rb)
-                fisher.accumulate(rb, sz, sz2, sr, col, work)
-            if staged:
-                for t, a in zip(self._targets(), acc_b, strict=True):
-                    t[:, start:stop] += a
+            for r0 in range(0, n_seeds, rows):
+                r1 = min(r0 + rows, n_seeds)
+                rb = r[: (r1 - r0) * w].reshape(r1 - r0, w)  # C-contiguous
+                if staged:
+                    acc_b = [a[: (r1 - r0) * w].reshape(r1 - r0, w) for a in acc]
+                    for a in acc_b:
+                        a[...] = 0.0
+                    sz, sz2, sr, col = acc_b[0], acc_b[1], acc_b[2] if with_r else None, 0
+                else:
+                    sr = None if self.sum_r is None else self.sum_r[r0:r1]
+                    sz, sz2, col = self.sum_z[r0:r1], self.sum_z2[r0:r1], start
+                for unit, s_t in pairs:
+                    np.matmul(s_t[r0:r1], unit[:, start:stop], out=rb)
+                    fisher.accumulate(rb, sz, sz2, sr, col, work)
+                if staged:
+                    for t, a in zip(targets, acc_b, strict=True):
+                        t[r0:r1, start:stop] += a
         self.n += len(pairs)
 
     def _targets(self) -> list[np.ndarray]:
@@ -442,7 +494,30 @@ def _two_sided_p(df: int) -> _TwoSidedP:
     return _TwoSidedP(df)
 
 
-def finalize_fnm(sums: FnmSums, with_avgr: bool = False) -> dict[str, np.ndarray]:
+def _bh_q(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q of a 1-d float32 array of p values in [0, 1], in float64: equal to
+    ``scipy.stats.false_discovery_control(p.astype(np.float64), method="bh")``, 4-12x faster.
+
+    scipy's argsort of 235,375 values takes most of its ~170 ms here; this orders them by sorting
+    64-bit keys ``bits(p) << 32 | index`` (non-negative float32 values order as their bit patterns)
+    with numpy's SIMD sort. Tied p values may come in another order, which changes no q (ties get
+    the q of the last of them either way). The rest is scipy's arithmetic: ``p_(i) m / i``, the
+    running minimum from the largest p down, clipped to [0, 1].
+    """
+    m = p.size
+    keys = np.asarray(p, np.float32).view(np.uint32).astype(np.uint64) << np.uint64(32)
+    keys |= np.arange(m, dtype=np.uint64)
+    keys.sort()
+    order = (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
+    q = (keys >> np.uint64(32)).astype(np.uint32).view(np.float32).astype(np.float64)
+    q *= m / np.arange(1, m + 1, dtype=np.float64)
+    np.minimum.accumulate(q[::-1], out=q[::-1])
+    out = np.empty(m)
+    out[order] = q
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def finalize_fnm(sums: FnmSums, with_avgr: bool = False, with_pfdr: bool = False) -> dict[str, np.ndarray]:
     """FNM maps from accumulated sums.
 
     Parameters
@@ -451,13 +526,17 @@ def finalize_fnm(sums: FnmSums, with_avgr: bool = False) -> dict[str, np.ndarray
         Sums over n >= 1 subjects.
     with_avgr
         Also return ``avgr`` (needs ``sums.sum_r``).
+    with_pfdr
+        Also return ``pfdrmap``: each seed's (row's) Benjamini-Hochberg q over its voxels (the
+        in-brain voxels), ``scipy.stats.false_discovery_control(pmap, method="bh")`` of the float32
+        ``pmap`` as returned here.
 
     Returns
     -------
     dict of str to numpy.ndarray
         (L, V) float32 maps: ``zmap`` (mean z), ``rmap`` (tanh of mean z), ``tmap``
         (mean z / (sd z / sqrt(n)), sd with ddof=1), ``pmap`` (two-sided, n - 1 df) and, when asked,
-        ``avgr`` (mean r).
+        ``avgr`` (mean r) and ``pfdrmap`` (BH q per seed).
 
     Notes
     -----
@@ -494,6 +573,12 @@ def finalize_fnm(sums: FnmSums, with_avgr: bool = False) -> dict[str, np.ndarray
         flat["pmap"][sl] = p[:k]
         if sum_r is not None:
             flat["avgr"][sl] = np.divide(sum_r[sl], n, out=tmp[:k])
+    if with_pfdr:
+        pmap = out["pmap"].reshape(-1, sums.shape[-1])
+        q = np.empty_like(pmap)
+        for j in range(pmap.shape[0]):  # one seed at a time: float64 copies of one row only
+            q[j] = _bh_q(pmap[j])
+        out["pfdrmap"] = q.reshape(sums.shape)
     return out
 
 

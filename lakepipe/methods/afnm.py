@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MATRIX_FILE_SUFFIXES = (".mat", ".npy", ".tsv", ".csv")
+#: lesion voxels (summed over the lesions) up to which the parcel counts are made in this process
+LOCAL_COUNT_VOXELS = 2**26
 ON_EMPTY = ("warn", "error", "skip")
 
 
@@ -172,11 +174,19 @@ def lesion_counts(
     counts = np.zeros((len(seeds), n + 1))
     lsize = np.zeros(len(seeds))
     psize = np.zeros((len(seeds), n + 1))
+    # a label lookup per lesion voxel and a bincount per lesion: light work, done here unless the
+    # lesions are many and large (sending the label volume and the masks to the workers, and the
+    # tasks, cost more than the counts: ~0.1 ms for a typical lesion)
+    local = sum(s.mask.indices.size for s in seeds if s.mask is not None) <= LOCAL_COUNT_VOXELS
     parts, where = [], []
     for idxs in by_grid.values():
         grid = seeds[idxs[0]].mask.grid  # type: ignore[union-attr]
         labels = pos_in_c[atlas_labels_on_grid(atlas, grid)]
         psize[idxs] = parcel_sizes(labels, n)
+        if local:
+            c, s_ = _counts_task([seeds[i].mask for i in idxs], labels, n)
+            counts[idxs], lsize[idxs] = c, s_
+            continue
         # one copy of the (up to 1 mm, 29 MB) label volume per worker, not one per task in the graph
         labels_d = runtime.literal(labels, "afnm-labels")
         for a in range(0, len(idxs), chunk):

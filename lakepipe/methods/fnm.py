@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ import xarray as xr
 
 from lakepipe._version import __version__
 from lakepipe.catalog import OutputRecord
-from lakepipe.compute.fnm import FNM_CONVENTIONS, FnmSums, finalize_fnm, prepare_seeds
+from lakepipe.compute.fnm import FNM_CONVENTIONS, FnmSums, finalize_fnm, prepare_seeds, restore_unit_norm
 from lakepipe.compute.groupfc import parcel_averaging_matrix
 from lakepipe.compute.seeds import (
     SeedVoxels,
@@ -34,8 +35,9 @@ from lakepipe.compute.seeds import (
 from lakepipe.errors import InputError
 from lakepipe.io import bidsout, layout
 from lakepipe.io.nifti import write_nifti
-from lakepipe.io.storage import StoreRef, get_array, read_array
+from lakepipe.io.storage import StoreRef
 from lakepipe.io.stores import Atlas, IncrementalStore, open_derivative, voxel_volume
+from lakepipe.io.stores.rows import open_rows
 from lakepipe.methods.base import PENDING, Method, MethodResult, Params, Plan, PlanItem, Statistic, option
 from lakepipe.methods.common import (
     ConnectomeInfo,
@@ -43,7 +45,6 @@ from lakepipe.methods.common import (
     region_coords,
     require_same_space,
     subject_groups,
-    tasks_for,
     voxel_parcels,
 )
 from lakepipe.methods.seeds import Seed, cohort_seeds, read_masks, sphere_seed, spheres_from_table
@@ -53,12 +54,20 @@ if TYPE_CHECKING:
     from lakepipe.runtime import RunContext
 
 log = logging.getLogger(__name__)
-MAPS = ("zmap", "rmap", "tmap", "pmap")
+#: the group maps every run writes per seed (``pfdrmap``: BH q of the seed's pmap over its voxels)
+MAPS = ("zmap", "rmap", "tmap", "pmap", "pfdrmap")
 #: each connectome subject's maps, (seed, subject, voxel), with ``--per-subject``
 SUBJECT_MAPS = ("zmap_subjects", "rmap_subjects")
-#: memory for the subjects a task holds at once: their r, z and z^2 go through cache-resident
-#: accumulators, and the large float64 sums are updated once per group instead of once per subject
+#: memory for the subjects a task holds at once: two groups (one computed while the next is read);
+#: a group's r, z and z^2 go through cache-resident tiles of the large float64 sums
 GROUP_BYTES = 512 * 2**20
+#: a pass splits its seeds between tasks (each reading every subject) only in blocks of at least this
+#: many seeds: then a task's GEMMs and transforms outlast its (overlapped) reads
+SEEDS_PER_TASK = 256
+#: most seeds in one pass
+MAX_BATCH = 4096
+#: seed rows finalised and written per task (bounds the float32 maps a worker holds at once)
+FINALIZE_ROWS = 64
 
 
 @dataclass(frozen=True)
@@ -105,15 +114,50 @@ def sphere_seeds(p: FnmParams) -> list[Seed]:
     return seeds
 
 
-def auto_batch_size(n_voxels: int, n_workers: int, with_r: bool, memory_bytes: int | None = None) -> int:
-    """Seeds per pass so that every worker's float64 sums (plus a merge copy) fit in a quarter of memory."""
+def sums_budget(memory_bytes: int | None = None) -> int:
+    """Bytes the float64 sums of one pass may take: a quarter of the available memory, at most 8 GiB."""
     if memory_bytes is None:
         import psutil
 
         memory_bytes = psutil.virtual_memory().available
-    per_seed = n_voxels * 8 * (3 if with_r else 2) * 2  # sums + one merge copy
-    budget = min(memory_bytes // 4, 8 * 2**30) // max(n_workers, 1)
-    return int(max(1, min(512, budget // max(per_seed, 1))))
+    return int(min(memory_bytes // 4, 8 * 2**30))
+
+
+def _seed_bytes(n_voxels: int, with_r: bool) -> int:
+    return n_voxels * 8 * (3 if with_r else 2)  # float64 sums of z, z^2 (and r) of one seed
+
+
+def auto_batch_size(n_voxels: int, n_workers: int, with_r: bool, memory_bytes: int | None = None) -> int:
+    """Seeds per pass: as many as have their float64 sums held once within :func:`sums_budget`
+    (:func:`task_layout` then splits the seeds, not the subjects, between tasks where needed)."""
+    budget = sums_budget(memory_bytes)
+    return int(max(1, min(MAX_BATCH, budget // max(_seed_bytes(n_voxels, with_r), 1))))
+
+
+def task_layout(
+    n_seeds: int,
+    n_workers: int,
+    n_subjects: int,
+    n_voxels: int,
+    with_r: bool,
+    memory_bytes: int | None = None,
+) -> tuple[int, int]:
+    """(seed blocks, subject groups) of one pass: one task per block and group.
+
+    A subject group reads its subjects once, but holds the sums of all the block's seeds, merged with
+    the other groups' at the end; a seed block holds only its seeds' sums but reads every subject.
+    Reads overlap the computing (:func:`_sums_task`), so splitting seeds costs nothing once a task's
+    GEMMs outlast its reads (blocks of >= ``SEEDS_PER_TASK`` seeds) and saves the merge and all but
+    one copy of the sums; seeds are also split where the groups' copies (and the merge's) would not
+    fit in :func:`sums_budget`.
+    """
+    n_workers = max(1, n_workers)
+    blocks = max(1, min(n_workers, n_seeds // SEEDS_PER_TASK))
+    groups = max(1, min(n_subjects, n_workers // blocks))
+    held = (groups + (2 if groups > 1 else 0)) * n_seeds * _seed_bytes(n_voxels, with_r)
+    if groups > 1 and held > sums_budget(memory_bytes):
+        blocks, groups = min(n_workers, n_seeds), 1
+    return blocks, groups
 
 
 # ------------------------------------------------------------------------------------ worker tasks
@@ -142,48 +186,61 @@ def _sums_task(
     With ``subject_maps``, each unit's own z map (its runs' mean) and r = tanh(z) are written to the
     derivative store as well; units are then added one at a time (each chunk of the subject maps,
     one seed x one subject, is written by this task only)."""
-    from zarr.core.buffer import default_buffer_prototype
-
-    g = ref.group()
-    ts, scale = get_array(g, "timeseries"), get_array(g, "scale")
-    n_valid = read_array(g, "n_valid") if "n_valid" in g else None
+    src = open_rows(ref)  # a copied store's rows, or HDF5 batches read in place: one interface
+    n_valid = src.n_valid
     sums = FnmSums.zeros(seedw.n_seeds, seedw.n_voxels, with_r=with_r)
-    n_time, n_vox = ts.shape[1:]
+    n_time, n_vox = src.shape[1:]
     rows_per_unit = max(len(u) for u in units)
-    k = int(max(rows_per_unit, min(sum(map(len, units)), GROUP_BYTES // (4 * n_time * n_vox))))
+    # two banks of k subjects (one computed while the next is read), GROUP_BYTES in all or, with many
+    # seeds, up to half the bytes of the sums: every group streams the sums through memory once
+    # (32 bytes a seed and voxel), so more subjects per group means fewer passes over them
+    group_bytes = max(GROUP_BYTES, sums.sum_z.nbytes * (3 if with_r else 2) // 2)
+    k = int(max(rows_per_unit, min(sum(map(len, units)), group_bytes // (2 * 4 * n_time * n_vox), 8)))
     # subjects are read (all their chunks at once) into buffers reused for the whole task: no fresh
     # 100 MB array, and its page faults, per subject
     bufs = [np.empty((n_time, n_vox), np.float32) for _ in range(k)]
-    outs = [default_buffer_prototype().nd_buffer.from_numpy_array(b) for b in bufs]
 
-    def read(rows: list[int]) -> list[np.ndarray]:
+    def read(rows: list[int], bank: list[np.ndarray] = bufs) -> list[np.ndarray]:
         series = []
         for j, s in enumerate(rows):
-            if ts.dtype == np.float32:
-                ts.get_basic_selection(s, out=outs[j])
-            else:  # float16 storage: converted into the float32 buffer
-                np.copyto(bufs[j], np.asarray(ts[s]))
+            src.read_into(s, bank[j])  # float16 storage is converted into the float32 buffer
+            if src.dtype != np.float32:  # and its series, rounded off unit norm, rescaled to it
+                restore_unit_norm(bank[j])
             t = n_time if n_valid is None else int(n_valid[s])
-            series.append(bufs[j][:t])  # rows past a subject's time points are zero: left out
+            series.append(bank[j][:t])  # rows past a subject's time points are zero: left out
         return series
 
     if subject_maps is not None:
         g_out = subject_maps.store.group()
         for unit, col in zip(units, subject_maps.columns, strict=True):
             one = FnmSums.zeros(seedw.n_seeds, seedw.n_voxels, with_r=with_r)
-            one.add_subjects(read(unit), [np.asarray(scale[s]) for s in unit], seedw)
+            one.add_subjects(read(unit), [src.scale(s) for s in unit], seedw)
             sums.add_mean(one)
             z = (one.sum_z / one.n).astype(np.float32)
             maps = {"zmap_subjects": z, "rmap_subjects": np.tanh(z)}
             subject_maps.store.write_rows((subject_maps.rows, col, slice(None)), maps, group=g_out)
         return sums
     singles = [u[0] for u in units if len(u) == 1]
-    for a in range(0, len(singles), k):
-        group = singles[a : a + k]
-        sums.add_subjects(read(group), [np.asarray(scale[s]) for s in group], seedw)
+    groups = [singles[a : a + k] for a in range(0, len(singles), k)]
+    # the next group is read in a thread while this one is computed: a read waits on Zarr's event
+    # loop and on the files far longer than it keeps a core busy (~40 % of its wall time, measured),
+    # and the GEMMs release the GIL, so reading hides behind computing instead of adding to it
+    banks = (bufs, [np.empty_like(b) for b in bufs] if len(groups) > 1 else bufs)
+
+    def read_group(i: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        return read(groups[i], banks[i % 2]), [src.scale(s) for s in groups[i]]
+
+    with ThreadPoolExecutor(1, thread_name_prefix="fnm-read") as pool:
+        ahead = pool.submit(read_group, 0) if groups else None
+        for i in range(len(groups)):
+            assert ahead is not None
+            series, scales = ahead.result()
+            if i + 1 < len(groups):
+                ahead = pool.submit(read_group, i + 1)
+            sums.add_subjects(series, scales, seedw)
     for unit in (u for u in units if len(u) > 1):
         runs = FnmSums.zeros(seedw.n_seeds, seedw.n_voxels, with_r=with_r)
-        runs.add_subjects(read(unit), [np.asarray(scale[s]) for s in unit], seedw)
+        runs.add_subjects(read(unit), [src.scale(s) for s in unit], seedw)
         sums.add_mean(runs)
     return sums
 
@@ -212,7 +269,7 @@ def _finalize_task(
     """Maps from sums, written into their rows of the derivative store (one chunk per seed row, so
     tasks for other rows write other chunks); the small parcel summaries are returned, for the
     caller to write (their chunks hold many seed rows: concurrent writers would overwrite each other)."""
-    maps = finalize_fnm(sums, with_avgr=with_avgr)
+    maps = finalize_fnm(sums, with_avgr=with_avgr, with_pfdr="pfdrmap" in names)
     out.write_rows(rows, {name: maps[name] for name in names})
     parcels = {}
     if parcel_avg is not None:
@@ -231,7 +288,8 @@ class Fnm(Method):
     description = (
         "Classic functional network mapping: for every connectome subject, the seed's mean series "
         "correlated with every voxel, Fisher z, then zmap (mean z), rmap (tanh), tmap and pmap over "
-        "subjects. All seeds of a batch share one pass over the connectome."
+        "subjects, and pfdrmap (Benjamini-Hochberg q of the pmap over the seed's voxels). All seeds "
+        "of a batch share one pass over the connectome."
     )
     params_type = FnmParams
     statistics = (
@@ -239,6 +297,7 @@ class Fnm(Method):
         Statistic("rmap", str(FNM_CONVENTIONS["rmap"])),
         Statistic("tmap", str(FNM_CONVENTIONS["tmap"])),
         Statistic("pmap", str(FNM_CONVENTIONS["pmap"])),
+        Statistic("pfdrmap", str(FNM_CONVENTIONS["pfdrmap"])),
         Statistic("avgr", str(FNM_CONVENTIONS["avgr"])),
         Statistic("zmap_subjects", str(FNM_CONVENTIONS["zmap_subjects"])),
         Statistic("rmap_subjects", str(FNM_CONVENTIONS["rmap_subjects"])),
@@ -450,53 +509,63 @@ class Fnm(Method):
         runtime = run.runtime
         n_workers = runtime.n_workers
         size = p.batch_size or auto_batch_size(n_vox, n_workers, p.avgr)
-        groups = subject_groups(n_sub, tasks_for(n_workers, n_sub, per_worker=1))
         batches = [range(a, min(a + size, n_seeds)) for a in range(0, n_seeds, size)]
+        layouts = [task_layout(len(b), n_workers, n_sub, n_vox, p.avgr) for b in batches]
         log.info(
-            "fnm: %d seed(s) x %d voxels x %d subjects in %d pass(es) of <= %d seeds, %d task(s) each",
+            "fnm: %d seed(s) x %d voxels x %d subjects in %d pass(es) of <= %d seeds, "
+            "%d seed block(s) x %d subject group(s) each",
             n_seeds,
             n_vox,
             n_sub,
             len(batches),
             size,
-            len(groups),
+            *layouts[0],
         )
         from lakepipe.progress import progress
 
         uri = layout.relative(lake.url, url)
-        for k, batch in enumerate(progress(batches, desc="fnm seed batches"), 1):
-            seedw = prepare_seeds(seed_weight_matrix([voxels[i] for i in batch], n_vox))
-            # in the graph, not scattered: if a worker dies mid-pass its tasks are rerun elsewhere with it
-            # (scattered data die with their holder); an argument of each task (a few MB), not a key of
-            # its own: one worker would hold that key and the other would start only once it had it
-            parts = [
-                dask.delayed(_sums_task, pure=False)(
-                    in_ref,
-                    [units[i] for i in g],
-                    seedw,
-                    p.avgr,
-                    SubjectMapsTarget(out, slice(batch.start, batch.stop), tuple(g))
-                    if p.per_subject
-                    else None,
-                )
-                for g in groups
-            ]
-            # maps finalised and written in row blocks, one per worker, each from the matching rows of
-            # every part: both workers work and each moves only its share of the sums
+        result.details["layouts"] = layouts
+        for k, (batch, (n_blocks, n_groups)) in enumerate(
+            progress(list(zip(batches, layouts, strict=True)), desc="fnm seed batches"), 1
+        ):
+            groups = subject_groups(n_sub, n_groups)
             fins = []
-            for rows in subject_groups(len(batch), n_workers):
-                pieces = [dask.delayed(_rows, pure=False)(part, rows) for part in parts]
-                merged = dask.delayed(_merge, pure=False)(pieces)
-                fins.append(
-                    dask.delayed(_finalize_task, pure=False)(
-                        merged,
-                        out,
-                        slice(batch.start + rows.start, batch.start + rows.stop),
-                        names,
+            for block in subject_groups(len(batch), n_blocks):
+                rows_b = range(batch.start + block.start, batch.start + block.stop)  # the block's seed rows
+                seedw = prepare_seeds(seed_weight_matrix([voxels[i] for i in rows_b], n_vox))
+                # in the graph, not scattered: if a worker dies mid-pass its tasks are rerun elsewhere with
+                # it (scattered data die with their holder); an argument of each task (a few MB), not a key
+                # of its own: one worker would hold that key and the other would start only once it had it
+                parts = [
+                    dask.delayed(_sums_task, pure=False)(
+                        in_ref,
+                        [units[i] for i in g],
+                        seedw,
                         p.avgr,
-                        parcel_avg,
+                        SubjectMapsTarget(out, slice(rows_b.start, rows_b.stop), tuple(g))
+                        if p.per_subject
+                        else None,
                     )
-                )
+                    for g in groups
+                ]
+                # maps finalised and written in row blocks of at most FINALIZE_ROWS seeds, each from the
+                # matching rows of every part: with several subject groups, one block (at least) per
+                # group, so every worker finalises and each moves only its share of the sums; with one
+                # group, the blocks are finalised where the part is, nothing moves
+                n_fin = max(len(groups) if len(groups) > 1 else 1, -(-len(block) // FINALIZE_ROWS))
+                for rows in subject_groups(len(block), n_fin):
+                    pieces = [dask.delayed(_rows, pure=False)(part, rows) for part in parts]
+                    merged = pieces[0] if len(pieces) == 1 else dask.delayed(_merge, pure=False)(pieces)
+                    fins.append(
+                        dask.delayed(_finalize_task, pure=False)(
+                            merged,
+                            out,
+                            slice(rows_b.start + rows.start, rows_b.start + rows.stop),
+                            names,
+                            p.avgr,
+                            parcel_avg,
+                        )
+                    )
             done = runtime.compute(*fins, desc=f"fnm pass {k}/{len(batches)}")
             if parcel_avg is not None:
                 g = out.group()
