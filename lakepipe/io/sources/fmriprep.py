@@ -334,6 +334,7 @@ class FmriprepSource(ConnectomeSource):
             },
             "target_mask_sha256": sha256(np.packbits(mask).tobytes()).hexdigest(),
             "resampling": "nilearn NiftiMasker (continuous) onto the target grid",
+            "precision": "nilearn's default (the run's dtype; float64 for scaled integers), stored float32",
             "nilearn": nilearn.__version__,
         }
 
@@ -347,17 +348,20 @@ class FmriprepSource(ConnectomeSource):
         mask = np.zeros(grid.shape, np.uint8)
         mask[tuple(self.geometry.ijk.T)] = 1
         c = self.cleaning
+        # nilearn's default dtype (the run's own: float64 for scaled integers), as the recipe runs it:
+        # float32 data lose the digits the cleaning cancels (intensities ~1000, cleaned series ~10),
+        # ~1e-4 of the cleaned series at 2 mm, and averaging a seed's voxels would then no longer
+        # commute with cleaning them (NiftiSpheresMasker averages first)
         return NiftiMasker(
             mask_img=nib.Nifti1Image(mask, grid.affine),
             smoothing_fwhm=c.smoothing_fwhm,
-            standardize=c.standardize,
+            standardize=None if c.standardize is False else c.standardize,  # nilearn >= 0.15: None
             detrend=c.detrend,
             low_pass=c.low_pass,
             high_pass=c.high_pass,
             t_r=c.t_r or self._t_r(),
             target_affine=grid.affine,
             target_shape=grid.shape,
-            dtype="float32",
         )
 
     def _t_r(self) -> float:
@@ -389,6 +393,7 @@ class FmriprepSource(ConnectomeSource):
                 f"(fewer than --min-volumes {self.cleaning.min_volumes})",
                 run.bold,
             )
+        self._check_finite(run)
         try:
             with warnings.catch_warnings():  # resampling onto the target grid is what is asked for
                 warnings.filterwarnings(
@@ -403,6 +408,39 @@ class FmriprepSource(ConnectomeSource):
         if not np.all(np.isfinite(series)):
             raise InputError("the run holds NaN or infinite values", run.bold)
         return series
+
+    def _check_finite(self, run: Run) -> None:
+        """Refuse NaN or infinite values in the run's voxels inside the target brain mask (nearest
+        target voxel): nilearn's maskers silently make them 0, a spike in the cleaned series.
+        Integer data cannot hold them and are not read here."""
+        from lakepipe.io.nifti import load_image
+
+        img = load_image(run.bold)
+        if img.get_data_dtype().kind != "f":
+            return
+        data = np.asanyarray(img.dataobj)
+        bad = ~np.isfinite(data)
+        if not bad.any():
+            return
+        assert self.geometry is not None
+        grid = self.geometry.grid
+        target = np.zeros(grid.shape, bool)
+        target[tuple(self.geometry.ijk.T)] = True
+        # each BOLD voxel centre to the nearest target voxel
+        ijk = np.indices(data.shape[:3]).reshape(3, -1)
+        to_target = np.linalg.inv(grid.affine) @ np.asarray(img.affine, float)
+        nearest = np.rint(to_target[:3, :3] @ ijk + to_target[:3, 3:4]).astype(np.int64)
+        ok = np.all((nearest >= 0) & (nearest < np.asarray(grid.shape)[:, None]), axis=0)
+        inside = np.zeros(ijk.shape[1], bool)
+        inside[ok] = target[tuple(nearest[:, ok])]
+        bad_in = bad.reshape(-1, data.shape[3])[inside]
+        if bad_in.any():
+            first = int(np.flatnonzero(bad_in.any(axis=0))[0])
+            raise InputError(
+                f"the run holds {int(bad_in.sum())} NaN or infinite value(s) inside the brain mask "
+                f"(first in volume {first})",
+                run.bold,
+            )
 
     def read(self, ref: SubjectRef) -> np.ndarray:
         return np.concatenate([self.clean_run(r) for r in self._runs_of[ref.subject_id]], axis=0)
