@@ -30,6 +30,8 @@ BUILTIN: dict[str, str] = {
     "conjunction": "lakepipe.methods.stats.conjunction:METHOD",
     "symptom": "lakepipe.methods.stats.symptom:METHOD",
     "predict": "lakepipe.methods.stats.predict:METHOD",
+    "derive-atlas": "lakepipe.methods.derive_atlas:METHOD",
+    "task-contrast": "lakepipe.methods.task_contrast:METHOD",
 }
 ENTRY_POINT_GROUP = "lakepipe.methods"
 

@@ -19,6 +19,8 @@ examples:
   lakepipe plot afnm --atlas seitzman --participant 01 --session 01 --out afnm.png
   lakepipe plot group --method afnm --atlas seitzman --cohort stroke --out mean.png
   lakepipe plot networks --method afnm --atlas seitzman --out networks.png --tsv networks.tsv
+  lakepipe plot afnm --atlas seitzman --participant 01 --surface --out afnm_surface.png   (fsaverage5)
+  lakepipe plot task --connectome hcp --task MOTOR --contrast "lh - rh" --out motor.png --tsv motor.tsv
 The format follows the extension of --out: .png, .pdf or .svg.
 """
 
@@ -66,6 +68,25 @@ def _map_options(p: argparse.ArgumentParser) -> None:
     p._negative_number_matcher = NEGATIVE_NUMBERS
 
 
+def _surface_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cortical surface (fsaverage5, shipped with nilearn)")
+    g.add_argument(
+        "--surface",
+        action="store_true",
+        help="draw on the inflated fsaverage5 cortex (left/right, lateral/medial) instead of slices",
+    )
+    g.add_argument(
+        "--layout",
+        default="2x2",
+        choices=("2x2", "1x4"),
+        help="surface panels: 2x2 (columns left/right, rows lateral/medial; default) or 1x4",
+    )
+
+
+def _surface_display(args) -> dict:
+    return {"threshold": args.threshold, "vmax": args.vmax, "title": args.title, "layout": args.layout}
+
+
 def _output(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--out", required=required, metavar="FILE", help="figure file: .png, .pdf or .svg")
     p.add_argument("--dpi", type=int, default=150, help="resolution of PNG output (default 150)")
@@ -107,6 +128,7 @@ def register(sub: Any, name: str) -> None:
         _selection(fnm, atlas_help=None)
         fnm.add_argument("--statistic", default="zmap", help="zmap (default), rmap, tmap, pmap or avgr")
         _map_options(fnm)
+        _surface_options(fnm)
         _output(fnm)
         add_global_options(fnm)
         fnm.set_defaults(func=_plot_fnm)
@@ -119,6 +141,7 @@ def register(sub: Any, name: str) -> None:
         )
         _selection(afnm)
         _map_options(afnm)
+        _surface_options(afnm)
         _output(afnm)
         add_global_options(afnm)
         afnm.set_defaults(func=_plot_afnm)
@@ -134,6 +157,7 @@ def register(sub: Any, name: str) -> None:
         group.add_argument("--participant-label", nargs="+", metavar="ID", help="only these participants")
         group.add_argument("--statistic", help="statistic (default afnmap / zmap)")
         _map_options(group)
+        _surface_options(group)
         _output(group)
         add_global_options(group)
         group.set_defaults(func=_plot_group)
@@ -158,6 +182,22 @@ def register(sub: Any, name: str) -> None:
         add_global_options(nets)
         nets.set_defaults(func=_plot_networks)
 
+        from lakepipe.cli.common import add_param_options
+        from lakepipe.registry import get_method
+
+        task = kinds.add_parser(
+            "task",
+            help="a task contrast per network and hemisphere (bar plot and TSV)",
+            description="The network x hemisphere summary of a task contrast already in the lake "
+            "(`lakepipe task contrast`, the same options select it): per participant the mean over "
+            "each group's parcels, bars the mean over participants, error bars SEM.",
+        )
+        add_param_options(task, get_method("task-contrast").params_type)
+        task.add_argument("--tsv", metavar="FILE", help="also write the summary table (TSV + JSON sidecar)")
+        _output(task, required=False)
+        add_global_options(task)
+        task.set_defaults(func=_plot_task)
+
     elif name == "assign":
         asg = sub.add_parser(
             name,
@@ -168,7 +208,8 @@ def register(sub: Any, name: str) -> None:
             "overlaps ranked by overlap fraction, with the correlation of the map "
             "with each region (Pearson r with the region's indicator over the "
             "brain). The map is a NIfTI file (--map), one seed's FNM map, or the "
-            "group mean of FNM maps (--group).",
+            "group mean of FNM maps (--group). With a probabilistic atlas (or --metrics siibra) "
+            "each (cluster, region) row has siibra's metrics instead.",
         )
         src = asg.add_argument_group("map")
         src.add_argument("--map", metavar="NIFTI", help="a voxel map file")
@@ -184,6 +225,13 @@ def register(sub: Any, name: str) -> None:
         )
         asg.add_argument("--min-voxels", type=int, default=1, help="smallest cluster kept (voxels)")
         asg.add_argument("--max-regions", type=int, help="regions listed per cluster")
+        asg.add_argument(
+            "--metrics",
+            choices=("overlap", "siibra"),
+            help="overlap: overlap counts and indicator correlation (default for label atlases); siibra: "
+            "siibra's assign metrics (correlation, intersection over union, map value, map/input-weighted "
+            "means and containedness; the only choice for probabilistic atlases, whose maps they use)",
+        )
         asg.add_argument("--out", metavar="TSV", help="write the table (+ JSON sidecar)")
         add_global_options(asg)
         asg.set_defaults(func=_assign)
@@ -216,6 +264,11 @@ def register(sub: Any, name: str) -> None:
             "the FNM assignment threshold (default: 99th percentile)",
         )
         rep.add_argument("--max-seeds", type=int, default=4, help="per-seed maps drawn (default 4)")
+        rep.add_argument(
+            "--surface",
+            action="store_true",
+            help="also draw AFNM and FNM maps on the inflated fsaverage5 cortex (left/right, lateral/medial)",
+        )
         rep.add_argument("--out", required=True, metavar="FILE.html", help="the HTML file to write")
         add_global_options(rep)
         rep.set_defaults(func=_report)
@@ -306,6 +359,13 @@ def _plot_fnm(args) -> int:
         connectome=args.connectome,
         params=_params(args),
     )
+    if args.surface:
+        from lakepipe.viz.maps import fnm_image
+        from lakepipe.viz.surface import plot_voxel_surface
+
+        display = _surface_display(args)
+        display["title"] = display["title"] or f"FNM {args.statistic}: {sel.key}"
+        return _save(plot_voxel_surface(fnm_image(sel.dataset, args.statistic, sel.index), **display), args)
     return _save(plot_fnm(sel.dataset, sel.index, args.statistic, **_display(args)), args)
 
 
@@ -331,7 +391,34 @@ def _plot_afnm(args) -> int:
         params=_params(args),
     )
     atlas = lake.read_atlas(sel.dataset.attrs.get("atlas") or args.atlas)
+    if args.surface:
+        row = sel.dataset["score"].isel(seed=sel.index).compute()
+        display = _surface_display(args)
+        display["title"] = display["title"] or f"AFNM score: {sel.key} on {atlas.name}"
+        return _save(_parcel_surface(row, atlas, display), args)
     return _save(plot_afnm(sel.dataset, atlas, sel.index, **_display(args)), args)
+
+
+def _parcel_surface(values: Any, atlas: Any, display: dict) -> Any:
+    """Parcel values (a 1D region array) painted on ``atlas``, drawn on the cortex (one parcel a vertex)."""
+    from lakepipe.viz.maps import parcel_image, to_image
+    from lakepipe.viz.surface import plot_parcel_surface
+
+    return plot_parcel_surface(
+        parcel_image(values, atlas), labels_img=to_image(atlas.labels, atlas.grid.affine), **display
+    )
+
+
+def _surface_image(lake: Any, da: Any, atlas: Any, display: dict) -> Any:
+    """A group mean (region or voxel level) on the cortex."""
+    from lakepipe.viz.maps import collection_image, group_mean
+    from lakepipe.viz.select import voxel_ijk
+    from lakepipe.viz.surface import plot_voxel_surface
+
+    mean = group_mean(da)
+    if "region" in da.dims:
+        return _parcel_surface(mean, atlas, display)
+    return plot_voxel_surface(collection_image(mean, ijk=voxel_ijk(lake, da)), **display)
 
 
 def _many(lake: Any, args: argparse.Namespace, method: str) -> int:
@@ -371,8 +458,11 @@ def _plot_many(lake: Any, args: argparse.Namespace, method: str) -> int:
         file=sys.stderr,
     )
     atlas = lake.read_atlas(da.attrs["atlas"]) if "region" in da.dims else None
+    title = args.title or f"mean of {da.sizes['seed']} {method} {da.attrs['statistic']} maps"
+    if args.surface:
+        return _save(_surface_image(lake, da, atlas, {**_surface_display(args), "title": title}), args)
     display = _display(args)
-    display["title"] = display["title"] or f"mean of {da.sizes['seed']} {method} {da.attrs['statistic']} maps"
+    display["title"] = title
     return _save(plot_group_mean(da, atlas=atlas, ijk=voxel_ijk(lake, da), **display), args)
 
 
@@ -403,8 +493,48 @@ def _plot_group(args) -> int:
     lake = lake_from_args(args)
     da = _collection(lake, args, args.method)
     atlas = lake.read_atlas(da.attrs["atlas"]) if "region" in da.dims else None
+    if args.surface:
+        display = _surface_display(args)
+        display["title"] = display["title"] or (
+            f"group mean of {args.method.upper()} {da.attrs.get('statistic')} "
+            f"over {da.sizes.get('seed', 1)} seed(s)"
+        )
+        return _save(_surface_image(lake, da, atlas, display), args)
     fig = plot_group_mean(da, atlas=atlas, ijk=voxel_ijk(lake, da), **_display(args))
     return _save(fig, args)
+
+
+def _plot_task(args) -> int:
+    _agg()
+    from pathlib import Path
+
+    from lakepipe.cli.common import params_from_args
+    from lakepipe.io.bidsout import write_tsv
+    from lakepipe.registry import get_method
+    from lakepipe.viz.regions import plot_task_contrast
+
+    if not args.out and not args.tsv:
+        raise InputError("nothing to write: give --out FILE (figure) and/or --tsv FILE")
+    _check_out(args)
+    lake = lake_from_args(args)
+    method: Any = get_method("task-contrast")
+    params = method.params(params_from_args(args, method.params_type))
+    ds = method.outputs(lake, method.plan(lake, params))
+    if args.tsv:
+        write_tsv(
+            Path(args.tsv),
+            method.network_table(ds),
+            {
+                "Description": f"task contrast '{ds.attrs['contrast']}' of the {ds.attrs['task']} runs: per "
+                "participant the mean over each network x hemisphere group's parcels; mean, sd, SEM, "
+                "one-sample t and p over participants",
+                "Connectome": ds.attrs["connectome"],
+                "Parameters": ds.attrs["parameters"],
+                "LakepipeVersion": __version__,
+            },
+        )
+        print(f"wrote {args.tsv}")
+    return _save(plot_task_contrast(ds, title=args.title), args) if args.out else 0
 
 
 def _plot_networks(args) -> int:
@@ -530,6 +660,11 @@ def _assign(args) -> int:
         )
         img = fnm_image(sel.dataset, args.statistic, sel.index)
         source = f"FNM {args.statistic} of {sel.key}"
+    metrics = args.metrics or ("siibra" if atlas.probabilistic else "overlap")
+    if atlas.probabilistic and metrics != "siibra":
+        raise InputError(f"atlas '{atlas.name}' is probabilistic: its assignment uses --metrics siibra")
+    if metrics == "siibra":
+        return _assign_siibra(args, lake, atlas, img, source)
     try:
         table = assign_image(
             img,
@@ -581,6 +716,68 @@ def _assign(args) -> int:
     return 0
 
 
+def _assign_siibra(args, lake: Any, atlas: Any, img: Any, source: str) -> int:
+    """``assign`` with siibra's metrics: every (cluster, region) pair that overlaps."""
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from lakepipe.compute.assign import MAPS_COLUMN_DESCRIPTIONS, SIIBRA_COLUMN_NAMES
+    from lakepipe.io.bidsout import write_tsv
+    from lakepipe.io.stores.atlases import atlas_maps
+    from lakepipe.viz.regions import SIIBRA_PRINT_COLUMNS, assign_image_maps
+
+    maps = atlas_maps(lake.url, atlas.name) if atlas.probabilistic else None
+    try:
+        table = assign_image_maps(
+            img,
+            atlas,
+            maps,
+            threshold=args.threshold,
+            mode=args.mode,
+            min_voxels=args.min_voxels,
+            max_regions=args.max_regions,
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    kind = "probabilistic" if atlas.probabilistic else "label"
+    n = int(table["component"].nunique()) if len(table) else 0
+    print(
+        f"{source}: {n} cluster(s) above {args.threshold:g} ({args.mode}) on {kind} atlas {atlas.name} "
+        "(siibra's assign metrics, one row per cluster and region)"
+    )
+    if len(table):
+        with pd.option_context("display.width", 250, "display.max_columns", 30):
+            print(
+                table[list(SIIBRA_PRINT_COLUMNS)]
+                .head(40)
+                .to_string(index=False, float_format=lambda v: f"{v:.3g}")
+            )
+    if args.out:
+        write_tsv(
+            Path(args.out),
+            table,
+            {
+                "Description": "siibra-style region assignment of a thresholded voxel map "
+                "(lakepipe.compute.assign.assign_maps)",
+                "Source": source,
+                "Atlas": atlas.name,
+                "AtlasKind": kind,
+                "Threshold": args.threshold,
+                "Mode": args.mode,
+                "Connectivity": 26,
+                "MinVoxels": args.min_voxels,
+                "Columns": MAPS_COLUMN_DESCRIPTIONS,
+                "SiibraColumnNames": SIIBRA_COLUMN_NAMES,
+                "Affine": np.asarray(img.affine).tolist(),
+                "LakepipeVersion": __version__,
+            },
+        )
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _report(args) -> int:
     _agg()
     from lakepipe.viz.report import write_report
@@ -599,6 +796,7 @@ def _report(args) -> int:
         params=_params(args),
         threshold=args.threshold,
         max_seeds=args.max_seeds,
+        surface=args.surface,
     )
     print(f"wrote {path}")
     return 0

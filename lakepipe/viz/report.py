@@ -12,11 +12,14 @@ Contents per method:
 
 - ``parcellate``: the group FC matrix by network, network block means (figure and table), the
   strongest region pairs;
-- ``afnm``: the group mean score painted onto the atlas, one map per seed (the first
-  ``max_seeds``), network summary (bar plot and table), the seeds and their top regions;
-- ``fnm``: the group mean map and one map per seed (spheres marked), region assignment of the
-  group mean (or single) map (threshold: ``threshold``, else the 99th percentile of ``|value|``;
-  clusters of 10 voxels or more), a network summary when parcel summaries were computed;
+- ``afnm``: the group mean score painted onto the atlas (with ``surface``, also drawn on the
+  inflated fsaverage5 cortex, :mod:`lakepipe.viz.surface`: one parcel per vertex), one map per
+  seed (the first ``max_seeds``), network summary (bar plot and table), the seeds and their top
+  regions;
+- ``fnm``: the group mean map (slices; with ``surface``, also on the cortex) and one map per seed
+  (spheres marked), region assignment of the group mean (or single) map (threshold:
+  ``threshold``, else the 99th percentile of ``|value|``; clusters of 10 voxels or more), a
+  network summary when parcel summaries were computed;
 - always: the run's catalog rows, its parameters and the store's attributes.
 """
 
@@ -253,8 +256,11 @@ def build_report(
     params: dict | None = None,
     threshold: float | str | None = None,
     max_seeds: int = 4,
+    surface: bool = False,
 ) -> str:
-    """The HTML report of one run (see the module notes); returns the page as a string."""
+    """The HTML report of one run (see the module notes); returns the page as a string.
+
+    ``surface`` adds the cortical surface figures of AFNM and FNM runs (a few seconds each)."""
     uri, rows = select_run(
         lake,
         method,
@@ -279,9 +285,9 @@ def build_report(
     if method == "parcellate":
         _parcellate_sections(rep, ds.load())
     elif method == "afnm":
-        _afnm_sections(rep, lake, ds, rows, threshold, max_seeds)
+        _afnm_sections(rep, lake, ds, rows, threshold, max_seeds, surface)
     else:
-        _fnm_sections(rep, lake, ds, rows, statistic, threshold, max_seeds)
+        _fnm_sections(rep, lake, ds, rows, statistic, threshold, max_seeds, surface)
     _provenance_section(rep, lake, ds, rows)
     return rep.html()
 
@@ -394,8 +400,29 @@ def _network_section(rep: Report, da: xr.DataArray, what: str) -> None:
     body.append(table_html(table, max_rows=200))
 
 
+def _surface_section(rep: Report, body: list[str], space: str | None, draw, caption: str) -> None:
+    """A cortical surface figure (fsaverage5; MNI spaces only: fsaverage's coordinates are MNI305)."""
+    from lakepipe.space import MNI_SPACES
+
+    if space and space not in MNI_SPACES:
+        body.append(f'<p class="note">no surface view: space {html.escape(space)} is not an MNI space</p>')
+        return
+    try:
+        fig = draw()
+    except InputError as exc:  # e.g. a map that is zero on the whole cortex
+        body.append(f'<p class="note">no surface view: {html.escape(str(exc))}</p>')
+        return
+    rep.figure(body, fig, caption)
+
+
 def _afnm_sections(
-    rep: Report, lake: Lake, ds: xr.Dataset, rows: pd.DataFrame, threshold, max_seeds: int
+    rep: Report,
+    lake: Lake,
+    ds: xr.Dataset,
+    rows: pd.DataFrame,
+    threshold,
+    max_seeds: int,
+    surface: bool = False,
 ) -> None:
     from lakepipe.viz.maps import group_mean, plot_afnm, plot_parcel_map
 
@@ -429,6 +456,23 @@ def _afnm_sections(
         f"Mean AFNM score over the run's {ds.sizes['seed']} lesions, painted onto {atlas.name}"
         + (f"; |score| <= {threshold} hidden." if threshold is not None else "."),
     )
+    if surface:
+        from lakepipe.viz.maps import parcel_image, to_image
+        from lakepipe.viz.surface import plot_parcel_surface
+
+        _surface_section(
+            rep,
+            body,
+            atlas.space,
+            lambda: plot_parcel_surface(
+                parcel_image(mean, atlas),
+                labels_img=to_image(atlas.labels, atlas.grid.affine),
+                threshold=threshold,
+                title=f"mean AFNM score over {ds.sizes['seed']} lesion(s), fsaverage5",
+            ),
+            "The same mean on the inflated fsaverage5 cortex (left/right, lateral/medial): each vertex "
+            "takes the score of the one parcel most of its samples across the cortical ribbon fall in.",
+        )
     names = ds["region_name"].values
     top = pd.DataFrame(
         {
@@ -469,6 +513,7 @@ def _fnm_sections(
     statistic: str | None,
     threshold,
     max_seeds: int,
+    surface: bool = False,
 ) -> None:
     from lakepipe.compute.assign import component_summary
     from lakepipe.viz.maps import collection_image, group_mean, plot_brain_map, plot_fnm, resolve_threshold
@@ -512,6 +557,25 @@ def _fnm_sections(
         )
     else:
         img = None
+    if surface:
+        from lakepipe.viz.maps import fnm_image
+        from lakepipe.viz.surface import plot_voxel_surface
+
+        surface_img = img if img is not None else fnm_image(sub, stat, 0)
+        body = rep.section("Cortical surface")
+        _surface_section(
+            rep,
+            body,
+            ds.attrs.get("space"),
+            lambda: plot_voxel_surface(
+                surface_img,
+                threshold=shown,
+                title=f"{'mean ' if n > 1 else ''}{stat} on fsaverage5"
+                + (f" ({n} seeds)" if n > 1 else f": {sub['seed'].values[0]}"),
+            ),
+            f"The {'group mean' if n > 1 else 'seed'}'s {stat} map projected onto the inflated fsaverage5 "
+            f"cortex (linear interpolation across the cortical ribbon); {hidden}.",
+        )
     body = rep.section("Seeds")
     peaks = np.nanmax(np.abs(maps.values), axis=1)
     extra = {
