@@ -74,3 +74,37 @@ def test_bench_fnm(cache, tmp_path):
     assert [r["seeds"] for r in out["rows"]] == [1, 3]
     assert set(out["targets"]) == {"within_2x_floor", "speedup_ge_50x", "peak_rss_lt_4gb"}
     assert out["gemm_rate_gflops"] > 0 and out["dask_workers"]
+
+
+def test_bench_inplace(cache, tmp_path):
+    out = _run("bench_inplace", cache, tmp_path)
+    cases = {r["case"] for r in out["rows"]}
+    assert {"one command", "separate steps", "one command, reused"} <= cases
+    assert all(r["wall_s"] > 0 and r["peak_rss_mb"] > 0 for r in out["rows"])
+    assert 0 < out["disk"]["inplace_bytes"] < out["disk"]["copied_bytes"]
+    assert len(out["reads"]) == 3 and all(r["gb_per_s"] > 0 for r in out["reads"])
+
+
+def test_bench_stats_lake(cache, tmp_path):
+    out = _run("bench_stats_lake", cache, tmp_path)
+    runs = {(r["test"], r["maps"], r["workers"]) for r in out["rows"]}
+    assert runs == {(t, n, w) for t in ("specificity", "symptom") for n in (10, 20) for w in (1, 2)}
+    assert set(out["targets"]) == {
+        "within_2x_floor",
+        "within_2x_tile_gemms",
+        "within_2x_cpu_floor",
+        "speedup_2_workers_ge_1.8",
+    }
+    assert all(r["wall_s"] > 0 and r["peak_rss_mb"] > 0 and r["tile_gemm_s"] > 0 for r in out["rows"])
+    assert out["gemm_rate_gflops"] > 0 and set(out["nilearn"]) == {"specificity", "symptom"}
+
+
+def test_bench_ingest_fmriprep(cache, tmp_path):
+    out = _run("bench_ingest_fmriprep", cache, tmp_path)
+    assert [r["what"] for r in out["rows"]] == [
+        "nilearn NiftiMasker, 1 process",
+        "lakepipe, 1 worker",
+        "lakepipe, 2 workers",
+    ]
+    assert all(r["wall_s"] > 0 and r["peak_rss_gb"] > 0 for r in out["rows"])
+    assert out["runs"] == 4 and out["simd"]["simd_found"]

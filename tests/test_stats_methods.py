@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -331,6 +332,26 @@ def test_cli_writes_bids_files_and_the_figure(lnm, tmp_path):
     assert proc.returncode == 0, proc.stderr
     (table,) = out.glob("*method-predict*_stats.tsv")
     assert len(pd.read_csv(table, sep="\t")) == 16
+    # the figures and the report of the results just made, selected by the same options
+    sel = ["--cases", CASES, "--controls", CONTROLS, "--n-permutations", str(N_PERM)]
+    for method, extra in (
+        ("specificity", sel),
+        ("predict", sel[:2] + ["--score", "neglect_score", *sel[4:]]),
+    ):
+        png = tmp_path / f"{method}.png"
+        proc = run_cli("--lake", lnm.url, "plot", method, *extra, "--out", png)
+        assert proc.returncode == 0, proc.stderr
+        pixels = plt.imread(png)[..., :3]
+        assert pixels.std() > 0.05  # not blank: a brain map or a scatter
+        page = tmp_path / f"{method}.html"
+        proc = run_cli("--lake", lnm.url, "report", "--method", method, "--out", page)
+        assert proc.returncode == 0, proc.stderr
+        html = page.read_text()
+        assert html.count("<img") >= 1 and "Maps tested" in html
+    # a result never computed: one line saying how to compute it
+    proc = run_cli("--lake", lnm.url, "plot", "specificity", *sel[:4], "--n-permutations", "7", "--out", png)
+    assert proc.returncode == 2 and "lakepipe stats specificity" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 # ------------------------------------------------------------------------------------ bad input

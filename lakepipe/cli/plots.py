@@ -20,6 +20,8 @@ examples:
   lakepipe plot group --method afnm --atlas seitzman --cohort stroke --out mean.png
   lakepipe plot networks --method afnm --atlas seitzman --out networks.png --tsv networks.tsv
   lakepipe plot afnm --atlas seitzman --participant 01 --surface --out afnm_surface.png   (fsaverage5)
+  lakepipe plot specificity --cases cohort=neglect --controls cohort=controls --out specificity.png
+  lakepipe plot predict --cases cohort=neglect --score neglect_score --cv loo --out predict.png
   lakepipe plot task --connectome hcp --task MOTOR --contrast "lh - rh" --out motor.png --tsv motor.tsv
 The format follows the extension of --out: .png, .pdf or .svg.
 """
@@ -85,6 +87,80 @@ def _surface_options(p: argparse.ArgumentParser) -> None:
 
 def _surface_display(args) -> dict:
     return {"threshold": args.threshold, "vmax": args.vmax, "title": args.title, "layout": args.layout}
+
+
+def _stats_parser(kinds: Any, method: Any) -> None:
+    """``lakepipe plot <test>``: a group statistics result already in the lake, selected by the
+    options that made it (``lakepipe stats <test>``)."""
+    from lakepipe.cli.common import add_param_options
+    from lakepipe.viz.stats import DEFAULT_VIEW
+
+    shown, masked = DEFAULT_VIEW.get(method.name, ("", None))
+    p = kinds.add_parser(
+        method.name,
+        help=f"the {method.name} result of a group test (lakepipe stats {method.name})",
+        description=f"The {method.name} result already in the lake (the options of `lakepipe stats "
+        f"{method.name}` select it): "
+        + (
+            "held-out predictions against the observed scores (--show model: the model map)."
+            if method.name == "predict"
+            else f"its {shown} map on the brain" + (", only where its FWE p < --alpha." if masked else ".")
+        ),
+    )
+    add_param_options(p, method.params_type)
+    g = p.add_argument_group("display")
+    names = ", ".join(s.name for s in method.statistics)
+    g.add_argument(
+        "--show",
+        metavar="NAME",
+        help=f"the result variable drawn (default {'the scatter' if method.name == 'predict' else shown}; "
+        f"one of {names})",
+    )
+    if "--alpha" not in p._option_string_actions:  # a test's own --alpha (conjunction) also masks its map
+        g.add_argument(
+            "--alpha",
+            type=float,
+            help="maps of tests with an FWE p: only features with p below this (default 0.05; 1 shows all)",
+        )
+    g.add_argument("--hide", metavar="VALUE", help="also hide |value| <= VALUE (or a percentage, 20%%)")
+    g.add_argument(
+        "--view", default="both", choices=("both", "stat", "glass"), help="slices, glass brain or both"
+    )
+    g.add_argument("--vmax", type=float, help="colour scale limit (symmetric)")
+    _output(p)
+    add_global_options(p)
+    p.set_defaults(func=_plot_stats, _method=method.name)
+
+
+def _plot_stats(args) -> int:
+    _agg()
+    from lakepipe.cli.common import params_from_args
+    from lakepipe.registry import get_method
+    from lakepipe.viz.stats import plot_result
+
+    _check_out(args)
+    lake = lake_from_args(args)
+    method: Any = get_method(args._method)
+    params = method.params(params_from_args(args, method.params_type))
+    ds = method.outputs(lake, method.plan(lake, params))
+    if args.show is not None and args.show not in ds and args.show != "prediction":
+        known = ", ".join(sorted(str(v) for v in ds.data_vars))
+        raise InputError(f"--show {args.show}: the {method.name} result has {known}")
+    atlas_name = ds.attrs.get("atlas") or ds.attrs.get("parameters", {}).get("atlas")
+    atlas = lake.read_atlas(str(atlas_name)) if "region" in ds.dims and atlas_name else None
+    alpha = 0.05 if args.alpha is None else args.alpha
+    alpha = None if alpha >= 1 else alpha
+    fig = plot_result(
+        ds,
+        args.show,
+        atlas=atlas,
+        alpha=alpha,
+        threshold=args.hide,
+        view=args.view,
+        vmax=args.vmax,
+        title=args.title,
+    )
+    return _save(fig, args)
 
 
 def _output(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -183,7 +259,7 @@ def register(sub: Any, name: str) -> None:
         nets.set_defaults(func=_plot_networks)
 
         from lakepipe.cli.common import add_param_options
-        from lakepipe.registry import get_method
+        from lakepipe.registry import get_method, method_names
 
         task = kinds.add_parser(
             "task",
@@ -197,6 +273,9 @@ def register(sub: Any, name: str) -> None:
         _output(task, required=False)
         add_global_options(task)
         task.set_defaults(func=_plot_task)
+
+        for method in (m for m in (get_method(n) for n in method_names()) if m.command[0] == "stats"):
+            _stats_parser(kinds, method)
 
     elif name == "assign":
         asg = sub.add_parser(
@@ -244,7 +323,20 @@ def register(sub: Any, name: str) -> None:
             "embedded, tables, catalog provenance. Without --store, the newest run "
             "matching the filters.",
         )
-        rep.add_argument("--method", required=True, choices=("afnm", "fnm", "parcellate"))
+        rep.add_argument(
+            "--method",
+            required=True,
+            choices=(
+                "afnm",
+                "fnm",
+                "parcellate",
+                "sensitivity",
+                "specificity",
+                "conjunction",
+                "symptom",
+                "predict",
+            ),
+        )
         rep.add_argument(
             "--store", help="the run's store URI as in `lakepipe catalog ls` (default: the newest match)"
         )

@@ -286,6 +286,8 @@ def build_report(
         _parcellate_sections(rep, ds.load())
     elif method == "afnm":
         _afnm_sections(rep, lake, ds, rows, threshold, max_seeds, surface)
+    elif method in STATS_METHODS:
+        _stats_sections(rep, lake, ds.load(), threshold)
     else:
         _fnm_sections(rep, lake, ds, rows, statistic, threshold, max_seeds, surface)
     _provenance_section(rep, lake, ds, rows)
@@ -341,6 +343,66 @@ def _parcellate_sections(rep: Report, ds: xr.Dataset) -> None:
         body.append(table_html(blocks.round(4).reset_index(), max_rows=len(blocks)))
     body = rep.section("Strongest region pairs")
     body.append(table_html(strongest_pairs(ds), max_rows=20))
+
+
+#: the group statistics (``lakepipe stats``): one result per store
+STATS_METHODS = ("sensitivity", "specificity", "conjunction", "symptom", "predict")
+
+
+def _stats_sections(rep: Report, lake: Lake, ds: xr.Dataset, threshold) -> None:
+    """A group test result: what was tested on which maps, its figure(s), a summary of every
+    statistic, and the maps it used (participants, cohorts, catalog output ids)."""
+    from lakepipe.viz.stats import DEFAULT_VIEW, plot_prediction, plot_result
+
+    method = str(ds.attrs.get("method"))
+    p, inputs = ds.attrs.get("parameters", {}), ds.attrs.get("inputs", {})
+    body = rep.section("Summary")
+    facts = {"test": method, **{k: v for k, v in p.items() if v not in (None, [], ())}}
+    facts.update({f"inputs: {k}": v for k, v in inputs.items() if not isinstance(v, (list, dict))})
+    for key in ("permutations", "null"):
+        if isinstance(ds.attrs.get(key), dict):
+            facts.update(
+                {f"{key}: {k}": v for k, v in ds.attrs[key].items() if not isinstance(v, (list, dict))}
+            )
+    body.append(facts_html(facts))
+    atlas_name = ds.attrs.get("atlas") or p.get("atlas")
+    atlas = lake.read_atlas(str(atlas_name)) if "region" in ds.dims and atlas_name else None
+    body = rep.section("Result")
+    if method == "predict":
+        rep.figure(
+            body, plot_prediction(ds), "Each held-out patient's prediction against the observed score."
+        )
+    shown, masked = DEFAULT_VIEW.get(method, ("", None))
+    if shown in ds:
+        rep.figure(
+            body,
+            plot_result(ds, shown, atlas=atlas, alpha=0.05, threshold=threshold),
+            f"{shown}" + (f", only where {masked} < 0.05" if masked else "") + ".",
+        )
+    feature_dim = "region" if "region" in ds.dims else "voxel"
+    summary = []
+    for name, da in ds.data_vars.items():
+        if da.dims != (feature_dim,):
+            continue
+        v = np.asarray(da.values, np.float64)
+        row = {
+            "statistic": name,
+            "min": np.nanmin(v),
+            "max": np.nanmax(v),
+            "nonzero": int(np.count_nonzero(v)),
+        }
+        if str(name).startswith(("p", "q")):
+            row["below 0.05"] = int(np.sum(v < 0.05))
+        summary.append(row)
+    if summary:
+        body.append(table_html(pd.DataFrame(summary), max_rows=len(summary)))
+    scalars = {n: float(da.values) for n, da in ds.data_vars.items() if da.ndim == 0}
+    if scalars:
+        body.append(facts_html(scalars))
+    body = rep.section("Maps tested")
+    cols = [c for c in ("participant", "cohort", "session", "label", "group", "output_id") if c in ds.coords]
+    if "map" in ds.dims and cols:
+        body.append(table_html(pd.DataFrame({c: ds[c].values for c in cols}), max_rows=500))
 
 
 def strongest_pairs(ds: xr.Dataset, statistic: str = "fcgroupz", n: int = 20) -> pd.DataFrame:

@@ -262,7 +262,10 @@ class StatsMethod(Method):
 
         rows = rows_for_records(lake, plan.items[0].records)
         if rows.empty:
-            raise InputError(f"the {self.name} result of {plan.items[0].key} is not in the lake")
+            raise InputError(
+                f"the {self.name} result of {plan.items[0].key} with these options is not in the lake "
+                f"(`lakepipe stats {self.name}` with the same options computes it)"
+            )
         return open_derivative(lake.store_url(str(rows["store_uri"].iloc[0]))).load()
 
     @staticmethod

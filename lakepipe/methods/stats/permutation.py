@@ -76,7 +76,8 @@ def permutation_test(
 
     dtype = "float64" if plan.exact else "float32"
     n_workers = run.runtime.n_workers
-    blocks = feature_blocks(src.n_features, n_workers)
+    # two wide blocks per worker: each block costs a decompression of every map (see tasks.py)
+    blocks = feature_blocks(src.n_features, n_workers, per_worker=2, n_maps=src.n)
     chunks = _chunks(plan.n_perm, max(1, -(-2 * n_workers // len(blocks))))
     tasks = [
         dask.delayed(glm_task, pure=False)(

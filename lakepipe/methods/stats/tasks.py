@@ -3,8 +3,11 @@ the derivative stores and runs a kernel of :mod:`lakepipe.compute.stats` on it.
 
 Blocks are contiguous feature ranges at fixed global offsets, so results are the same bits for
 any number of workers (the kernels' tiles sit on a global grid). Memory per task: the maps of one
-block (n x block float64) plus the kernels' tiles; the FNM stores hold one chunk per map row, so a
-task decompresses each row once and keeps its block.
+block plus the kernels' tiles; with the number of maps given, blocks are narrowed to keep that
+under :data:`MAX_BLOCK_BYTES` whatever the number of maps. The FNM stores hold one chunk per map
+row, so a task decompresses every row once and keeps its block: each block costs one decompression
+of all the maps, about as much CPU as the permutation products of a 30,000-voxel block with 5,000
+permutations, so the permutation tests use few, wide blocks (measured, zstd rows of 235,375 float32).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from zarr.core.buffer import default_buffer_prototype
 
 from lakepipe.compute import stats
 from lakepipe.io.storage import StoreRef, get_array
@@ -22,13 +26,24 @@ from lakepipe.io.storage import StoreRef, get_array
 BLOCK_ALIGN = 2048
 #: at most this many features per block (n x block float64 per task)
 MAX_BLOCK = 65536
+#: with ``n_maps`` given: at most this many bytes of maps per block, counted as 8 bytes per value (a
+#: float32 block and the float32 residuals the GLM kernel makes of it)
+MAX_BLOCK_BYTES = 96 * 2**20
 
 
-def feature_blocks(n_features: int, n_workers: int, per_worker: int = 4) -> list[tuple[int, int]]:
-    """Contiguous ``(lo, hi)`` feature blocks: a few per worker, aligned to the kernels' tiles."""
+def feature_blocks(
+    n_features: int, n_workers: int, per_worker: int = 4, n_maps: int | None = None
+) -> list[tuple[int, int]]:
+    """Contiguous ``(lo, hi)`` feature blocks of about equal width: ``per_worker`` per worker,
+    aligned to the kernels' tiles, each at most :data:`MAX_BLOCK` wide, or with ``n_maps`` at most
+    :data:`MAX_BLOCK_BYTES` of maps (then more blocks, not wider ones, as the maps grow in number;
+    never narrower than one tile)."""
     want = max(1, n_workers * per_worker)
-    size = -(-n_features // want)
-    size = int(min(MAX_BLOCK, max(BLOCK_ALIGN, -(-size // BLOCK_ALIGN) * BLOCK_ALIGN)))
+    cap = MAX_BLOCK if n_maps is None else MAX_BLOCK_BYTES // (8 * max(1, n_maps))
+    cap = max(BLOCK_ALIGN, cap // BLOCK_ALIGN * BLOCK_ALIGN)
+    count = max(want, -(-n_features // cap))
+    size = -(-n_features // count)
+    size = int(min(cap, max(BLOCK_ALIGN, -(-size // BLOCK_ALIGN) * BLOCK_ALIGN)))
     return [(lo, min(lo + size, n_features)) for lo in range(0, n_features, size)]
 
 
@@ -40,22 +55,50 @@ class MapSource:
     n: int
     n_features: int
 
-    def read(self, lo: int = 0, hi: int | None = None, rows: Sequence[int] | None = None) -> np.ndarray:
-        """(n or len(rows), hi - lo) float64 block of the maps (``rows``: positions among the n maps)."""
+    def read(
+        self,
+        lo: int = 0,
+        hi: int | None = None,
+        rows: Sequence[int] | None = None,
+        dtype: type[np.floating[Any]] = np.float64,
+    ) -> np.ndarray:
+        """(n or len(rows), hi - lo) block of the maps (``rows``: positions among the n maps), float64
+        or, exactly as stored, float32."""
         hi = self.n_features if hi is None else hi
         want = np.arange(self.n) if rows is None else np.asarray(rows, dtype=np.intp)
         where = np.full(self.n, -1, np.intp)
         where[want] = np.arange(want.size)
-        out = np.empty((want.size, hi - lo))
+        out = np.empty((want.size, hi - lo), dtype=dtype)
         for ref, variable, index, position in self.parts:
             pos = np.asarray(position, dtype=np.intp)
             take = where[pos] >= 0
             if not take.any():
                 continue
             arr = get_array(ref.group(), variable)
-            block = arr.get_orthogonal_selection((np.asarray(index, dtype=np.intp)[take], slice(lo, hi)))
-            out[where[pos[take]]] = np.asarray(block, dtype=np.float64)
+            dest = where[pos[take]]
+            # contiguous runs of store rows as basic slices: zarr's orthogonal selection with an index
+            # array costs about twice the CPU of slicing the same rows (measured, zarr 3.1); a run that
+            # lands on consecutive rows of ``out`` is decoded straight into them (no temporary block)
+            for a, b, sel in _row_runs(np.asarray(index, dtype=np.intp)[take]):
+                rows_out = dest[sel]
+                d = int(rows_out[0])
+                if out.dtype == arr.dtype and np.array_equal(rows_out, np.arange(d, d + rows_out.size)):
+                    view = default_buffer_prototype().nd_buffer.from_numpy_array(out[d : d + rows_out.size])
+                    arr.get_basic_selection((slice(a, b), slice(lo, hi)), out=view)
+                else:
+                    out[rows_out] = arr[a:b, lo:hi]
         return out
+
+
+def _row_runs(rows: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+    """``rows`` as runs of consecutive store rows: ``(first, stop, where in rows)`` per run."""
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    cuts = np.flatnonzero(np.diff(ordered) != 1) + 1
+    return [
+        (int(ordered[a]), int(ordered[b - 1]) + 1, order[a:b])
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, ordered.size], strict=True)
+    ]
 
 
 def sensitivity_task(
@@ -106,8 +149,9 @@ def glm_task(
     exceedances: bool = False,
 ) -> dict[str, Any]:
     """Observed partial correlation u and the null maxima of every permutation block, on one block
-    of features (ranked over maps first for Spearman)."""
-    block = src.read(lo, hi)
+    of features (ranked over maps first for Spearman). The maps stay float32 as stored (the kernel
+    widens them tile by tile: the same bits as from float64, half the memory)."""
+    block = src.read(lo, hi, dtype=np.float32)
     if spearman:
         block = stats.rank_maps(block)
     prep = stats.prepare_maps(design, block, np.dtype(dtype), offset=lo)
@@ -136,7 +180,7 @@ def tfce_task(
     spearman: bool = False,
 ) -> np.ndarray:
     """Null maxima of TFCE for permutations ``start..stop-1`` (TFCE needs whole maps: all features)."""
-    maps = src.read()
+    maps = src.read(dtype=np.float32)  # widened tile by tile in the kernel: the same bits
     if spearman:
         maps = stats.rank_maps(maps)
     prep = stats.prepare_maps(design, maps, np.dtype(dtype))
