@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -223,7 +224,11 @@ class Runtime:
                     with ProgressBar(out=sys.stderr):
                         return tuple(dask.compute(*graphs))
                 return tuple(dask.compute(*graphs))
-        futures = client.compute(list(graphs))
+        with warnings.catch_warnings():
+            # the graphs carry their tasks' inputs on purpose (seed weights, label volumes: a task
+            # rerun elsewhere after a worker dies needs them), a few MB that distributed warns about
+            warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+            futures = client.compute(list(graphs))
         with client.as_current():  # progress/wait look up "the" client; it need not be the default
             if sys.stderr.isatty():
                 from distributed import progress
