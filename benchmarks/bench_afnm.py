@@ -10,7 +10,7 @@ Timed, in one child process with one Dask LocalCluster (2 workers), median of re
 private copy of the catalog so nothing is skipped: ``lake.run("afnm", ...)`` for the
 whole cohort with Schaefer 400 (1 mm) and with Schaefer 400 + Tian S3 (one combined 1 mm atlas),
 from the lake: catalog query, reading the 500 masks from the lesion store, the atlas, C, counts,
-weights, ``M @ C``, writing the derivative and registering 500 outputs. Target: >= 100 lesions/s
+weights, ``M @ C``, writing the derivative and registering 500 outputs. Target (issue 14): >= 1,000 lesions/s
 on 2 cores. Also timed once: the same call without a running cluster (it starts its own, as the
 command line does).
 
@@ -29,7 +29,7 @@ import _bench as B  # noqa: E402
 
 NAME = "bench_afnm"
 ATLASES = ("Schaefer400", "Schaefer400TianS3")
-TARGET = 100.0
+TARGET = 1000.0
 COHORT = "bench500"
 N_FULL, N_QUICK = 500, 20
 SPACE = "MNI152NLin6Asym"
@@ -246,7 +246,7 @@ def main() -> None:
                 ("peak_rss_mb", "peak RSS MB (tree)", ".0f"),
                 ("own_cluster_s", "incl. own cluster s", ".2f"),
                 ("own_cluster_lesions_per_s", "lesions/s incl. cluster", ".0f"),
-                ("target_met", ">= 100/s", ""),
+                ("target_met", ">= 1000/s", ""),
             ],
         )
     )
