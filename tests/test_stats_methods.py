@@ -344,7 +344,10 @@ def test_cli_writes_bids_files_and_the_figure(lnm, tmp_path):
         pixels = plt.imread(png)[..., :3]
         assert pixels.std() > 0.05  # not blank: a brain map or a scatter
         page = tmp_path / f"{method}.html"
-        proc = run_cli("--lake", lnm.url, "report", "--method", method, "--out", page)
+        # the store of the result just drawn (other tests made other results of this test in the lake)
+        rows = lnm.catalog.query(method=method).sort_values("created")
+        store = str(rows["store_uri"].iloc[-1])
+        proc = run_cli("--lake", lnm.url, "report", "--method", method, "--store", store, "--out", page)
         assert proc.returncode == 0, proc.stderr
         html = page.read_text()
         assert html.count("<img") >= 1 and "Maps tested" in html
