@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,44 @@ def ingest_atlas(
             "atlas %s: %d labelled region(s) have no voxel in the volume: %s", name, len(absent), absent[:10]
         )
     digest = content_hash({"dseg": _array_hash(volume, grid), "table": table.to_csv(index=False)})
+    return _register(
+        lake,
+        run,
+        nifti,
+        name,
+        digest,
+        volume,
+        grid,
+        table,
+        space,
+        {"labels_source": str(Path(labels).name), "absent_labels": absent},
+        statistic="dseg",
+        params={},
+        shape=tuple(grid.shape),
+    )
+
+
+def _register(
+    lake: Lake,
+    run: RunContext | None,
+    nifti: Path,
+    name: str,
+    digest: str,
+    volume: np.ndarray,
+    grid: Grid,
+    table: Any,
+    space: str,
+    attrs: dict[str, Any],
+    *,
+    statistic: str,
+    params: dict[str, Any],
+    shape: tuple[int, ...],
+    before_write: Callable[[], None] | None = None,
+    **write: Any,
+) -> IngestResult:
+    """Write an atlas store and register it, or skip it when the same content is registered under
+    ``name`` (other content under that name is an input error); ``before_write`` runs only for a new
+    atlas, ``write`` goes to :func:`lakepipe.io.stores.write_atlas`."""
     url = layout.atlas_store(lake.url, name)
     result = IngestResult("atlas", name, store=url)
     existing = lake.catalog.query(kind="atlas", atlas=name)
@@ -75,33 +114,23 @@ def ingest_atlas(
             )
         result.skipped.append(name)
         return result
+    if before_write is not None:
+        before_write()
     with lake.joined_run(run, f"lakepipe ingest atlas {nifti}", {"name": name}) as ctx:
-        stores.write_atlas(
-            lake.url,
-            name,
-            volume,
-            grid,
-            table,
-            space,
-            {
-                "source": str(nifti.name),
-                "labels_source": str(Path(labels).name),
-                "sha256": digest,
-                "absent_labels": absent,
-            },
-        )
+        meta = {"source": str(nifti.name), "sha256": digest, **attrs}
+        stores.write_atlas(lake.url, name, volume, grid, table, space, meta, **write)
         ctx.publish(
             [
                 OutputRecord(
                     kind="atlas",
                     method="ingest",
                     atlas=name,
-                    statistic="dseg",
-                    params={"atlas": name, "space": space},
+                    statistic=statistic,
+                    params={"atlas": name, "space": space, **params},
                     inputs={"atlas": digest},
                     store_uri=layout.relative(lake.url, url),
                     store_index=name,
-                    shape=tuple(grid.shape),
+                    shape=shape,
                 )
             ]
         )
@@ -154,52 +183,33 @@ def _ingest_probabilistic(
     h = hashlib.sha256(maps_hash.encode())
     h.update(np.round(grid.affine, 6).tobytes())
     digest = content_hash({"probseg": h.hexdigest(), "table": table.to_csv(index=False)})
-    url = layout.atlas_store(lake.url, name)
-    result = IngestResult("atlas", name, store=url)
-    existing = lake.catalog.query(kind="atlas", atlas=name)
-    if len(existing):
-        if existing.iloc[0]["inputs"].get("atlas") != digest:
-            raise InputError(
-                f"atlas '{name}' is already in the lake with other content; choose another --name", nifti
+
+    def report_empty() -> None:
+        empty = table["name"][~np.isin(table["index"], np.unique(volume))].tolist()
+        if empty:
+            log.info(
+                "atlas %s: %d map(s) are nowhere the most probable region: %s", name, len(empty), empty[:10]
             )
-        result.skipped.append(name)
-        return result
-    empty = table["name"][~np.isin(table["index"], np.unique(volume))].tolist()
-    if empty:
-        log.info("atlas %s: %d map(s) are nowhere the most probable region: %s", name, len(empty), empty[:10])
-    with lake.joined_run(run, f"lakepipe ingest atlas {nifti}", {"name": name}) as ctx:
-        stores.write_atlas(
-            lake.url,
-            name,
-            volume,
-            grid,
-            table,
-            space,
-            {
-                "source": str(nifti.name),
-                "labels_source": str(Path(labels).name),
-                "sha256": digest,
-                "absent_labels": [],
-                "dseg": "maximum-probability labels (ties: the earlier map; 0 where every map is 0)",
-            },
-            kind="probabilistic",
-            maps=maps,
-        )
-        ctx.publish(
-            [
-                OutputRecord(
-                    kind="atlas",
-                    method="ingest",
-                    atlas=name,
-                    statistic="probseg",
-                    params={"atlas": name, "space": space, "kind": "probabilistic", "n_maps": int(shape[3])},
-                    inputs={"atlas": digest},
-                    store_uri=layout.relative(lake.url, url),
-                    store_index=name,
-                    shape=shape,
-                )
-            ]
-        )
-    result.written.append(name)
-    log.info(result.summary())
-    return result
+
+    return _register(
+        lake,
+        run,
+        nifti,
+        name,
+        digest,
+        volume,
+        grid,
+        table,
+        space,
+        {
+            "labels_source": str(Path(labels).name),
+            "absent_labels": [],
+            "dseg": "maximum-probability labels (ties: the earlier map; 0 where every map is 0)",
+        },
+        statistic="probseg",
+        params={"kind": "probabilistic", "n_maps": int(shape[3])},
+        shape=shape,
+        before_write=report_empty,
+        kind="probabilistic",
+        maps=maps,
+    )
