@@ -402,5 +402,29 @@ class StatsMethod(Method):
         return files
 
 
+#: the statistics of threshold-free cluster enhancement, published only with --tfce
+TFCE_STATISTICS = ("tfce", "p_fwe_tfce")
+
+
+class PermutationMethod(StatsMethod):
+    """A test whose features carry its statistic, the permutation FWE p, the parametric p, the FDR q
+    and, with ``--tfce`` (voxel maps only), TFCE and its FWE p (specificity, symptom maps). Every
+    statistic it declares is over features."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.feature_statistics = tuple(s.name for s in cls.statistics)
+
+    def output_statistics(self, p: StatsParams) -> tuple[str, ...]:
+        assert isinstance(p, PermutationParams)
+        return tuple(n for n in self.feature_statistics if p.tfce or n not in TFCE_STATISTICS)
+
+    def check_tfce(self, maps: MapSet, p: PermutationParams) -> None:
+        if p.tfce and maps.atlas:
+            raise InputError(
+                "--tfce enhances clusters of voxels: not for parcel scores (drop --tfce or --atlas)"
+            )
+
+
 def stat(name: str, description: str, dims: str = "voxel") -> Statistic:
     return Statistic(name, description, dims=dims)

@@ -10,9 +10,8 @@ import numpy as np
 import xarray as xr
 
 from lakepipe.compute import stats
-from lakepipe.errors import InputError
 from lakepipe.methods.base import Plan, Statistic
-from lakepipe.methods.stats.base import PermutationParams, StatsMethod, StatsParams, covariate_matrix
+from lakepipe.methods.stats.base import PermutationMethod, PermutationParams, StatsParams, covariate_matrix
 from lakepipe.methods.stats.groups import MapSet
 from lakepipe.methods.stats.permutation import PermutationOutcome, permutation_test
 
@@ -54,7 +53,7 @@ def permutation_variables(
     return data
 
 
-class Specificity(StatsMethod):
+class Specificity(PermutationMethod):
     name = "specificity"
     command = ("stats", "specificity")
     title = "cases vs controls per voxel or region, permutation FWE and FDR"
@@ -73,20 +72,12 @@ class Specificity(StatsMethod):
         Statistic("tfce", "threshold-free cluster enhancement of t"),
         Statistic("p_fwe_tfce", "family-wise corrected p of TFCE"),
     )
-    feature_statistics = ("t", "p_fwe", "p", "q_fdr", "tfce", "p_fwe_tfce")
     default_statistic = "t"
     needs_controls = True
 
-    def output_statistics(self, p: StatsParams) -> tuple[str, ...]:
-        assert isinstance(p, PermutationParams)
-        return ("t", "p_fwe", "p", "q_fdr") + (("tfce", "p_fwe_tfce") if p.tfce else ())
-
     def check(self, maps: MapSet, p: StatsParams) -> None:
         assert isinstance(p, PermutationParams)
-        if p.tfce and maps.atlas:
-            raise InputError(
-                "--tfce enhances clusters of voxels: not for parcel scores (drop --tfce or --atlas)"
-            )
+        self.check_tfce(maps, p)
         try:
             stats.check_groups(maps.is_case)
         except stats.StatsInputError as exc:

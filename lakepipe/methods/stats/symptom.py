@@ -12,7 +12,7 @@ import xarray as xr
 from lakepipe.compute import stats
 from lakepipe.errors import InputError
 from lakepipe.methods.base import Plan, Statistic, option
-from lakepipe.methods.stats.base import PermutationParams, StatsMethod, StatsParams, covariate_matrix
+from lakepipe.methods.stats.base import PermutationMethod, PermutationParams, StatsParams, covariate_matrix
 from lakepipe.methods.stats.groups import MapSet
 from lakepipe.methods.stats.permutation import permutation_test
 from lakepipe.methods.stats.specificity import permutation_variables, tfce_grid
@@ -45,7 +45,7 @@ def patient_scores(maps: MapSet, column: str | None, method: str) -> np.ndarray:
     return values[:, 0]
 
 
-class Symptom(StatsMethod):
+class Symptom(PermutationMethod):
     name = "symptom"
     command = ("stats", "symptom")
     title = "map of correlations with a clinical score, permutation FWE"
@@ -63,12 +63,7 @@ class Symptom(StatsMethod):
         Statistic("tfce", "threshold-free cluster enhancement of the t of r"),
         Statistic("p_fwe_tfce", "family-wise corrected p of TFCE"),
     )
-    feature_statistics = ("r", "p_fwe", "p", "q_fdr", "tfce", "p_fwe_tfce")
     default_statistic = "r"
-
-    def output_statistics(self, p: StatsParams) -> tuple[str, ...]:
-        assert isinstance(p, PermutationParams)
-        return ("r", "p_fwe", "p", "q_fdr") + (("tfce", "p_fwe_tfce") if p.tfce else ())
 
     def clinical(self, maps: MapSet, p: StatsParams) -> list[str]:
         assert isinstance(p, SymptomParams)
@@ -80,8 +75,7 @@ class Symptom(StatsMethod):
             raise InputError(
                 f"{self.name} correlates the patients' maps with their scores: give --cases only"
             )
-        if p.tfce and maps.atlas:
-            raise InputError("--tfce enhances clusters of voxels: not for parcel scores")
+        self.check_tfce(maps, p)
         if maps.n < stats.MIN_GROUP_SIZE:
             raise InputError(f"{self.name} needs at least {stats.MIN_GROUP_SIZE} patients, got {maps.n}")
         scores = patient_scores(maps, p.score, self.name)
