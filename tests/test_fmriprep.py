@@ -327,6 +327,45 @@ def test_cleaned_series_equal_nilearn(stored, nilearn_runs):
         check(_series(runs, i), nilearn_runs[p, run], sid)
 
 
+def test_float_runs_are_read_once_and_cleaned_as_nilearn_cleans_the_file(fp, mask4, tmp_path):
+    """Float BOLD is read once (checked for NaN, then handed to the masker in memory): the series
+    equal NiftiMasker's on the same file read from disk, within the bound above."""
+    from nilearn.interfaces.fmriprep import load_confounds_strategy
+    from nilearn.maskers import NiftiMasker
+
+    folder = _one_subject(fp, tmp_path / "fp")
+    for run in (1, 2):
+        bold = _replace(_bold(folder, "01", run))
+        img = nib.load(str(bold))
+        hdr = img.header.copy()
+        hdr.set_data_dtype(np.float32)
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        bold.unlink()
+        nib.save(nib.Nifti1Image(data, img.affine, hdr), str(bold))
+    lake = Lake(str(tmp_path / "lake"))
+    ingest_connectome(lake, folder, name="float", source_format="fmriprep", mask=str(mask4), **CLEAN)
+    ds = lake.open_connectome("float")
+    want = []
+    ctx = _quiet()
+    try:
+        for run in (1, 2):
+            bold = str(_bold(folder, "01", run))
+            conf, sample_mask = load_confounds_strategy(bold, denoise_strategy="simple")
+            masker = NiftiMasker(
+                mask_img=str(mask4), smoothing_fwhm=6.0, detrend=True, standardize="zscore_sample", t_r=TR
+            )
+            want.append(masker.fit_transform(bold, confounds=conf, sample_mask=sample_mask))
+    finally:
+        ctx.__exit__(None, None, None)
+    want_all = np.concatenate(want)
+    got = _series(ds, 0)
+    # as above: the stored float32 rounding (6 u max|x| per voxel) plus 1e-9 for another BLAS;
+    # nilearn cleans float32 data in float32 either way, from memory or from the file
+    bound = (6 * U + 1e-9) * np.abs(want_all).max(axis=0)
+    assert got.shape == want_all.shape
+    assert np.all(np.abs(got - want_all) <= bound), float((np.abs(got - want_all) / bound).max())
+
+
 # ------------------------------------------------------------------------------- 2. the networks
 
 

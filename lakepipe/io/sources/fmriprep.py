@@ -393,15 +393,13 @@ class FmriprepSource(ConnectomeSource):
                 f"(fewer than --min-volumes {self.cleaning.min_volumes})",
                 run.bold,
             )
-        self._check_finite(run)
         try:
+            bold = self._finite_bold(run)
             with warnings.catch_warnings():  # resampling onto the target grid is what is asked for
                 warnings.filterwarnings(
                     "ignore", message="imgs are being resampled to the mask_img resolution"
                 )
-                series = self.masker().fit_transform(
-                    str(run.bold), confounds=confounds, sample_mask=sample_mask
-                )
+                series = self.masker().fit_transform(bold, confounds=confounds, sample_mask=sample_mask)
         except (ValueError, EOFError, OSError) as exc:
             raise InputError(f"cannot clean the run ({exc})", run.bold) from None
         series = np.asarray(series, np.float32)
@@ -409,19 +407,22 @@ class FmriprepSource(ConnectomeSource):
             raise InputError("the run holds NaN or infinite values", run.bold)
         return series
 
-    def _check_finite(self, run: Run) -> None:
-        """Refuse NaN or infinite values in the run's voxels inside the target brain mask (nearest
-        target voxel): nilearn's maskers silently make them 0, a spike in the cleaned series.
-        Integer data cannot hold them and are not read here."""
+    def _finite_bold(self, run: Run) -> Any:
+        """The run's BOLD for the masker, NaN or infinite values inside the target brain mask
+        (nearest target voxel) refused: nilearn's maskers silently make them 0, a spike in the
+        cleaned series. Integer data cannot hold them: their path is returned and nilearn reads them;
+        float data are read here once and handed to the masker in memory (not read twice)."""
+        import nibabel as nib
+
         from lakepipe.io.nifti import load_image
 
         img = load_image(run.bold)
         if img.get_data_dtype().kind != "f":
-            return
+            return str(run.bold)
         data = np.asanyarray(img.dataobj)
         bad = ~np.isfinite(data)
         if not bad.any():
-            return
+            return nib.Nifti1Image(data, img.affine, img.header)
         assert self.geometry is not None
         grid = self.geometry.grid
         target = np.zeros(grid.shape, bool)
@@ -441,6 +442,7 @@ class FmriprepSource(ConnectomeSource):
                 f"(first in volume {first})",
                 run.bold,
             )
+        return nib.Nifti1Image(data, img.affine, img.header)
 
     def read(self, ref: SubjectRef) -> np.ndarray:
         return np.concatenate([self.clean_run(r) for r in self._runs_of[ref.subject_id]], axis=0)
