@@ -391,7 +391,7 @@ def _stats_sections(rep: Report, lake: Lake, ds: xr.Dataset, threshold) -> None:
             "max": np.nanmax(v),
             "nonzero": int(np.count_nonzero(v)),
         }
-        if str(name).startswith(("p", "q")):
+        if name == "p" or str(name).startswith(("p_", "q_")) or str(name).endswith("_p"):  # p and q values
             row["below 0.05"] = int(np.sum(v < 0.05))
         summary.append(row)
     if summary:
