@@ -310,12 +310,22 @@ def timed(fn, *a, **kw):
 def read_subjects(url: str, positions: list[int], how: str) -> int:
     """Read every chunk of the given subjects' timeseries, scale and mean (a worker task): ``whole``
     subjects (zarr fetches a subject's chunks concurrently), whole subjects into one reused
-    ``buffer``, or one ``chunk`` after another."""
+    ``buffer``, one ``chunk`` after another, or with lakepipe's own ``rows`` reader into one reused
+    buffer (direct ``preadv`` of uncompressed local chunks, :mod:`lakepipe.io.stores.direct`)."""
     import numpy as np
     import zarr
     from zarr.core.buffer import default_buffer_prototype
     from zarr.storage import LocalStore
 
+    if how == "rows":
+        from lakepipe.io.storage import StoreRef
+        from lakepipe.io.stores.rows import open_rows
+
+        src = open_rows(StoreRef.here(url))
+        buf = np.empty(src.shape[1:], np.float32)
+        for s in positions:
+            src.read_into(s, buf)
+        return sum(buf.nbytes + src.scale(s).nbytes + src.mean(s).nbytes for s in positions)
     g = zarr.open_group(LocalStore(url, read_only=True), mode="r", zarr_format=3)
     ts = g["timeseries"]
     buf = np.empty(ts.shape[1:], ts.dtype) if how == "buffer" else None
@@ -340,6 +350,7 @@ READ_MODES = {
     "whole subjects, 1 task per subject": ("whole", "each"),
     "whole subjects into a reused buffer, 2 tasks per worker": ("buffer", "grouped"),
     "chunk by chunk, 2 tasks per worker": ("chunk", "grouped"),
+    "lakepipe's row reader into a reused buffer, 2 tasks per worker": ("rows", "grouped"),
 }
 
 

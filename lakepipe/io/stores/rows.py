@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from lakepipe.io.storage import StoreRef, get_array, read_array
+from lakepipe.io.stores.direct import direct_chunks
 
 if TYPE_CHECKING:
     import zarr
@@ -54,8 +55,11 @@ class ZarrRows:
         self.dtype = np.dtype(self._ts.dtype)
         self.block = int(self._ts.chunks[2])
         self.n_valid = read_array(group, "n_valid") if "n_valid" in group else None
+        self._direct = direct_chunks(self._ts) if self.dtype == np.float32 else None
 
     def read_into(self, row: int, out: np.ndarray) -> np.ndarray:
+        if self._direct is not None and out.flags.c_contiguous:  # local uncompressed chunks: preadv
+            return self._direct.read_into(row, out)
         if self.dtype == np.float32:
             from zarr.core.buffer import default_buffer_prototype
 

@@ -1,0 +1,94 @@
+"""Direct ``preadv`` reads of local uncompressed Zarr chunks give exactly what zarr reads, and are
+used only where they can (every other array keeps zarr's reads)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from lakepipe.io.storage import StoreRef
+from lakepipe.io.stores import direct
+from lakepipe.io.stores.direct import DirectChunks, direct_chunks
+from lakepipe.io.stores.rows import open_rows
+
+
+def _array(path, shape, chunks, **kw):
+    kw.setdefault("compressors", None)
+    return zarr.create_array(str(path), shape=shape, chunks=chunks, dtype=kw.pop("dtype", "float32"), **kw)
+
+
+@pytest.mark.parametrize(
+    ("shape", "chunks"),
+    [
+        ((3, 7, 50), (1, 7, 16)),  # edge chunk on the feature axis (stored padded)
+        ((4, 10, 33), (2, 4, 11)),  # several rows and time blocks per chunk, edge time chunk
+        ((2, 5, 8), (1, 5, 8)),  # one chunk per row
+        ((2, 700, 6), (1, 700, 5)),  # more vectors than one preadv call takes
+    ],
+)
+def test_reads_equal_zarr(tmp_path, shape, chunks):
+    arr = _array(tmp_path / "a.zarr", shape, chunks)
+    data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    arr[...] = data
+    reader = direct_chunks(arr)
+    assert isinstance(reader, DirectChunks)
+    out = np.full(shape[1:], 7.0, np.float32)
+    for row in range(shape[0]):
+        assert reader.read_into(row, out) is out
+        np.testing.assert_array_equal(out, data[row])
+        np.testing.assert_array_equal(out, arr[row])
+    if shape[1] == 700:  # the edge chunks' 1,400 vectors take several preadv calls
+        assert 2 * shape[1] > direct._IOV_MAX
+
+
+def test_unwritten_chunks_read_as_the_fill_value(tmp_path):
+    arr = _array(tmp_path / "a.zarr", (2, 4, 10), (1, 4, 5), fill_value=-3.0)
+    arr[0, :, :5] = 1.0
+    out = np.zeros((4, 10), np.float32)
+    direct_chunks(arr).read_into(0, out)
+    np.testing.assert_array_equal(out, arr[0])
+    assert (out[:, 5:] == -3.0).all() and (out[:, :5] == 1.0).all()
+
+
+def test_bad_out_and_truncated_chunk(tmp_path):
+    arr = _array(tmp_path / "a.zarr", (2, 4, 10), (1, 4, 10))
+    arr[...] = 1.0
+    reader = direct_chunks(arr)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        reader.read_into(0, np.zeros((4, 9), np.float32))
+    with pytest.raises(IndexError):
+        reader.read_into(2, np.zeros((4, 10), np.float32))
+    chunk = tmp_path / "a.zarr" / "c" / "1" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:50])
+    with pytest.raises(OSError, match="chunk file is 50 bytes"):
+        reader.read_into(1, np.zeros((4, 10), np.float32))
+
+
+def test_only_where_exact(tmp_path):
+    shape, chunks = (2, 4, 10), (1, 4, 5)
+    compressed = _array(tmp_path / "z.zarr", shape, chunks, compressors=zarr.codecs.ZstdCodec())
+    big_endian = _array(tmp_path / "b.zarr", shape, chunks, serializer=zarr.codecs.BytesCodec(endian="big"))
+    sharded = _array(tmp_path / "s.zarr", shape, chunks, shards=(2, 4, 10))
+    memory = zarr.create_array("memory://m", shape=shape, chunks=chunks, dtype="float32", compressors=None)
+    flat = _array(tmp_path / "f.zarr", (40,), (8,))
+    for arr in (compressed, big_endian, sharded, memory, flat):
+        assert direct_chunks(arr) is None
+
+
+def test_connectome_rows_use_it(tmp_path):
+    """The connectome row reader of a local float32 store reads directly, and equals zarr's read."""
+    group = zarr.open_group(str(tmp_path / "c.zarr"), mode="w", zarr_format=3)
+    data = np.random.default_rng(1).standard_normal((3, 6, 40)).astype(np.float32)
+    ts = group.create_array(
+        "timeseries", shape=data.shape, chunks=(1, 6, 16), dtype="float32", compressors=None
+    )
+    ts[...] = data
+    for name in ("scale", "mean"):
+        group.create_array(name, shape=(3, 40), chunks=(1, 40), dtype="float32")[...] = 1.0
+    rows = open_rows(StoreRef.here(str(tmp_path / "c.zarr")))
+    assert rows._direct is not None
+    out = np.empty((6, 40), np.float32)
+    np.testing.assert_array_equal(rows.read_into(2, out), data[2])
+    strided = np.empty((6, 80), np.float32)[:, ::2]  # not C-contiguous: zarr's read
+    np.testing.assert_array_equal(rows.read_into(1, strided), data[1])
