@@ -74,6 +74,8 @@ class CliCluster:
                 f"w{i}",
                 "--local-directory",
                 str(self.tmp / f"w{i}"),
+                "--preload",
+                "lakepipe.runtime.heap",  # as deploy/ starts workers
             ],
             env=self.env,
             stdout=subprocess.DEVNULL,

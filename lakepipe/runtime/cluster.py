@@ -43,6 +43,10 @@ def default_workers() -> int:
     return max(1, min(CPU_COUNT or 1, 8))
 
 
+#: the Dask preload module that tunes each worker's heap (:mod:`lakepipe.runtime.heap`)
+HEAP_PRELOAD = "lakepipe.runtime.heap"
+
+
 def cluster_config() -> dict[str, Any]:
     """Dask settings for lakepipe's local clusters.
 
@@ -173,6 +177,7 @@ class Runtime:
                 memory_limit=self._memory_limit,
                 dashboard_address=":0",
                 silence_logs=logging.CRITICAL,
+                preload=[HEAP_PRELOAD],
             )
             self._client = Client(self._cluster, set_as_default=False)
         self._owns_client = True
