@@ -626,7 +626,10 @@ class Fnm(Method):
         if per_subject:  # one chunk per seed and subject: each sums task writes its own
             for name in SUBJECT_MAPS:
                 variables[name] = (("seed", "subject", "voxel"), (n, con.n_units, n_vox), (1, 1, n_vox))
-        return IncrementalStore.create(url, coords, variables, StoreRef.here(url).endpoint_url)
+        # uncompressed: zstd saved 5.5 % of the maps' bytes and took twice the CPU of writing them
+        return IncrementalStore.create(
+            url, coords, variables, StoreRef.here(url).endpoint_url, compress=False
+        )
 
     # ------------------------------------------------------------------------------------- export
     def export(
