@@ -92,3 +92,20 @@ def test_connectome_rows_use_it(tmp_path):
     np.testing.assert_array_equal(rows.read_into(2, out), data[2])
     strided = np.empty((6, 80), np.float32)[:, ::2]  # not C-contiguous: zarr's read
     np.testing.assert_array_equal(rows.read_into(1, strided), data[1])
+
+
+def test_float16_rows_read_directly_and_converted(tmp_path):
+    """float16 storage: read directly, converted exactly into the caller's float32 buffer."""
+    group = zarr.open_group(str(tmp_path / "c.zarr"), mode="w", zarr_format=3)
+    data = np.random.default_rng(2).standard_normal((2, 5, 30)).astype(np.float16)
+    ts = group.create_array(
+        "timeseries", shape=data.shape, chunks=(1, 5, 16), dtype="float16", compressors=None
+    )
+    ts[...] = data
+    for name in ("scale", "mean"):
+        group.create_array(name, shape=(2, 30), chunks=(1, 30), dtype="float32")[...] = 1.0
+    rows = open_rows(StoreRef.here(str(tmp_path / "c.zarr")))
+    assert rows._direct is not None and rows.dtype == np.float16
+    out = np.empty((5, 30), np.float32)
+    for row in (1, 0):
+        np.testing.assert_array_equal(rows.read_into(row, out), data[row].astype(np.float32))

@@ -1,6 +1,6 @@
 """Direct reads of uncompressed local Zarr chunks into a caller's buffer.
 
-A copied connectome's series are stored uncompressed (float32 series do not compress) in local
+A copied connectome's series are stored uncompressed (float32 and float16 series do not compress) in local
 chunk files. zarr-python reads each chunk into a fresh bytes object, views it and copies it into
 the destination: two memory passes plus the page faults of every new buffer, and its event loop
 besides; measured here, 1.3 GB/s per core. :class:`DirectChunks` instead hands the kernel one

@@ -8,6 +8,7 @@ per-voxel ``scale`` and ``mean``, and time point counts.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -55,11 +56,18 @@ class ZarrRows:
         self.dtype = np.dtype(self._ts.dtype)
         self.block = int(self._ts.chunks[2])
         self.n_valid = read_array(group, "n_valid") if "n_valid" in group else None
-        self._direct = direct_chunks(self._ts) if self.dtype == np.float32 else None
+        self._direct = direct_chunks(self._ts)
+        self._stored = threading.local()  # float16 rows as read, before conversion (one per thread)
 
     def read_into(self, row: int, out: np.ndarray) -> np.ndarray:
         if self._direct is not None and out.flags.c_contiguous:  # local uncompressed chunks: preadv
-            return self._direct.read_into(row, out)
+            if self.dtype == np.float32:
+                return self._direct.read_into(row, out)
+            stored = getattr(self._stored, "buf", None)
+            if stored is None:
+                stored = self._stored.buf = np.empty(self.shape[1:], self.dtype)
+            np.copyto(out, self._direct.read_into(row, stored))  # float16 storage: converted
+            return out
         if self.dtype == np.float32:
             from zarr.core.buffer import default_buffer_prototype
 
