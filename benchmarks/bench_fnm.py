@@ -36,6 +36,11 @@ run and set against the run's measured CPU time and the Dask task stream, says w
 and once: the per-seed loop of ``tests/reference.py`` (speed-up per seed) and the float16 accuracy on
 the tutorial connectome (12 subjects x 60 time points) besides the benchmark one.
 
+The breakdown's work floor is the run's own kernels (reads, seed series, GEMM, transform, merge,
+finalize, writes at their profiled costs) spread over the workers with no overhead: the wall's
+distance from it is Dask, client and catalog time; its distance from the issue's floor is the
+arithmetic the floor leaves out (seed series, transform, finalize, writes).
+
 Targets (issue 14): 100 seeds within 1.5x the floor, 1,000 seeds within 2x, peak RSS of the
 process tree < 4 GB, and flat in subjects (wall linear in subjects with R^2 >= 0.98, peak RSS within
 10 %); float16 max |delta z| <= 1e-3.
@@ -331,7 +336,7 @@ def profile_child(spec: dict) -> None:
     from lakepipe.io.stores.rows import open_rows
     from lakepipe.lake import Lake
     from lakepipe.methods.common import connectome_info
-    from lakepipe.methods.fnm import MAPS
+    from lakepipe.methods.fnm import COMPRESS_MAPS, MAPS
     from lakepipe.methods.fnm import METHOD as FNM
     from lakepipe.methods.seeds import cohort_seeds, read_masks
 
@@ -395,7 +400,13 @@ def profile_child(spec: dict) -> None:
         maps = finalize_fnm(part, **fin_kw)
         arr = zarr.open_group(str(tmp / f"w{n}.zarr"), mode="w")
         targets = {
-            name: arr.create_array(name, shape=(rows, n_vox), chunks=(1, n_vox), dtype="float32")
+            name: arr.create_array(
+                name,
+                shape=(rows, n_vox),
+                chunks=(1, n_vox),
+                dtype="float32",
+                compressors="auto" if COMPRESS_MAPS else None,  # as the method stores them
+            )
             for name in maps
         }
 
@@ -436,6 +447,10 @@ def breakdown(prof: dict, run: dict, n_seeds: int, n_sub: int, workers: int, str
     parts["rest (Dask, client, catalog, transfers, Python)"] = cpu - sum(parts.values())
     out = {"core_s": parts, "cpu_s": cpu, "wall_s": B.median(run["wall_s"]), "layout": [blocks, groups]}
     out["read_wall_one_stream_s"] = n_sub * blocks * prof["read_wall"] / max(workers, 1)
+    # the run's own kernels (everything above but "rest"), spread perfectly over the workers with no
+    # overhead: how far the wall is from what its arithmetic and I/O cost, besides the issue's floor
+    work = sum(v for k, v in parts.items() if not k.startswith("rest")) / max(workers, 1)
+    out["work_floor_s"], out["x_work_floor"] = work, out["wall_s"] / work if work else float("nan")
     if stream:
         out["task_stream"] = stream
     return out
@@ -720,7 +735,9 @@ def print_class(s: dict) -> None:
         total = sum(v for v in b["core_s"].values())
         print(
             f"where the time goes, {n} seeds (layout {b['layout'][0]} seed block(s) x {b['layout'][1]} "
-            f"subject group(s); wall {b['wall_s']:.2f} s, CPU {b['cpu_s']:.1f} s over the process tree):"
+            f"subject group(s); wall {b['wall_s']:.2f} s, CPU {b['cpu_s']:.1f} s over the process tree; "
+            f"work floor {b['work_floor_s']:.2f} s = its kernels' core-s / workers, "
+            f"wall x{b['x_work_floor']:.2f}):"
         )
         print(
             "  " + "; ".join(f"{k} {v:.2f} core-s ({100 * v / total:.0f} %)" for k, v in b["core_s"].items())
