@@ -195,9 +195,20 @@ def _sums_task(
     rows_per_unit = max(len(u) for u in units)
     # two banks of k subjects (one computed while the next is read), GROUP_BYTES in all or, with many
     # seeds, up to half the bytes of the sums: every group streams the sums through memory once
-    # (32 bytes a seed and voxel), so more subjects per group means fewer passes over them
-    group_bytes = max(GROUP_BYTES, sums.sum_z.nbytes * (3 if with_r else 2) // 2)
-    k = int(max(rows_per_unit, min(sum(map(len, units)), group_bytes // (2 * 4 * n_time * n_vox), 8)))
+    # (32 bytes a seed and voxel), so more subjects per group means fewer passes over them; but not
+    # more subjects than the sums weigh in series (a few seeds: one subject a group, since streaming
+    # their small sums costs less than holding another subject)
+    sums_bytes = sums.sum_z.nbytes * (3 if with_r else 2)
+    series_bytes = 4 * n_time * n_vox
+    group_bytes = max(GROUP_BYTES, sums_bytes // 2)
+    k = int(
+        max(
+            rows_per_unit,
+            min(
+                sum(map(len, units)), group_bytes // (2 * series_bytes), max(1, sums_bytes // series_bytes), 8
+            ),
+        )
+    )
     # subjects are read (all their chunks at once) into buffers reused for the whole task: no fresh
     # 100 MB array, and its page faults, per subject
     bufs = [np.empty((n_time, n_vox), np.float32) for _ in range(k)]
