@@ -53,14 +53,14 @@ def cluster_config() -> dict[str, Any]:
     Workers get distributed's own pre-spawn settings (one BLAS/OpenMP thread per single-threaded
     worker) plus the BLAS kernel choice for this CPU; they are forked from one forkserver process
     that has done the imports once (a local cluster starts in about a third of the time of
-    ``spawn`` and closes at once instead of after ~2 s).
+    ``spawn`` and closes at once instead of after ~2 s). Their heap is set by the
+    :data:`HEAP_PRELOAD` module as they start (also for workers started elsewhere, ``deploy/``).
     """
     import dask
 
     env = {
         **dask.config.get("distributed.nanny.pre-spawn-environ", default={}),
         **blas_environment(),
-        "MALLOC_TRIM_THRESHOLD_": "65536",
     }
     return {
         "distributed.scheduler.worker-saturation": "inf",
