@@ -421,20 +421,25 @@ class FmriprepSource(ConnectomeSource):
             return str(run.bold)
         data = np.asanyarray(img.dataobj)
         bad = ~np.isfinite(data)
-        if not bad.any():
-            return nib.Nifti1Image(data, img.affine, img.header)
+        if bad.any():
+            self._refuse_bad_in_mask(run, img, bad)
+        return nib.Nifti1Image(data, img.affine, img.header)
+
+    def _refuse_bad_in_mask(self, run: Run, img: Any, bad: np.ndarray) -> None:
+        """:class:`InputError` when a non-finite value (``bad``, the run's 4-D mask of them) lies in
+        a voxel whose nearest target voxel is in the brain mask."""
         assert self.geometry is not None
         grid = self.geometry.grid
         target = np.zeros(grid.shape, bool)
         target[tuple(self.geometry.ijk.T)] = True
         # each BOLD voxel centre to the nearest target voxel
-        ijk = np.indices(data.shape[:3]).reshape(3, -1)
+        ijk = np.indices(bad.shape[:3]).reshape(3, -1)
         to_target = np.linalg.inv(grid.affine) @ np.asarray(img.affine, float)
         nearest = np.rint(to_target[:3, :3] @ ijk + to_target[:3, 3:4]).astype(np.int64)
         ok = np.all((nearest >= 0) & (nearest < np.asarray(grid.shape)[:, None]), axis=0)
         inside = np.zeros(ijk.shape[1], bool)
         inside[ok] = target[tuple(nearest[:, ok])]
-        bad_in = bad.reshape(-1, data.shape[3])[inside]
+        bad_in = bad.reshape(-1, bad.shape[3])[inside]
         if bad_in.any():
             first = int(np.flatnonzero(bad_in.any(axis=0))[0])
             raise InputError(
@@ -442,7 +447,6 @@ class FmriprepSource(ConnectomeSource):
                 f"(first in volume {first})",
                 run.bold,
             )
-        return nib.Nifti1Image(data, img.affine, img.header)
 
     def read(self, ref: SubjectRef) -> np.ndarray:
         return np.concatenate([self.clean_run(r) for r in self._runs_of[ref.subject_id]], axis=0)
