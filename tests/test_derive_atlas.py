@@ -163,12 +163,13 @@ def test_streaming_equals_nilearns_fit(small, method):
     # differed by components' order and by matched |r| 0.9995 / 0.953 / 0.987 (DictLearning), while
     # with the Haswell kernel they were equal to 1e-4. So components are matched up to order and
     # sign (Hungarian on |r|): a wrong smoothing (2 or 10 mm instead of 4 or 6) gave matched means of
-    # 0.64-0.91 (DictLearning) and 0.42-0.47 (CanICA) over both kernels, so mean >= 0.97 and each
-    # >= 0.93 tell them apart
+    # 0.64-0.91 (DictLearning) and 0.42-0.47 (CanICA) over both kernels, against a worst right
+    # one of 0.98 (each >= 0.953): mean >= 0.95 sits between them with room on both sides, and
+    # each >= 0.93 catches one lost component
     r = np.abs(np.corrcoef(mine, ref)[:3, 3:])
     rows, cols = linear_sum_assignment(-r)
     matched = r[rows, cols]
-    assert matched.mean() >= 0.97 and matched.min() >= 0.93, np.round(r, 4)
+    assert matched.mean() >= 0.95 and matched.min() >= 0.93, np.round(r, 4)
 
 
 # ---------------------------------------------------------------------------- tutorial connectome
