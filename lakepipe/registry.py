@@ -20,25 +20,27 @@ from lakepipe.errors import InputError
 if TYPE_CHECKING:
     from lakepipe.methods.base import Method
 
-#: built-in methods: name -> "module:attribute"
-BUILTIN: dict[str, str] = {
-    "parcellate": "lakepipe.methods.parcellate:METHOD",
-    "afnm": "lakepipe.methods.afnm:METHOD",
-    "fnm": "lakepipe.methods.fnm:METHOD",
-    "sensitivity": "lakepipe.methods.stats.sensitivity:METHOD",
-    "specificity": "lakepipe.methods.stats.specificity:METHOD",
-    "conjunction": "lakepipe.methods.stats.conjunction:METHOD",
-    "symptom": "lakepipe.methods.stats.symptom:METHOD",
-    "predict": "lakepipe.methods.stats.predict:METHOD",
-    "derive-atlas": "lakepipe.methods.derive_atlas:METHOD",
-    "task-contrast": "lakepipe.methods.task_contrast:METHOD",
+#: built-in methods: name -> ("module:attribute", the command words that run it); the words let the
+#: command line build one method's parser without importing the others (each method's
+#: ``Method.command`` says the same: tests/test_methods.py checks it)
+BUILTIN: dict[str, tuple[str, tuple[str, ...]]] = {
+    "parcellate": ("lakepipe.methods.parcellate:METHOD", ("parcellate",)),
+    "afnm": ("lakepipe.methods.afnm:METHOD", ("run", "afnm")),
+    "fnm": ("lakepipe.methods.fnm:METHOD", ("run", "fnm")),
+    "sensitivity": ("lakepipe.methods.stats.sensitivity:METHOD", ("stats", "sensitivity")),
+    "specificity": ("lakepipe.methods.stats.specificity:METHOD", ("stats", "specificity")),
+    "conjunction": ("lakepipe.methods.stats.conjunction:METHOD", ("stats", "conjunction")),
+    "symptom": ("lakepipe.methods.stats.symptom:METHOD", ("stats", "symptom")),
+    "predict": ("lakepipe.methods.stats.predict:METHOD", ("stats", "predict")),
+    "derive-atlas": ("lakepipe.methods.derive_atlas:METHOD", ("atlas", "derive")),
+    "task-contrast": ("lakepipe.methods.task_contrast:METHOD", ("task", "contrast")),
 }
 ENTRY_POINT_GROUP = "lakepipe.methods"
 
 
 @cache
 def _targets() -> dict[str, str]:
-    found = dict(BUILTIN)
+    found = {name: target for name, (target, _) in BUILTIN.items()}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(ep.name, ep.value)
     return found
@@ -64,3 +66,11 @@ def get_method(name: str) -> Method:
     module, _, attr = target.partition(":")
     method: Method = getattr(importlib.import_module(module), attr or "METHOD")
     return method
+
+
+def method_command(name: str) -> tuple[str, ...]:
+    """The command words of method ``name`` (``("run", "fnm")``); only a method added through the
+    entry points is imported to tell."""
+    if name in BUILTIN:
+        return BUILTIN[name][1]
+    return tuple(get_method(name).command)

@@ -71,6 +71,28 @@ def test_catalog_ls_imports_no_dask_and_starts_no_cluster(ingested):
     assert "HEAVY []" in proc.stdout, proc.stdout[-2000:]
 
 
+def test_a_method_command_imports_only_its_method():
+    """``run fnm`` builds the parser of FNM alone (the other methods' modules are not imported);
+    ``run --help`` lists every method of the command with its title."""
+    code = (
+        "import sys\n"
+        "from lakepipe.cli.main import parse_args\n"
+        "args = parse_args(['run', 'fnm', '--connectome', 'c', '--sphere', '1,2,3', '--radius', '4'])\n"
+        "assert args._method == 'fnm' and args.radius == 4.0\n"
+        "print('LOADED', sorted(m for m in sys.modules if m.startswith('lakepipe.methods.')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = proc.stdout.split("LOADED", 1)[1]
+    assert "lakepipe.methods.fnm'" in loaded
+    assert "afnm" not in loaded and "parcellate" not in loaded and "stats" not in loaded, loaded
+    help_ = run_cli("run", "--help")
+    assert help_.returncode == 0
+    assert "afnm: accelerated FNM" in help_.stdout and "fnm: classic seed-to-voxel FNM" in help_.stdout
+    wrong = run_cli("run", "fmn")
+    assert wrong.returncode == 2 and "invalid choice: 'fmn'" in wrong.stderr
+
+
 @pytest.mark.slow
 def test_nothing_to_compute_starts_no_cluster(ingested, copy_lake):
     lake = copy_lake(ingested)

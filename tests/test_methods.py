@@ -9,7 +9,7 @@ import pytest
 
 from lakepipe.errors import InputError
 from lakepipe.methods.base import Method
-from lakepipe.registry import get_method, method_names
+from lakepipe.registry import BUILTIN, get_method, method_command, method_names
 from tests.conftest import ROOT
 
 METHODS = method_names()
@@ -21,6 +21,12 @@ def test_registry_lists_and_finds_methods():
     assert {"parcellate", "afnm", "fnm"} <= set(METHODS)
     with pytest.raises(InputError, match="unknown method 'fmn'; choose one of parcellate, afnm, fnm"):
         get_method("fmn")
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_registry_command_words_are_the_methods_own(name):
+    """The registry's command words (which let the command line import one method) are the method's."""
+    assert method_command(name) == tuple(get_method(name).command)
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -115,8 +115,9 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; only ``command``'s module is imported (the others get placeholder parsers)."""
+def build_parser(command: str | None = None, rest: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (the others get placeholder parsers), and of
+    an analysis command only the method that ``rest`` (the words after ``command``) names."""
     parser = argparse.ArgumentParser(
         prog="lakepipe", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -124,7 +125,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     add_global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, text) in COMMANDS.items():
-        if name == command:
+        if name == command and module == "methods":
+            importlib.import_module("lakepipe.cli.methods").register(sub, name, rest)
+        elif name == command:
             importlib.import_module(f"lakepipe.cli.{module}").register(sub, name)
         else:
             sub.add_parser(name, help=text, add_help=False)
@@ -187,7 +190,9 @@ def _environment_error(exc: BaseException) -> str | None:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse a command line (only the module of its command is imported); global defaults filled in."""
     argv = list(argv)
-    args = build_parser(_command_of(argv)).parse_args(argv)
+    command = _command_of(argv)
+    rest = argv[argv.index(command) + 1 :] if command in argv else []
+    args = build_parser(command, rest).parse_args(argv)
     args._argv = argv
     for opt, default in GLOBAL_DEFAULTS.items():
         if not hasattr(args, opt):

@@ -10,6 +10,7 @@ place on first use and reused after: ``lakepipe run fnm BIDS_DIR --connectome H5
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 from lakepipe.cli.common import (
@@ -21,24 +22,30 @@ from lakepipe.cli.common import (
     run_params,
 )
 from lakepipe.cli.main import add_global_options
-from lakepipe.registry import get_method, method_names
+from lakepipe.registry import get_method, method_command, method_names
 
 
-def _methods_of(command: str) -> list[Any]:
-    return [m for m in (get_method(n) for n in method_names()) if m.command[0] == command]
-
-
-def register(sub: Any, name: str) -> None:
-    methods = _methods_of(name)
-    if len(methods) == 1 and len(methods[0].command) == 1:
-        _method_parser(sub, methods[0], name)
+def register(sub: Any, name: str, rest: Sequence[str] = ()) -> None:
+    """The parsers of command ``name``'s methods. ``rest`` (the words after the command) names the
+    method, if any: only that method's module is imported, the others get placeholder parsers
+    (``lakepipe run --help`` imports them all, for their titles)."""
+    names = [n for n in method_names() if method_command(n)[0] == name]
+    if len(names) == 1 and len(method_command(names[0])) == 1:
+        _method_parser(sub, get_method(names[0]), name)
         return
-    p = sub.add_parser(
-        name,
-        help=", ".join(m.command[-1] for m in methods),
-        description="Methods: " + "; ".join(f"{m.command[-1]}: {m.title}" for m in methods),
-    )
+    word = rest[0] if rest else None
+    chosen = [n for n in names if method_command(n)[-1] == word]
+    p = sub.add_parser(name, help=", ".join(method_command(n)[-1] for n in names))
     inner = p.add_subparsers(dest="method", metavar="METHOD", required=True)
+    if chosen:
+        for n in names:
+            if n in chosen:
+                _method_parser(inner, get_method(n), method_command(n)[-1])
+            else:
+                inner.add_parser(method_command(n)[-1], add_help=False)
+        return
+    methods = [get_method(n) for n in names]
+    p.description = "Methods: " + "; ".join(f"{m.command[-1]}: {m.title}" for m in methods)
     for m in methods:
         _method_parser(inner, m, m.command[-1])
 
