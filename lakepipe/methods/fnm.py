@@ -23,6 +23,7 @@ import xarray as xr
 
 from lakepipe._version import __version__
 from lakepipe.catalog import OutputRecord
+from lakepipe.compute.fisher import fisher_kernel
 from lakepipe.compute.fnm import FNM_CONVENTIONS, FnmSums, finalize_fnm, prepare_seeds, restore_unit_norm
 from lakepipe.compute.groupfc import parcel_averaging_matrix
 from lakepipe.compute.seeds import (
@@ -163,6 +164,12 @@ def task_layout(
 
 
 # ------------------------------------------------------------------------------------ worker tasks
+
+
+def warm_worker() -> None:
+    """What a worker's first FNM task would otherwise wait for: this module's imports (unpickling
+    this function does them) and the Fisher z kernel (loaded from numba's cache and self-checked)."""
+    fisher_kernel()
 
 
 @dataclass(frozen=True)
@@ -412,6 +419,7 @@ class Fnm(Method):
         bids_out: str | Path | None = None,
     ) -> MethodResult:
         assert isinstance(params, FnmParams)
+        run.runtime.preload([__name__])  # local workers' process imports this module while we plan
         plan = plan or self.plan(lake, params, recompute=recompute)
         result = MethodResult(self.name, skipped=[i.key for i in plan.skipped])
         run.count_skipped(len(result.skipped))
@@ -423,6 +431,7 @@ class Fnm(Method):
             )
         todo = [i.payload for i in plan.todo]
         if todo:
+            run.runtime.prestart(warm=warm_worker)  # workers start and warm up while the graph is built
             self._compute(lake, run, params, plan, todo, result)
         n_batches = result.details.get("passes", 0)
         verb = "remapped" if plan.recompute and result.computed else "mapped"

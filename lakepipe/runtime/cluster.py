@@ -13,10 +13,11 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lakepipe.blas import blas_environment
@@ -57,11 +58,13 @@ def cluster_config() -> dict[str, Any]:
     :data:`HEAP_PRELOAD` module as they start (also for workers started elsewhere, ``deploy/``).
     """
     import dask
+    import distributed  # noqa: F401 - its config defaults (pre-spawn-environ among them) load with it
 
     env = {
         **dask.config.get("distributed.nanny.pre-spawn-environ", default={}),
         **blas_environment(),
     }
+    env.setdefault("PYTHONHASHSEED", "6640")  # distributed's own choice, here so that it is set early
     return {
         "distributed.scheduler.worker-saturation": "inf",
         "distributed.nanny.pre-spawn-environ": env,
@@ -105,8 +108,8 @@ class Runtime:
 
     Notes
     -----
-    Nothing is started until :attr:`client` (or :meth:`compute`) is first used; :meth:`close`
-    closes what this runtime started.
+    Nothing is started until :attr:`client` (or :meth:`compute`) is first used, or :meth:`prestart`
+    is called; :meth:`close` closes what this runtime started.
     """
 
     def __init__(
@@ -126,6 +129,9 @@ class Runtime:
         self._cluster: Any = None
         self._n_workers = n_workers
         self._memory_limit = memory_limit
+        self._starting: threading.Thread | None = None
+        self._start_error: BaseException | None = None
+        self._warm: list[Any] = []  # futures of the workers' warm-up, held until they ran
 
     # ---- where graphs run -------------------------------------------------------------------------
     @property
@@ -148,9 +154,70 @@ class Runtime:
         """The distributed client, connected or started now if needed; ``None`` when in-process."""
         if self.in_process:
             return None
+        self._join_start()
         if self._client is None:
             self._start()
         return self._client
+
+    def prestart(self, warm: Callable[[], object] | None = None) -> None:
+        """Start the cluster (or connect) in a background thread now, while this process goes on
+        preparing the graph, instead of when the graph first runs; ``warm`` then runs once on each
+        worker (a method's imports and kernels), ahead of the graph's tasks. A method calls this once
+        it knows it has work. Nothing happens in-process or when a client is already connected."""
+        if self.in_process or self._client is not None or self._starting is not None:
+            return
+        self.preload()
+
+        def start() -> None:
+            try:
+                self._start()
+                if warm is not None and self._client is not None:
+                    self._warm = [
+                        self._client.submit(warm, workers=[w], allow_other_workers=False, pure=False)
+                        for w in self._client.scheduler_info()["workers"]
+                    ]
+            except BaseException as exc:  # noqa: BLE001 - raised where the client is first needed
+                self._start_error = exc
+
+        self._starting = threading.Thread(target=start, name="lakepipe-cluster-start", daemon=True)
+        self._starting.start()
+
+    def preload(self, modules: Sequence[str] = ()) -> None:
+        """Start, now, the process that a local cluster's workers are forked from, with ``modules``
+        imported there (a method's own, which its first tasks would import otherwise): it imports them
+        while this process plans, and every worker starts with them. Its environment is the workers'
+        (BLAS settings), and it ignores Ctrl-C (this process handles it), which only the main thread
+        can arrange. Nothing happens unless this runtime would start a local cluster, or when the
+        process already runs (a second runtime in this process)."""
+        if self.in_process or self.address or self._client is not None or self._starting is not None:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return
+        import multiprocessing
+
+        import dask
+
+        config = cluster_config()
+        if config["distributed.worker.multiprocessing-method"] != "forkserver":
+            return
+        from multiprocessing import forkserver
+
+        with dask.config.set(config), _workers_ignore_sigint():
+            if modules:  # distributed's own list (numpy, pandas, ...) is what these import anyway
+                multiprocessing.get_context("forkserver").set_forkserver_preload(["distributed", *modules])
+            # what each nanny sets before it starts a worker (distributed.nanny.pre-spawn-environ)
+            os.environ.update({k: str(v) for k, v in config["distributed.nanny.pre-spawn-environ"].items()})
+            forkserver.ensure_running()
+
+    def _join_start(self) -> None:
+        """Wait for a :meth:`prestart` under way; its error, if any, is raised here."""
+        if self._starting is None:
+            return
+        self._starting.join()
+        self._starting = None
+        if self._start_error is not None:
+            exc, self._start_error = self._start_error, None
+            raise exc
 
     @property
     def n_workers(self) -> int:
@@ -165,9 +232,11 @@ class Runtime:
         from distributed import Client, LocalCluster
 
         if self.address:
-            self._client = Client(self.address, timeout="30s")
+            # not the default client: this process's own small reads stay here, as with a local cluster
+            self._client = Client(self.address, timeout="30s", set_as_default=False)
             self._owns_client = True
-            log.info("using Dask scheduler %s (%d workers)", self.address, self.n_workers)
+            n = len(self._client.scheduler_info()["workers"])
+            log.info("using Dask scheduler %s (%d workers)", self.address, n)
             return
         with dask.config.set(cluster_config()), _workers_ignore_sigint():
             self._cluster = LocalCluster(
@@ -189,6 +258,9 @@ class Runtime:
 
     def close(self) -> None:
         """Close the client and cluster this runtime started (a given client is left alone)."""
+        with contextlib.suppress(BaseException):  # a start under way finishes first, then closes
+            self._join_start()
+        self._warm = []
         if self._owns_client and self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()
