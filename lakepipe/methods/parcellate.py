@@ -228,6 +228,7 @@ class Parcellate(Method):
         recompute: bool = False,
         bids_out: str | Path | None = None,
     ) -> MethodResult:
+        run.runtime.preload([__name__])  # local workers' process imports this module while we plan
         plan = plan or self.plan(lake, params, recompute=recompute)
         con: ConnectomeInfo = plan.context["connectome"]
         atlas: Atlas | None = plan.context["atlas"]

@@ -218,6 +218,7 @@ class StatsMethod(Method):
         bids_out: str | Path | None = None,
     ) -> MethodResult:
         assert isinstance(params, StatsParams)
+        run.runtime.preload([type(self).__module__])  # local workers' process imports it while we plan
         plan = plan or self.plan(lake, params, recompute=recompute)
         maps: MapSet = plan.context["maps"]
         result = MethodResult(self.name)
