@@ -73,7 +73,8 @@ def test_catalog_ls_imports_no_dask_and_starts_no_cluster(ingested):
 
 def test_a_method_command_imports_only_its_method():
     """``run fnm`` builds the parser of FNM alone (the other methods' modules are not imported);
-    ``run --help`` lists every method of the command with its title."""
+    ``run --help`` lists every method of the command with its title; ``plot`` imports only the
+    method whose results it draws."""
     code = (
         "import sys\n"
         "from lakepipe.cli.main import parse_args\n"
@@ -91,6 +92,21 @@ def test_a_method_command_imports_only_its_method():
     assert "afnm: accelerated FNM" in help_.stdout and "fnm: classic seed-to-voxel FNM" in help_.stdout
     wrong = run_cli("run", "fmn")
     assert wrong.returncode == 2 and "invalid choice: 'fmn'" in wrong.stderr
+    # a plot of a method's maps imports no method; a plot of a group test imports that test only
+    code = (
+        "import sys\n"
+        "from lakepipe.cli.main import parse_args\n"
+        "parse_args(['plot', 'fnm', '--label', 'x', '--out', 'f.png'])\n"
+        "print('FNM', sorted(m for m in sys.modules if m.startswith('lakepipe.methods.')))\n"
+        "parse_args(['plot', 'symptom', '--cases', 'cohort=a', '--score', 's', '--out', 'f.png'])\n"
+        "print('SYMPTOM', sorted(m for m in sys.modules if m.startswith('lakepipe.methods.')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fnm_line, symptom_line = proc.stdout.split("SYMPTOM")
+    assert "lakepipe.methods." not in fnm_line, fnm_line
+    assert "stats.symptom'" in symptom_line, symptom_line
+    assert "predict" not in symptom_line and "conjunction" not in symptom_line, symptom_line
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from lakepipe.cli.common import lake_from_args, parse_key_values
@@ -42,7 +43,7 @@ def _query(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def register(sub: Any, name: str) -> None:
+def register(sub: Any, name: str, rest: Sequence[str] = ()) -> None:
     if name == "collect":
         c = sub.add_parser(
             name,

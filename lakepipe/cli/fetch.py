@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from collections.abc import Sequence
 from typing import Any
 
 from lakepipe.cli.common import lake_from_args, run_params
@@ -13,7 +14,7 @@ from lakepipe.cli.main import add_global_options
 SECRET_OPTIONS = ("--api-key",)
 
 
-def register(sub: Any, name: str) -> None:
+def register(sub: Any, name: str, rest: Sequence[str] = ()) -> None:
     p = sub.add_parser(
         name,
         help="download a public connectome into the lake (gsp1000)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 from lakepipe.cli.common import command_line, lake_from_args, run_params
@@ -29,7 +30,7 @@ SOURCE_OPTIONS = (
 )
 
 
-def register(sub: Any, name: str) -> None:
+def register(sub: Any, name: str, rest: Sequence[str] = ()) -> None:
     p = sub.add_parser(
         name,
         help="bring lesion masks, connectomes and atlases into the lake",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from lakepipe.cli.main import add_global_options
 from lakepipe.errors import InputError
 
 
-def register(sub: Any, name: str) -> None:
+def register(sub: Any, name: str, rest: Sequence[str] = ()) -> None:
     p = sub.add_parser(
         name,
         help="run or check a job spec (YAML): ingest + follow-on runs, incremental",

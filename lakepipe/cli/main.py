@@ -116,8 +116,9 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser(command: str | None = None, rest: Sequence[str] = ()) -> argparse.ArgumentParser:
-    """The parser; only ``command``'s module is imported (the others get placeholder parsers), and of
-    an analysis command only the method that ``rest`` (the words after ``command``) names."""
+    """The parser; only ``command``'s module is imported (the others get placeholder parsers). Its
+    ``register(sub, name, rest)`` gets ``rest``, the words after ``command``: the analysis commands and
+    ``plot`` import only the method that they name."""
     parser = argparse.ArgumentParser(
         prog="lakepipe", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -125,10 +126,8 @@ def build_parser(command: str | None = None, rest: Sequence[str] = ()) -> argpar
     add_global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, text) in COMMANDS.items():
-        if name == command and module == "methods":
-            importlib.import_module("lakepipe.cli.methods").register(sub, name, rest)
-        elif name == command:
-            importlib.import_module(f"lakepipe.cli.{module}").register(sub, name)
+        if name == command:
+            importlib.import_module(f"lakepipe.cli.{module}").register(sub, name, rest)
         else:
             sub.add_parser(name, help=text, add_help=False)
     return parser

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from lakepipe._version import __version__
@@ -169,7 +170,15 @@ def _output(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--title", help="figure title")
 
 
-def register(sub: Any, name: str) -> None:
+def register(sub: Any, name: str, rest: Sequence[str] = ()) -> None:
+    """``plot``, ``assign`` and ``report``. Of ``plot``, the kinds drawn from another method's results
+    (``task``, the group statistics) import that method only when ``rest`` names the kind, or names
+    none (``plot --help`` lists them all)."""
+    word = rest[0] if rest and not rest[0].startswith("-") else None
+
+    def wanted(kind: str) -> bool:
+        return word is None or word == kind
+
     if name == "plot":
         plot = sub.add_parser(
             name,
@@ -259,23 +268,30 @@ def register(sub: Any, name: str) -> None:
         nets.set_defaults(func=_plot_networks)
 
         from lakepipe.cli.common import add_param_options
-        from lakepipe.registry import get_method, method_names
+        from lakepipe.registry import get_method, method_command, method_names
 
-        task = kinds.add_parser(
-            "task",
-            help="a task contrast per network and hemisphere (bar plot and TSV)",
-            description="The network x hemisphere summary of a task contrast already in the lake "
-            "(`lakepipe task contrast`, the same options select it): per participant the mean over "
-            "each group's parcels, bars the mean over participants, error bars SEM.",
-        )
-        add_param_options(task, get_method("task-contrast").params_type)
-        task.add_argument("--tsv", metavar="FILE", help="also write the summary table (TSV + JSON sidecar)")
-        _output(task, required=False)
-        add_global_options(task)
-        task.set_defaults(func=_plot_task)
-
-        for method in (m for m in (get_method(n) for n in method_names()) if m.command[0] == "stats"):
-            _stats_parser(kinds, method)
+        if wanted("task"):
+            task = kinds.add_parser(
+                "task",
+                help="a task contrast per network and hemisphere (bar plot and TSV)",
+                description="The network x hemisphere summary of a task contrast already in the lake "
+                "(`lakepipe task contrast`, the same options select it): per participant the mean over "
+                "each group's parcels, bars the mean over participants, error bars SEM.",
+            )
+            add_param_options(task, get_method("task-contrast").params_type)
+            task.add_argument(
+                "--tsv", metavar="FILE", help="also write the summary table (TSV + JSON sidecar)"
+            )
+            _output(task, required=False)
+            add_global_options(task)
+            task.set_defaults(func=_plot_task)
+        else:
+            kinds.add_parser("task", add_help=False)
+        for n in (n for n in method_names() if method_command(n)[0] == "stats"):
+            if wanted(n):
+                _stats_parser(kinds, get_method(n))
+            else:
+                kinds.add_parser(n, add_help=False)
 
     elif name == "assign":
         asg = sub.add_parser(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 from lakepipe.cli.main import add_global_options
 
 
-def register(sub: Any, name: str) -> None:
+def register(sub: Any, name: str, rest: Sequence[str] = ()) -> None:
     if name == "tutorial":
         t = sub.add_parser(
             name,
