@@ -92,6 +92,11 @@ def test_a_method_command_imports_only_its_method():
     assert "afnm: accelerated FNM" in help_.stdout and "fnm: classic seed-to-voxel FNM" in help_.stdout
     wrong = run_cli("run", "fmn")
     assert wrong.returncode == 2 and "invalid choice: 'fmn'" in wrong.stderr
+    # help, version and usage errors print once (the command word is found by a silent pre-parse)
+    top, version, none = run_cli("--help"), run_cli("--version"), run_cli()
+    assert top.stdout.count("usage: lakepipe") == 1 and version.stdout.count("lakepipe ") == 1
+    assert none.returncode == 2 and none.stderr.count("error:") == 1
+    assert run_cli("--lake", "plot", "plot", "fnm", "--help").stdout.startswith("usage: lakepipe plot fnm")
     # a plot of a method's maps imports no method; a plot of a group test imports that test only
     code = (
         "import sys\n"

@@ -13,7 +13,9 @@ errors print one line and exit with status 1; Ctrl-C prints one line and exits w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import logging
 import os
 import sys
@@ -133,14 +135,17 @@ def build_parser(command: str | None = None, rest: Sequence[str] = ()) -> argpar
     return parser
 
 
-def _command_of(argv: Sequence[str]) -> str | None:
-    """The command word of ``argv`` (global options and their values skipped), if any."""
+def _command_of(argv: Sequence[str]) -> tuple[str | None, list[str]]:
+    """The command word of ``argv`` (global options and their values skipped), if any, and the words
+    after it. Help, version and usage errors are left to the real parse (they would print twice)."""
     pre = build_parser()
+    words = [a for a in argv if a not in ("-h", "--help", "--version")]
     try:
-        known, _ = pre.parse_known_args(argv)
+        with contextlib.redirect_stderr(io.StringIO()):
+            known, rest = pre.parse_known_args(words)
     except SystemExit:
-        return None
-    return getattr(known, "command", None)
+        return None, []
+    return getattr(known, "command", None), rest
 
 
 def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
@@ -189,8 +194,7 @@ def _environment_error(exc: BaseException) -> str | None:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse a command line (only the module of its command is imported); global defaults filled in."""
     argv = list(argv)
-    command = _command_of(argv)
-    rest = argv[argv.index(command) + 1 :] if command in argv else []
+    command, rest = _command_of(argv)
     args = build_parser(command, rest).parse_args(argv)
     args._argv = argv
     for opt, default in GLOBAL_DEFAULTS.items():
