@@ -205,8 +205,11 @@ class Runtime:
         with dask.config.set(config), _workers_ignore_sigint():
             if modules:  # distributed's own list (numpy, pandas, ...) is what these import anyway
                 multiprocessing.get_context("forkserver").set_forkserver_preload(["distributed", *modules])
-            # what each nanny sets before it starts a worker (distributed.nanny.pre-spawn-environ)
-            os.environ.update({k: str(v) for k, v in config["distributed.nanny.pre-spawn-environ"].items()})
+            # what each nanny sets before it starts a worker (distributed.nanny.pre-spawn-environ, where
+            # a variable already set wins and None unsets)
+            for k, v in config["distributed.nanny.pre-spawn-environ"].items():
+                if v is not None:
+                    os.environ.setdefault(k, str(v))
             forkserver.ensure_running()
 
     def _join_start(self) -> None:
@@ -258,8 +261,14 @@ class Runtime:
 
     def close(self) -> None:
         """Close the client and cluster this runtime started (a given client is left alone)."""
-        with contextlib.suppress(BaseException):  # a start under way finishes first, then closes
-            self._join_start()
+        interrupted: BaseException | None = None
+        while self._starting is not None:  # a start under way finishes first, and is closed too
+            try:
+                self._join_start()
+            except Exception:  # noqa: BLE001 - a failed start: nothing of it to close
+                pass
+            except BaseException as exc:  # Ctrl-C while waiting: wait on, close, then stop
+                interrupted = exc
         self._warm = []
         if self._owns_client and self._client is not None:
             with contextlib.suppress(Exception):
@@ -268,6 +277,8 @@ class Runtime:
                 with contextlib.suppress(Exception):
                     self._cluster.close()
             self._client, self._cluster, self._owns_client = None, None, False
+        if interrupted is not None:
+            raise interrupted
 
     def __enter__(self) -> Runtime:
         return self
