@@ -721,10 +721,13 @@ class Fnm(Method):
                         ".nii.gz",
                     )
                     sidecar = {**meta, "Statistic": stat, "Description": desc, **extra}
-                    maps.append((ds, stat, i, affine, path, space, sidecar))
+                    if stat in SUBJECT_MAPS:  # one volume per subject: one such map in memory at a time
+                        _write_map(ds, stat, i, affine, path, space, sidecar)
+                    else:
+                        maps.append((ds, stat, i, affine, path, space, sidecar))
                     files.append(path)
-        # the maps are read and gzipped in threads (zlib and the store reads release the GIL): with
-        # many seeds this is most of an export's time
+        # the group maps are read and gzipped in threads (zlib and the store reads release the GIL):
+        # with many seeds this is most of an export's time
         with ThreadPoolExecutor(EXPORT_THREADS, thread_name_prefix="fnm-export") as pool:
             for _ in pool.map(lambda job: _write_map(*job), maps):  # each map's error is raised here
                 pass
