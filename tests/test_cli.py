@@ -71,20 +71,26 @@ def test_catalog_ls_imports_no_dask_and_starts_no_cluster(ingested):
     assert "HEAVY []" in proc.stdout, proc.stdout[-2000:]
 
 
+def _methods_loaded(*commands: list[str]) -> list[str]:
+    """For each command line, parsed in turn in one fresh process: the lakepipe.methods modules
+    imported by then (as the text of a sorted list)."""
+    lines = ["import sys", "from lakepipe.cli.main import parse_args"]
+    for argv in commands:
+        lines += [
+            f"parse_args({argv!r})",
+            "print('LOADED', sorted(m for m in sys.modules if m.startswith('lakepipe.methods.')))",
+        ]
+    code = "\n".join(lines)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [ln for ln in proc.stdout.splitlines() if ln.startswith("LOADED")]
+
+
 def test_a_method_command_imports_only_its_method():
     """``run fnm`` builds the parser of FNM alone (the other methods' modules are not imported);
     ``run --help`` lists every method of the command with its title; ``plot`` imports only the
     method whose results it draws."""
-    code = (
-        "import sys\n"
-        "from lakepipe.cli.main import parse_args\n"
-        "args = parse_args(['run', 'fnm', '--connectome', 'c', '--sphere', '1,2,3', '--radius', '4'])\n"
-        "assert args._method == 'fnm' and args.radius == 4.0\n"
-        "print('LOADED', sorted(m for m in sys.modules if m.startswith('lakepipe.methods.')))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    loaded = proc.stdout.split("LOADED", 1)[1]
+    (loaded,) = _methods_loaded(["run", "fnm", "--connectome", "c", "--sphere", "1,2,3", "--radius", "4"])
     assert "lakepipe.methods.fnm'" in loaded
     assert "afnm" not in loaded and "parcellate" not in loaded and "stats" not in loaded, loaded
     help_ = run_cli("run", "--help")
@@ -98,17 +104,10 @@ def test_a_method_command_imports_only_its_method():
     assert none.returncode == 2 and none.stderr.count("error:") == 1
     assert run_cli("--lake", "plot", "plot", "fnm", "--help").stdout.startswith("usage: lakepipe plot fnm")
     # a plot of a method's maps imports no method; a plot of a group test imports that test only
-    code = (
-        "import sys\n"
-        "from lakepipe.cli.main import parse_args\n"
-        "parse_args(['plot', 'fnm', '--label', 'x', '--out', 'f.png'])\n"
-        "print('FNM', sorted(m for m in sys.modules if m.startswith('lakepipe.methods.')))\n"
-        "parse_args(['plot', 'symptom', '--cases', 'cohort=a', '--score', 's', '--out', 'f.png'])\n"
-        "print('SYMPTOM', sorted(m for m in sys.modules if m.startswith('lakepipe.methods.')))\n"
+    fnm_line, symptom_line = _methods_loaded(
+        ["plot", "fnm", "--label", "x", "--out", "f.png"],
+        ["plot", "symptom", "--cases", "cohort=a", "--score", "s", "--out", "f.png"],
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    fnm_line, symptom_line = proc.stdout.split("SYMPTOM")
     assert "lakepipe.methods." not in fnm_line, fnm_line
     assert "stats.symptom'" in symptom_line, symptom_line
     assert "predict" not in symptom_line and "conjunction" not in symptom_line, symptom_line
