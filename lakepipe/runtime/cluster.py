@@ -203,8 +203,9 @@ class Runtime:
         from multiprocessing import forkserver
 
         with dask.config.set(config), _workers_ignore_sigint():
-            if modules:  # distributed's own list (numpy, pandas, ...) is what these import anyway
-                multiprocessing.get_context("forkserver").set_forkserver_preload(["distributed", *modules])
+            # distributed's own list (numpy, pandas, ...) is what these import anyway; its own call
+            # would come too late once this process runs
+            multiprocessing.get_context("forkserver").set_forkserver_preload(["distributed", *modules])
             # what each nanny sets before it starts a worker (distributed.nanny.pre-spawn-environ, where
             # a variable already set wins and None unsets)
             for k, v in config["distributed.nanny.pre-spawn-environ"].items():
