@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # The README's test command: install lakepipe with its test and development tools (and PostgreSQL and
-# Chromium when root on Debian), check the layers, types and style, then run the tests in two lanes
-# and the numeric tests once more on the AVX2 code paths with OpenBLAS's Haswell kernel.
+# Chromium when root on Debian), check the layers, types and style, then run the tests in two
+# concurrent streams:
+#   A. the integration lane (a Dask cluster of worker processes, S3, PostgreSQL, Chromium, the CLI);
+#   B. the unit lane, then the benchmark scripts' --quick runs, then the numeric tests once more on
+#      the AVX2 code paths with OpenBLAS's Haswell kernel.
+# The two share no state (their own pytest temporary folders, their own clusters and servers), and
+# each keeps about one core busy on its own (much of the integration lane waits on subprocesses), so
+# running them side by side fills the second core. Stream B's output is printed after stream A's.
 # Extra arguments go to every pytest run (e.g. -x, -k NAME).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,15 +21,46 @@ echo "== static checks: ruff, ruff format, import-linter (layers), mypy (types)"
 .venv/bin/lint-imports
 .venv/bin/mypy
 
-echo "== unit lane"
-"$PY" -m pytest -q -p no:cacheprovider -m "not integration" "$@"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/lakepipe-tests.XXXXXX")
+B_PID=""
+cleanup() {
+  if [ -n "$B_PID" ]; then  # stopped early (Ctrl-C, a failed step): stop stream B and its pytest too
+    pkill -TERM -P "$B_PID" 2>/dev/null || true
+    kill "$B_PID" 2>/dev/null || true
+  fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+pytest_lane() {  # pytest_lane NAME ARGS...: one pytest run in its own temporary folder
+  local name=$1
+  shift
+  "$PY" -m pytest -q -p no:cacheprovider --basetemp "$TMP/$name" "$@"
+}
+BENCH=tests/test_benchmarks_smoke.py
 
-echo "== integration lane (Dask cluster of worker processes, S3-protocol server, PostgreSQL, Chromium)"
-"$PY" -m pytest -q -p no:cacheprovider -m integration "$@"
+stream_b() {
+  echo "== unit lane"
+  pytest_lane unit -m "not integration" "$@"
+  echo "== benchmark scripts, --quick"
+  pytest_lane bench "$BENCH" "$@"
+  echo "== numerics on another CPU class: numpy without AVX-512, OpenBLAS Haswell kernel"
+  NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" OPENBLAS_CORETYPE=Haswell pytest_lane avx2 "$@" \
+    tests/test_compute_fnm.py tests/test_compute_fisher.py tests/test_compute_correlation.py \
+    tests/test_compute_groupfc.py tests/test_fnm.py::test_maps_equal_reference tests/test_fnm.py::test_seed_batches \
+    tests/test_parcellate.py::test_parcellate_matches_nilearn
+}
 
-echo "== numerics on another CPU class: numpy without AVX-512, OpenBLAS Haswell kernel"
-NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" OPENBLAS_CORETYPE=Haswell \
-  "$PY" -m pytest -q -p no:cacheprovider "$@" \
-  tests/test_compute_fnm.py tests/test_compute_fisher.py tests/test_compute_correlation.py \
-  tests/test_compute_groupfc.py tests/test_fnm.py::test_maps_equal_reference tests/test_fnm.py::test_seed_batches \
-  tests/test_parcellate.py::test_parcellate_matches_nilearn
+echo "== stream B (unit lane, benchmark scripts, AVX2 numerics) started beside stream A; its output follows A's"
+stream_b "$@" > "$TMP/stream-b.log" 2>&1 &
+B_PID=$!
+
+echo "== stream A: integration lane (Dask cluster of worker processes, S3-protocol server, PostgreSQL, Chromium)"
+rc_a=0
+pytest_lane integration -m integration --ignore "$BENCH" "$@" || rc_a=$?
+
+rc_b=0
+wait "$B_PID" || rc_b=$?
+B_PID=""
+cat "$TMP/stream-b.log"
+echo "== stream A (integration lane): exit $rc_a; stream B (unit, benchmarks, AVX2): exit $rc_b"
+[ "$rc_a" -eq 0 ] && [ "$rc_b" -eq 0 ]

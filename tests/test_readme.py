@@ -32,6 +32,7 @@ def readme_commands() -> list[str]:
     return commands
 
 
+@pytest.mark.timeout(1800)  # 44 fresh processes, one after another, beside the other test stream
 def test_readme_commands_work_as_written(tmp_path, dask_client):
     commands = readme_commands()
     assert len(commands) >= 20 and all(c.startswith("lakepipe ") for c in commands)
