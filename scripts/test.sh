@@ -37,10 +37,13 @@ pytest_lane() {  # pytest_lane NAME ARGS...: one pytest run in its own temporary
   "$PY" -m pytest -q -p no:cacheprovider --basetemp "$TMP/$name" "$@"
 }
 BENCH=tests/test_benchmarks_smoke.py
+README_TEST=tests/test_readme.py  # 44 fresh processes one after another: the longest single test
 
 stream_b() {
   echo "== unit lane"
   pytest_lane unit -m "not integration" "$@"
+  echo "== the README's commands as written"
+  pytest_lane readme "$README_TEST" "$@"
   echo "== benchmark scripts, --quick"
   pytest_lane bench "$BENCH" "$@"
   echo "== numerics on another CPU class: numpy without AVX-512, OpenBLAS Haswell kernel"
@@ -50,17 +53,17 @@ stream_b() {
     tests/test_parcellate.py::test_parcellate_matches_nilearn
 }
 
-echo "== stream B (unit lane, benchmark scripts, AVX2 numerics) started beside stream A; its output follows A's"
+echo "== stream B (unit lane, README commands, benchmark scripts, AVX2 numerics) started beside stream A; its output follows A's"
 stream_b "$@" > "$TMP/stream-b.log" 2>&1 &
 B_PID=$!
 
 echo "== stream A: integration lane (Dask cluster of worker processes, S3-protocol server, PostgreSQL, Chromium)"
 rc_a=0
-pytest_lane integration -m integration --ignore "$BENCH" "$@" || rc_a=$?
+pytest_lane integration -m integration --ignore "$BENCH" --ignore "$README_TEST" "$@" || rc_a=$?
 
 rc_b=0
 wait "$B_PID" || rc_b=$?
 B_PID=""
 cat "$TMP/stream-b.log"
-echo "== stream A (integration lane): exit $rc_a; stream B (unit, benchmarks, AVX2): exit $rc_b"
+echo "== stream A (integration lane): exit $rc_a; stream B (unit, README, benchmarks, AVX2): exit $rc_b"
 [ "$rc_a" -eq 0 ] && [ "$rc_b" -eq 0 ]
