@@ -90,7 +90,12 @@ def test_a_method_command_imports_only_its_method():
     """``run fnm`` builds the parser of FNM alone (the other methods' modules are not imported);
     ``run --help`` lists every method of the command with its title; ``plot`` imports only the
     method whose results it draws."""
-    (loaded,) = _methods_loaded(["run", "fnm", "--connectome", "c", "--sphere", "1,2,3", "--radius", "4"])
+    argv = ["run", "fnm", "--connectome", "c", "--sphere", "1,2,3", "--radius", "4"]
+    from lakepipe.cli.main import parse_args
+
+    args = parse_args(argv)  # the one-method parser still parses the method's own options
+    assert args._method == "fnm" and args.radius == 4.0
+    (loaded,) = _methods_loaded(argv)
     assert "lakepipe.methods.fnm'" in loaded
     assert "afnm" not in loaded and "parcellate" not in loaded and "stats" not in loaded, loaded
     help_ = run_cli("run", "--help")
