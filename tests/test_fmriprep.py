@@ -590,11 +590,12 @@ def test_seed_example_on_the_2mm_target(fp, tmp_path):
     ctx = _quiet()
     try:
         conf, sample_mask = load_confounds_strategy(bold, denoise_strategy="simple")
-        # the BOLD on the target grid as NiftiMasker resamples it (nilearn's filter_and_extract: the
-        # image in its own dtype, resample_img with continuous interpolation), once for both maskers
+        # the BOLD on the target grid as lakepipe's default resamples it (nilearn's resample_img,
+        # linear), once for both maskers
         img = resample_img(
-            load_img(bold), interpolation="continuous", target_shape=grid.shape, target_affine=grid.affine
-        )
+            load_img(bold), interpolation="linear", target_shape=grid.shape, target_affine=grid.affine,
+            force_resample=True, copy_header=True,
+        )  # fmt: skip
         x = NiftiMasker(mask_img=mask_img, **kw).fit_transform(img, confounds=conf, sample_mask=sample_mask)
         intensity = NiftiMasker(mask_img=mask_img).fit_transform(img).mean(axis=0)
         seeds = {
@@ -615,7 +616,7 @@ def test_seed_example_on_the_2mm_target(fp, tmp_path):
     assert not con["timeseries"].values[0, len(sample_mask) :].any()  # zero past the subject's points
 
     # the r maps, on the voxels inside the acquired brain: the template mask also holds voxels the 4 mm
-    # BOLD does not cover, whose resampled series are the spline's ringing around zero (r undefined)
+    # BOLD does not cover, whose resampled series are zero or a fraction of an edge voxel's
     acquired = intensity > 0.1 * np.median(intensity[intensity > 0])
     assert acquired.mean() > 0.95
     n_time = len(sample_mask)
@@ -643,6 +644,61 @@ def test_seed_example_on_the_2mm_target(fp, tmp_path):
         # one subject: the group r map is the subject's (tanh of the float64 or of the float32 z)
         group = ds["rmap"].values[keys.index(f"sphere-{name}")].astype(np.float64)
         np.testing.assert_allclose(group, r_got, rtol=4 * U, atol=4 * U * U)
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "continuous", "nearest"])
+def test_resampling_is_nilearns_for_each_interpolation(fp, tmp_path, interpolation):
+    """``interpolation`` onto another grid (a 4 mm target mask half a voxel off the BOLD's lattice,
+    where the spline costs little):
+    ``continuous`` is NiftiMasker's own resampling of the file (its default, cubic spline), ``linear``
+    (the default) and ``nearest`` are nilearn's resample_img before the same masker, and the choice
+    is recorded with the connectome."""
+    from nilearn.image import load_img, resample_img
+    from nilearn.interfaces.fmriprep import load_confounds_strategy
+    from nilearn.maskers import NiftiMasker
+
+    one = _short_run(fp, tmp_path / "one", SHORT)
+    grid2 = mni152_grid(2)
+    coarse = np.array(grid2.affine, float)
+    coarse[:3, :3] *= 2  # 4 mm voxels whose centres sit between the BOLD's (its corner: the 2 mm grid's)
+    coarse[:3, 3] += 2.0
+    shape4 = tuple(int(n) for n in np.ceil(np.asarray(grid2.shape) / 2))
+    mask4_shifted = resample_img(
+        nib.Nifti1Image(mni152_brain_mask_2mm().astype(np.uint8), grid2.affine),
+        target_affine=coarse, target_shape=shape4, interpolation="nearest",
+        force_resample=True, copy_header=True,
+    )  # fmt: skip
+    mask_path = tmp_path / "mask4_shifted.nii.gz"
+    nib.save(mask4_shifted, str(mask_path))
+    lake = Lake(str(tmp_path / "lake"))
+    options = {**RECIPE, "mask": str(mask_path)}
+    if interpolation != "linear":
+        options["interpolation"] = interpolation
+    ingest_connectome(lake, one, name="one", source_format="fmriprep", **options)
+    con = open_connectome(lake.url, "one").load()
+
+    bold = str(_bold(one, "01", 1))
+    conf, sample_mask = load_confounds_strategy(bold, denoise_strategy="simple")
+    masker = NiftiMasker(mask_img=mask4_shifted, detrend=True, standardize=None, t_r=TR)
+    ctx = _quiet()
+    try:
+        if interpolation == "continuous":  # NiftiMasker resamples the file itself
+            x = masker.fit_transform(bold, confounds=conf, sample_mask=sample_mask)
+        else:
+            img = resample_img(
+                load_img(bold), interpolation=interpolation, target_shape=shape4, target_affine=coarse,
+                force_resample=True, copy_header=True,
+            )  # fmt: skip
+            x = masker.fit_transform(img, confounds=conf, sample_mask=sample_mask)
+    finally:
+        ctx.__exit__(None, None, None)
+    # the stored float32 rounding (bound: test_cleaned_series_equal_nilearn)
+    got = _series(con, 0)
+    assert got.shape == x.shape and np.abs(x).max() > 0
+    assert np.all(np.abs(got - x) <= (6 * U + 1e-9) * np.abs(x).max(axis=0))
+    recorded = con.attrs["options"]
+    assert recorded["cleaning"]["interpolation"] == interpolation
+    assert recorded["resampling"] == f"nilearn resample_img ({interpolation}) onto the target grid"
 
 
 # -------------------------------------------------------------------------------------- 5. S3

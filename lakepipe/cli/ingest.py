@@ -26,6 +26,7 @@ SOURCE_OPTIONS = (
     "fd_threshold",
     "std_dvars_threshold",
     "min_volumes",
+    "interpolation",
     "runs",
 )
 
@@ -119,6 +120,12 @@ def register(sub: Any, name: str, rest: Sequence[str] = ()) -> None:
     fp.add_argument("--high-pass", type=float, metavar="HZ", help="high-pass cutoff (Hz)")
     fp.add_argument("--t-r", type=float, metavar="S", help="repetition time (default: the sidecar's)")
     fp.add_argument("--smoothing-fwhm", type=float, metavar="MM", help="spatial smoothing (FWHM, mm)")
+    fp.add_argument(
+        "--interpolation",
+        choices=("linear", "continuous", "nearest"),
+        help="resampling of runs not on the target grid (nilearn resample_img): linear (default), "
+        "continuous (cubic spline, NiftiMasker's) or nearest",
+    )
     fp.add_argument(
         "--fd-threshold", type=float, metavar="MM", help="scrubbing: framewise displacement threshold"
     )

@@ -6,8 +6,11 @@ JSON) and the BOLD's JSON sidecar (``RepetitionTime``). Each run is cleaned the 
 seed-to-voxel recipe cleans it, with nilearn's own machinery: confounds and the sample mask from
 :func:`nilearn.interfaces.fmriprep.load_confounds_strategy` (``simple``, ``scrubbing``, ``compcor``,
 ...), then :class:`nilearn.maskers.NiftiMasker` with the same option names (``smoothing_fwhm``,
-``detrend``, ``standardize``, ``low_pass``, ``high_pass``, ``t_r``), which also resamples the run onto
-the lake's target grid and brain mask (default: the MNI152NLin6Asym 2 mm grid and brain mask). A
+``detrend``, ``standardize``, ``low_pass``, ``high_pass``, ``t_r``), after the run is resampled onto
+the lake's target grid and brain mask (default: the MNI152NLin6Asym 2 mm grid and brain mask) with
+:func:`nilearn.image.resample_img` (``interpolation``: ``linear`` by default, where NiftiMasker would
+use ``continuous``, a cubic spline: it rings around the edge of the acquired brain, and costs 5.6x as
+much, 0.53 s against 0.094 s a 4 mm volume onto the 2 mm grid on a 2-core Xeon). A
 subject's runs are concatenated after cleaning (``runs="concat"``) or kept apart as rows of their own
 (``runs="average"``: the analyses average each subject's per-run maps, the Lead-DBS convention).
 """
@@ -35,6 +38,8 @@ from lakepipe.io.sources.base import (
 from lakepipe.space import Grid, mni152_brain_mask_2mm, mni152_grid
 
 STRATEGIES = ("simple", "scrubbing", "compcor", "ica_aroma", "none")
+#: nilearn's resample_img interpolations for runs not on the target grid
+INTERPOLATIONS = ("linear", "continuous", "nearest")
 RUNS = ("concat", "average")
 _BOLD = re.compile(r"_desc-preproc_bold\.nii(\.gz)?$")
 
@@ -75,6 +80,8 @@ class Cleaning:
     fd_threshold: float | None = None
     std_dvars_threshold: float | None = None
     min_volumes: int = 30
+    #: onto the target grid: nilearn's resample_img interpolation (linear: no spline ringing, 5x faster)
+    interpolation: str = "linear"
 
     def confound_kwargs(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -147,6 +154,7 @@ class FmriprepSource(ConnectomeSource):
             "fd_threshold",
             "std_dvars_threshold",
             "min_volumes",
+            "interpolation",
         }
         unknown = sorted(set(options) - known)
         if unknown:
@@ -157,6 +165,9 @@ class FmriprepSource(ConnectomeSource):
         runs_mode = str(options.get("runs", "concat"))
         if runs_mode not in RUNS:
             raise InputError(f"--runs must be concat or average, not {runs_mode!r}")
+        interpolation = str(options.get("interpolation") or "linear")
+        if interpolation not in INTERPOLATIONS:
+            raise InputError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}, not {interpolation!r}")
         standardize = options.get("standardize", "zscore_sample")
         if isinstance(standardize, str) and standardize.lower() in ("false", "none", "no"):
             standardize = False
@@ -171,6 +182,7 @@ class FmriprepSource(ConnectomeSource):
             fd_threshold=_float(options.get("fd_threshold")),
             std_dvars_threshold=_float(options.get("std_dvars_threshold")),
             min_volumes=int(options.get("min_volumes") or 30),
+            interpolation=interpolation,
         )
         space = str(options.get("space") or "MNI152NLin6Asym")
         wanted = {check_entity(p, "sub") for p in options.get("participant_label") or []} or None
@@ -333,7 +345,7 @@ class FmriprepSource(ConnectomeSource):
                 "affine": self.geometry.grid.affine.tolist(),
             },
             "target_mask_sha256": sha256(np.packbits(mask).tobytes()).hexdigest(),
-            "resampling": "nilearn NiftiMasker (continuous) onto the target grid",
+            "resampling": f"nilearn resample_img ({self.cleaning.interpolation}) onto the target grid",
             "precision": "nilearn's default (the run's dtype; float64 for scaled integers), stored float32",
             "nilearn": nilearn.__version__,
         }
@@ -399,13 +411,42 @@ class FmriprepSource(ConnectomeSource):
                 warnings.filterwarnings(
                     "ignore", message="imgs are being resampled to the mask_img resolution"
                 )
-                series = self.masker().fit_transform(bold, confounds=confounds, sample_mask=sample_mask)
+                series = self.masker().fit_transform(
+                    self._on_target(bold), confounds=confounds, sample_mask=sample_mask
+                )
         except (ValueError, EOFError, OSError) as exc:
             raise InputError(f"cannot clean the run ({exc})", run.bold) from None
         series = np.asarray(series, np.float32)
         if not np.all(np.isfinite(series)):
             raise InputError("the run holds NaN or infinite values", run.bold)
         return series
+
+    def _on_target(self, bold: Any) -> Any:
+        """The run on the target grid, resampled with the recorded interpolation (nilearn's
+        ``resample_img``, as NiftiMasker resamples, which would use ``continuous``); unchanged when it
+        is on the grid already."""
+        from nilearn.image import load_img, resample_img
+
+        assert self.geometry is not None
+        grid = self.geometry.grid
+        img = load_img(bold)
+        if tuple(img.shape[:3]) == tuple(grid.shape) and np.allclose(img.affine, grid.affine):
+            return img
+        if img.get_data_dtype().kind in "iu" and self.cleaning.interpolation != "nearest":
+            # resample_img keeps an integer dtype for linear (truncating): float64, as read scaled
+            import nibabel as nib
+
+            header = img.header.copy()
+            header.set_data_dtype(np.float64)
+            img = nib.Nifti1Image(img.get_fdata(dtype=np.float64), img.affine, header)
+        return resample_img(
+            img,
+            target_affine=grid.affine,
+            target_shape=grid.shape,
+            interpolation=self.cleaning.interpolation,
+            force_resample=True,
+            copy_header=True,
+        )
 
     def _finite_bold(self, run: Run) -> Any:
         """The run's BOLD for the masker, NaN or infinite values inside the target brain mask
