@@ -62,6 +62,43 @@ def test_reduce_subject_equals_nilearns_svd():
         reduce_subject(x, 0)
 
 
+@pytest.mark.parametrize("alpha", [0.5, 3.0])
+def test_lasso_code_solves_sparse_encodes_problems(alpha):
+    """Planted sparse codes on correlated atoms: every row's code meets the lasso's optimality
+    conditions, and it is scikit-learn's ``sparse_encode`` (``lasso_cd``, a Lasso per row) within the
+    distance its stopping rule allows, at no larger objective."""
+    from sklearn.decomposition import sparse_encode
+
+    from lakepipe.compute.decomposition import lasso_code
+
+    rng = np.random.default_rng(3)
+    k, f, n = 6, 40, 3000
+    d = rng.standard_normal((k, f))
+    d[1] += 0.8 * d[0]  # correlated atoms: coordinate descent needs many sweeps
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    planted = rng.standard_normal((n, k)) * (rng.random((n, k)) < 0.3) * 4
+    x = (planted @ d + 0.2 * rng.standard_normal((n, f))).astype(np.float32)
+    mine = lasso_code(x, d, alpha)
+    x64 = x.astype(np.float64)
+    # optimality (KKT): residual correlation alpha * sign(c) where c != 0, at most alpha in size where 0
+    corr = (x64 - mine @ d) @ d.T
+    nz = mine != 0
+    assert 0.05 < nz.mean() < 0.95  # a real mix of zero and non-zero coefficients
+    assert np.abs(corr[nz] - alpha * np.sign(mine[nz])).max() <= 1e-7 * alpha
+    assert np.abs(corr[~nz]).max() <= alpha * (1 + 1e-7)
+    # scikit-learn stops at a duality gap of tol ||x||^2 (tol 1e-4); the objective is strongly convex
+    # with modulus lambda_min(D D.T), so its code lies within sqrt(2 gap / lambda_min) of the optimum
+    ref = sparse_encode(x64, d, algorithm="lasso_cd", alpha=alpha)
+    lam = np.linalg.eigvalsh(d @ d.T)[0]
+    bound = np.sqrt(2 * 1e-4 * (x64**2).sum(axis=1) / lam)
+    assert np.all(np.linalg.norm(mine - ref, axis=1) <= bound)
+
+    def objective(c):
+        return 0.5 * ((x64 - c @ d) ** 2).sum(axis=1) + alpha * np.abs(c).sum(axis=1)
+
+    assert np.all(objective(mine) <= objective(ref) + 1e-9 * objective(ref))
+
+
 def test_regions_to_labels_and_correlation_against_loops():
     rng = np.random.default_rng(1)
     maps = np.clip(rng.standard_normal((6, 5, 4, 3)), 0, None)

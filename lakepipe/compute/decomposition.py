@@ -23,13 +23,18 @@ the same rule: the largest ``|value|`` of each map positive, ``sklearn.utils.ext
 the randomized one agrees with it to the accuracy of the randomized approximation. The Gram route
 costs ``T^2 V`` flops, about 0.03 s for 40 frames x 235,000 voxels, where the randomized SVD takes
 seconds.
+
+:func:`lasso_code` is DictLearning's last step, the sparse code of every voxel on the learned
+dictionary (scikit-learn's ``sparse_encode``, which fits one Lasso per voxel in a Python loop:
+about 0.2 ms a voxel, 50 s for the 235,375 voxels of the 2 mm mask on a 2-core Xeon). It solves the
+same problems by coordinate descent on all voxels at once.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["reduce_subject", "regions_to_labels", "spatial_correlation"]
+__all__ = ["lasso_code", "reduce_subject", "regions_to_labels", "spatial_correlation"]
 
 
 def reduce_subject(series: np.ndarray, n_components: int) -> np.ndarray:
@@ -126,3 +131,59 @@ def spatial_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         out: np.ndarray = (x @ y.T) / np.outer(nx, ny)
     out[~np.isfinite(out)] = np.nan
     return out
+
+
+def lasso_code(
+    x: np.ndarray, dictionary: np.ndarray, alpha: float, *, max_iter: int = 1000, tol: float = 1e-10
+) -> np.ndarray:
+    """Lasso codes of the rows of ``x`` on the atoms of ``dictionary``, all rows at once.
+
+    Each row's code is ``argmin_c 0.5 ||x_i - c D||^2 + alpha ||c||_1``, the problem of scikit-learn's
+    ``sparse_encode(x, D, algorithm="lasso_cd" or "lasso_lars", alpha=alpha)``, unique when the atoms
+    are linearly independent. Cyclic coordinate descent on the Gram matrix (``D D.T``) and the
+    correlations (``x D.T``), in float64, a coordinate of every row per step; rows stop once their
+    largest change in a sweep is at most ``tol`` times their largest coefficient.
+
+    Parameters
+    ----------
+    x
+        (N, F) signals, one per row.
+    dictionary
+        (K, F) atoms.
+    alpha
+        The l1 penalty.
+    max_iter, tol
+        Sweeps at most; the convergence threshold (relative).
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, K) float64 codes.
+    """
+    d = np.asarray(dictionary, np.float64)
+    gram = d @ d.T
+    diag = np.diag(gram).copy()
+    x = np.asarray(x)
+    q = np.empty((x.shape[0], d.shape[0]))  # correlations minus code @ gram (code = 0 so far)
+    for a in range(0, x.shape[0], 65536):  # float64 a block at a time
+        q[a : a + 65536] = np.asarray(x[a : a + 65536], np.float64) @ d.T
+    code = np.zeros_like(q)
+    active = np.arange(q.shape[0])
+    for _ in range(max_iter):
+        c, r = code[active], q[active]
+        change = np.zeros(len(active))
+        for k in range(d.shape[0]):
+            if diag[k] <= 0:
+                continue
+            z = r[:, k] + diag[k] * c[:, k]
+            new = np.sign(z) * np.maximum(np.abs(z) - alpha, 0.0) / diag[k]
+            delta = new - c[:, k]
+            r -= delta[:, None] * gram[k][None, :]
+            c[:, k] = new
+            np.maximum(change, np.abs(delta), out=change)
+        code[active], q[active] = c, r
+        done = change <= tol * np.maximum(np.abs(c).max(axis=1), np.finfo(np.float64).tiny)
+        active = active[~done]
+        if not len(active):
+            break
+    return code

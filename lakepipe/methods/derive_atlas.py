@@ -41,7 +41,7 @@ import xarray as xr
 from lakepipe._version import __version__
 from lakepipe.bids import check_entity
 from lakepipe.catalog import OutputRecord, content_hash
-from lakepipe.compute.decomposition import reduce_subject, regions_to_labels
+from lakepipe.compute.decomposition import lasso_code, reduce_subject, regions_to_labels
 from lakepipe.errors import InputError
 from lakepipe.io import bidsout, layout
 from lakepipe.io.nifti import write_nifti
@@ -182,6 +182,36 @@ def _reduce_rows(
 
 
 # ------------------------------------------------------------------------------------------ method
+
+
+def _dictlearning_maps(est: Any, data: np.ndarray) -> np.ndarray:
+    """nilearn's ``DictLearning._raw_fit`` on the stacked reductions, its last step (the sparse code
+    of every voxel on the learned dictionary) by :func:`lasso_code`, the same lasso problems solved on
+    all voxels at once instead of scikit-learn's Lasso fit per voxel (0.2 ms each: 50 s at 2 mm)."""
+    from sklearn.decomposition import dict_learning_online
+
+    est._init_dict(data)  # CanICA's maps, then their loadings: nilearn's initial dictionary
+    est._init_loadings(data)
+    n_voxels = data.shape[1]
+    dictionary = dict_learning_online(
+        data.T,
+        est.n_components,
+        alpha=est.alpha,
+        batch_size=est.batch_size,
+        method=est.method,
+        dict_init=est.loadings_init_,
+        random_state=est.random_state,
+        return_code=False,
+        shuffle=True,
+        n_jobs=1,
+        max_iter=((n_voxels - 1) // est.batch_size + 1) * est.n_epochs,
+    )
+    maps = lasso_code(data.T, dictionary, est.alpha).T
+    norms = np.sqrt((maps**2).sum(axis=1))  # unit norm, then the sign with the larger positive part
+    maps /= np.where(norms == 0, 1.0, norms)[:, None]
+    flip = (maps > 0).sum(axis=1) < (maps < 0).sum(axis=1)
+    maps[flip] *= -1
+    return np.asarray(maps, np.float32)
 
 
 def _mask_image(con: ConnectomeInfo, ijk: np.ndarray) -> nib.Nifti1Image:
@@ -390,6 +420,8 @@ class DeriveAtlas(Method):
 
         with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
             warnings.simplefilter("ignore", UserWarning)
+            if p.decomposition == "dictlearning":
+                return _dictlearning_maps(est, data)
             est._raw_fit(data)
         return np.asarray(est.components_, np.float32)
 

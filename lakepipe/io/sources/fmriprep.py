@@ -167,7 +167,9 @@ class FmriprepSource(ConnectomeSource):
             raise InputError(f"--runs must be concat or average, not {runs_mode!r}")
         interpolation = str(options.get("interpolation") or "linear")
         if interpolation not in INTERPOLATIONS:
-            raise InputError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}, not {interpolation!r}")
+            raise InputError(
+                f"--interpolation must be one of {', '.join(INTERPOLATIONS)}, not {interpolation!r}"
+            )
         standardize = options.get("standardize", "zscore_sample")
         if isinstance(standardize, str) and standardize.lower() in ("false", "none", "no"):
             standardize = False
