@@ -24,7 +24,18 @@ from scipy import stats as sps
 
 from lakepipe.compute import stats
 from lakepipe.lake import Lake
-from tests.conftest import run_cli
+
+
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    """The command line in this process (its parser, error handling and exit status; the README test
+    and tests/test_cli.py run it as a process): exit status, stdout, stderr."""
+    from lakepipe.cli.main import main
+
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
 
 N_PERM = 499
 CASES = "cohort=neglect"
@@ -290,9 +301,10 @@ def test_reruns_skip_and_recompute_replaces(lnm):
     assert set(after["store_uri"]) != set(before["store_uri"])
 
 
-def test_cli_writes_bids_files_and_the_figure(lnm, tmp_path):
+def test_cli_writes_bids_files_and_the_figure(lnm, tmp_path, capsys):
     out = tmp_path / "bids"
-    proc = run_cli(
+    rc, stdout, stderr = _cli(
+        capsys,
         "--lake",
         lnm.url,
         "stats",
@@ -306,8 +318,8 @@ def test_cli_writes_bids_files_and_the_figure(lnm, tmp_path):
         "--bids-out",
         out,
     )
-    assert proc.returncode == 0, proc.stderr
-    assert "specificity:" in proc.stdout
+    assert rc == 0, stderr
+    assert "specificity:" in stdout
     (tmap,) = out.glob("*desc-t_statmap.nii.gz")
     ds = lnm.run("specificity", cases=CASES, controls=CONTROLS, n_permutations=N_PERM).outputs
     img = nib.load(tmap).get_fdata()
@@ -315,7 +327,8 @@ def test_cli_writes_bids_files_and_the_figure(lnm, tmp_path):
     np.testing.assert_array_equal(img[tuple(ijk.T)].astype(np.float32), ds["t"].values)
     meta = json.loads(tmap.with_name(tmap.name.replace(".nii.gz", ".json")).read_text())
     assert meta["Inputs"]["n_cases"] == 16 and meta["Parameters"]["n_permutations"] == N_PERM
-    proc = run_cli(
+    rc, stdout, stderr = _cli(
+        capsys,
         "--lake",
         lnm.url,
         "stats",
@@ -329,7 +342,7 @@ def test_cli_writes_bids_files_and_the_figure(lnm, tmp_path):
         "--bids-out",
         out,
     )
-    assert proc.returncode == 0, proc.stderr
+    assert rc == 0, stderr
     (table,) = out.glob("*method-predict*_stats.tsv")
     assert len(pd.read_csv(table, sep="\t")) == 16
     # the figures and the report of the results just made, selected by the same options
@@ -339,59 +352,71 @@ def test_cli_writes_bids_files_and_the_figure(lnm, tmp_path):
         ("predict", sel[:2] + ["--score", "neglect_score", *sel[4:]]),
     ):
         png = tmp_path / f"{method}.png"
-        proc = run_cli("--lake", lnm.url, "plot", method, *extra, "--out", png)
-        assert proc.returncode == 0, proc.stderr
+        rc, stdout, stderr = _cli(capsys, "--lake", lnm.url, "plot", method, *extra, "--out", png)
+        assert rc == 0, stderr
         pixels = plt.imread(png)[..., :3]
         assert pixels.std() > 0.05  # not blank: a brain map or a scatter
         page = tmp_path / f"{method}.html"
         # the store of the result just drawn (other tests made other results of this test in the lake)
         rows = lnm.catalog.query(method=method).sort_values("created")
         store = str(rows["store_uri"].iloc[-1])
-        proc = run_cli("--lake", lnm.url, "report", "--method", method, "--store", store, "--out", page)
-        assert proc.returncode == 0, proc.stderr
+        rc, stdout, stderr = _cli(
+            capsys, "--lake", lnm.url, "report", "--method", method, "--store", store, "--out", page
+        )
+        assert rc == 0, stderr
         html = page.read_text()
         assert html.count("<img") >= 1 and "Maps tested" in html
     # a result never computed: one line saying how to compute it
-    proc = run_cli("--lake", lnm.url, "plot", "specificity", *sel[:4], "--n-permutations", "7", "--out", png)
-    assert proc.returncode == 2 and "lakepipe stats specificity" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    rc, stdout, stderr = _cli(
+        capsys, "--lake", lnm.url, "plot", "specificity", *sel[:4], "--n-permutations", "7", "--out", png
+    )
+    assert rc == 2 and "lakepipe stats specificity" in stderr
+    assert "Traceback" not in stderr
 
 
 # ------------------------------------------------------------------------------------ bad input
 
 
-def _refused(lake, *args):
+def _refused(lake, capsys, *args):
     runs = len(lake.catalog.runs())
-    proc = run_cli("--lake", lake.url, "stats", *args)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("lakepipe: error:"), proc.stderr
+    rc, _, stderr = _cli(capsys, "--lake", lake.url, "stats", *args)
+    lines = stderr.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("lakepipe: error:"), stderr
     assert len(lake.catalog.runs()) == runs  # nothing registered, not even a run record
     return lines[0]
 
 
-def test_bad_input_is_one_line_and_writes_nothing(lnm):
+def test_bad_input_is_one_line_and_writes_nothing(lnm, capsys):
     assert "at least 3" in _refused(
-        lnm, "specificity", "--cases", "cohort=neglect,participants=case01+case02", "--controls", CONTROLS
+        lnm,
+        capsys,
+        "specificity",
+        "--cases",
+        "cohort=neglect,participants=case01+case02",
+        "--controls",
+        CONTROLS,
     )
-    line = _refused(lnm, "symptom", "--cases", CASES, "--score", "constant")
+    line = _refused(lnm, capsys, "symptom", "--cases", CASES, "--score", "constant")
     assert "constant" in line
-    line = _refused(lnm, "symptom", "--cases", CASES, "--score", "partial")
+    line = _refused(lnm, capsys, "symptom", "--cases", CASES, "--score", "partial")
     assert "missing" in line and "sub-case02" in line and "sub-case05" in line
-    line = _refused(lnm, "specificity", "--cases", CASES, "--controls", CONTROLS, "--covariates", "is_case")
+    line = _refused(
+        lnm, capsys, "specificity", "--cases", CASES, "--controls", CONTROLS, "--covariates", "is_case"
+    )
     assert "is_case" in line and "collinear" in line
-    assert "no score column" in _refused(lnm, "symptom", "--cases", CASES, "--score", "nope")
-    assert "share maps" in _refused(lnm, "specificity", "--cases", CASES, "--controls", CASES)
-    assert "--controls" in _refused(lnm, "specificity", "--cases", CASES)
-    assert "KEY=VALUE" in _refused(lnm, "sensitivity", "--cases", "neglect")
+    assert "no score column" in _refused(lnm, capsys, "symptom", "--cases", CASES, "--score", "nope")
+    assert "share maps" in _refused(lnm, capsys, "specificity", "--cases", CASES, "--controls", CASES)
+    assert "--controls" in _refused(lnm, capsys, "specificity", "--cases", CASES)
+    assert "KEY=VALUE" in _refused(lnm, capsys, "sensitivity", "--cases", "neglect")
 
 
-def test_maps_of_two_connectomes_are_refused(lnm, tutorial, copy_lake):
+def test_maps_of_two_connectomes_are_refused(lnm, capsys, tutorial, copy_lake):
     from lakepipe.ingest import ingest_connectome
 
     lake = Lake(copy_lake(lnm))
     ingest_connectome(lake, tutorial.connectome, name="other")
     lake.run("fnm", cohort="controls", connectome="other")
-    line = _refused(lake, "specificity", "--cases", CASES, "--controls", CONTROLS)
+    line = _refused(lake, capsys, "specificity", "--cases", CASES, "--controls", CONTROLS)
     assert "2 connectomes" in line and "other" in line and "tutorial" in line
 
 
