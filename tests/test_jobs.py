@@ -1,7 +1,7 @@
 """Job specs: schema validation with field paths, environment substitution, plans, incremental runs.
 
-The example specs in ``jobs/`` run against the tutorial data: the tutorial job end to end from the
-command line (a second run does nothing), the nightly job on a lake that already holds a connectome
+The example specs in ``jobs/`` run against the tutorial data (the tutorial job end to end, as
+``lakepipe demo`` runs it: tests/test_demo.py): the nightly job on a lake that already holds a connectome
 and an atlas (adding a participant to the BIDS folder ingests and maps only that participant), and
 lesion ingestion from an ``s3://`` BIDS source on the loopback S3 server.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lakepipe.errors import InputError
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT
 
 JOBS = ROOT / "jobs"
 SCHEMAS = ROOT / "schemas"
@@ -203,20 +203,8 @@ def test_scheduler_address_honours_the_dask_operator_variable(monkeypatch):
 
 # ----------------------------------------------------------------------------------- tutorial job
 
+
 #: the bundled tutorial job at test sizes (the tutorial step's defaults are larger)
-SMALL = {"participants": 4, "subjects": 5, "timepoints": 30}
-
-
-def small_tutorial_spec(tmp_path: Path) -> Path:
-    import yaml
-
-    spec = yaml.safe_load((JOBS / "tutorial.yaml").read_text())
-    spec["steps"][0].update(SMALL)
-    path = tmp_path / "tutorial.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
-
-
 def _group_file(out: Path, method: str) -> Path:
     pattern = f"group_space-MNI152NLin6Asym_method-{method}_atlas-Seitzman2018_*_parcelstats.tsv"
     (path,) = (out / "group").glob(pattern)
@@ -241,67 +229,6 @@ def test_tutorial_job_dry_run_writes_nothing(tmp_path, capsys, monkeypatch):
     for kind in ("ingest-lesions", "ingest-connectome", "parcellate", "afnm", "fnm", "collect"):
         assert "planned after the steps above" in lines[kind], lines[kind]
     assert "more once the steps above have run" in text and "dry run, nothing written" in text
-
-
-@pytest.mark.slow
-def test_tutorial_job_end_to_end_then_nothing(tmp_path, dask_client):
-    """The tutorial spec from the command line, on a real cluster; the second run does nothing."""
-    import jsonschema
-
-    from lakepipe.lake import Lake
-
-    work = tmp_path / "work"
-    work.mkdir()
-    spec = small_tutorial_spec(tmp_path)
-    args = ["-v", "--scheduler", dask_client.scheduler.address, "jobs", "run", spec]
-    first = run_cli(*args, cwd=work)
-    assert first.returncode == 0, first.stderr[-3000:]
-    out = work / "derivatives"
-    n_entries = len(list((work / "tutorial" / "bids").glob("sub-*/**/*_mask.nii.gz")))
-    lake = Lake(str(work / "lake"), create=False)
-    assert lake.catalog.count(kind="lesion", cohort="tutorial") == n_entries
-    assert lake.catalog.count(method="afnm") == n_entries
-    assert lake.catalog.count(method="fnm", statistic="zmap", atlas="Seitzman2018") == n_entries
-    assert lake.catalog.count(method="parcellate") == 2
-    group = _group_file(out, "afnm")
-    assert len(group.read_text().splitlines()) == n_entries + 1
-    assert _group_file(out, "fnm").exists()
-    assert "job 'tutorial' finished" in first.stdout
-    assert not (JOBS / "derivatives").exists() and not (JOBS / "tutorial").exists()  # nothing in the repo
-    # one run: every output of the job carries its run id
-    rows = lake.catalog.query()
-    assert rows["run_id"].notna().all() and rows["run_id"].nunique() == 1
-    # every sidecar the job exported follows schemas/sidecar.schema.json
-    validator = jsonschema.Draft202012Validator(json.loads((SCHEMAS / "sidecar.schema.json").read_text()))
-    sidecars = [p for p in out.rglob("*.json") if p.name != "dataset_description.json"]
-    assert len(sidecars) > n_entries
-    from lakepipe.registry import method_names
-
-    for p in sidecars:
-        meta = json.loads(p.read_text())
-        assert not list(validator.iter_errors(meta)), p
-        assert meta["Method"] in method_names(), p
-    # the job answered the tutorial's group question: group statistics files of every test
-    for method in ("sensitivity", "conjunction", "symptom", "predict"):
-        assert list(out.rglob(f"*method-{method}_*")), method
-
-    n_rows = lake.catalog.count()
-    second = run_cli(*args, cwd=work)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "nothing to do: everything is in the lake" in second.stdout
-    assert "finished: 0 new" in second.stdout
-    assert "local Dask cluster" not in second.stderr  # nothing to compute: no cluster started
-    assert Lake(str(work / "lake")).catalog.count() == n_rows
-    runs = Lake(str(work / "lake")).catalog.runs()
-    assert list(runs["status"]) == ["finished", "finished"]  # a job records every run, even a no-op
-    # the run's counts are catalog records: every output the first run registered, none the second
-    assert list(runs["n_outputs"]) == [lake.catalog.count(run_id=runs["run_id"].iloc[0]), 0]
-    assert first_total(first.stdout) > 0
-
-
-def first_total(stdout: str) -> int:
-    line = next(ln for ln in stdout.splitlines() if "finished:" in ln)
-    return int(line.split("finished:")[1].split("new")[0])
 
 
 # ------------------------------------------------------------------------------------ nightly job
