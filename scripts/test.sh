@@ -32,10 +32,11 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-pytest_lane() {  # pytest_lane NAME ARGS...: one pytest run in its own temporary folder
+pytest_lane() {  # pytest_lane NAME ARGS...: one pytest run in its own temporary folder, its slowest
+  # tests listed at the end (where the suite's time goes, in every CI log)
   local name=$1
   shift
-  "$PY" -m pytest -q -p no:cacheprovider --basetemp "$TMP/$name" "$@"
+  "$PY" -m pytest -q -p no:cacheprovider --durations=25 --basetemp "$TMP/$name" "$@"
 }
 BENCH=tests/test_benchmarks_smoke.py
 README_TEST=tests/test_readme.py  # 44 fresh processes one after another: the longest single test

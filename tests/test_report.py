@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_viz import assert_not_blank, coloured_fraction, lake_with_outputs
+from tests.test_viz import FNM_STORES, assert_not_blank, coloured_fraction, lake_with_outputs
 
 IMG_SRC = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
@@ -138,8 +138,8 @@ def test_fnm_report_renders_in_chromium(lake, tmp_path, capsys):
                 "report",
                 "--method",
                 "fnm",
-                "--cohort",
-                "tutorial",
+                "--store",  # the fixture's run (test_viz.py adds others to the shared lake)
+                FNM_STORES[lake.url],
                 "--max-seeds",
                 "1",
                 "--out",

@@ -21,6 +21,8 @@ from tests.conftest import copy_lake_folder
 SPHERE = (-40.0, -20.0, 50.0)
 FRACTIONAL = {"weighting": "fractional"}
 _LAKES: dict[str, Lake] = {}
+#: the store of the fixture's own FNM run, by lake URL (tests that add runs to the lake leave it be)
+FNM_STORES: dict[str, str] = {}
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -41,7 +43,7 @@ def lake_with_outputs(ingested, dask_client, tmp_path_factory) -> Lake:
     if ingested.url not in _LAKES:
         lake = _private_copy(ingested, tmp_path_factory.mktemp("vizlake") / "lake")
         lake.run("afnm", cohort="tutorial", atlas="Seitzman2018", connectome="tutorial", client=dask_client)
-        lake.run(
+        fnm = lake.run(
             "fnm",
             connectome="tutorial",
             cohort="tutorial",
@@ -51,6 +53,10 @@ def lake_with_outputs(ingested, dask_client, tmp_path_factory) -> Lake:
             radius=6.0,
             sphere_name=["motor"],
         )
+        assert fnm.store is not None
+        from lakepipe.io import layout
+
+        FNM_STORES[lake.url] = layout.relative(lake.url, fnm.store)  # as the catalog's store_uri
         _LAKES[ingested.url] = lake
     return _LAKES[ingested.url]
 
