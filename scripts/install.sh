@@ -20,7 +20,13 @@ if [ "${1:-}" = "--test" ]; then
   fi
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+# uv (from PyPI) installs the same packages in parallel: 30 s against pip's 3 to 6 minutes on a
+# 2-core machine with an empty cache; pip is the fallback where uv cannot be installed
+if .venv/bin/python -m pip install -q --disable-pip-version-check uv 2>/dev/null && [ -x .venv/bin/uv ]; then
+  .venv/bin/uv pip install -q --python .venv/bin/python -e ".${extras}"
+else
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+fi
 echo "lakepipe installed in .venv ($(.venv/bin/lakepipe --version)); to have \`lakepipe\` on your PATH:"
 echo "  source $PWD/.venv/bin/activate     (or: export PATH=\"$PWD/.venv/bin:\$PATH\")"
