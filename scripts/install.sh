@@ -23,7 +23,9 @@ fi
 # uv (from PyPI) installs the same packages in parallel: 30 s against pip's 3 to 6 minutes on a
 # 2-core machine with an empty cache; pip is the fallback where uv cannot be installed
 if .venv/bin/python -m pip install -q --disable-pip-version-check uv 2>/dev/null && [ -x .venv/bin/uv ]; then
-  .venv/bin/uv pip install -q --python .venv/bin/python -e ".${extras}"
+  # bytecode compiled now, as pip does (uv does not by default): the tests run with
+  # PYTHONDONTWRITEBYTECODE, and every fresh process would compile its imports again
+  .venv/bin/uv pip install -q --compile-bytecode --python .venv/bin/python -e ".${extras}"
 else
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"

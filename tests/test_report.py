@@ -140,6 +140,8 @@ def test_fnm_report_renders_in_chromium(lake, tmp_path, capsys):
                 "fnm",
                 "--store",  # the fixture's run (test_viz.py adds others to the shared lake)
                 FNM_STORES[lake.url],
+                "--cohort",
+                "tutorial",
                 "--max-seeds",
                 "1",
                 "--out",
