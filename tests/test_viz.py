@@ -52,6 +52,7 @@ def lake_with_outputs(ingested, dask_client, tmp_path_factory) -> Lake:
             sphere=[",".join(map(str, SPHERE))],
             radius=6.0,
             sphere_name=["motor"],
+            recompute=True,  # all in this run's store, whatever FNM maps the copied lake already held
         )
         assert fnm.store is not None
         from lakepipe.io import layout
