@@ -434,8 +434,9 @@ class FmriprepSource(ConnectomeSource):
         img = load_img(bold)
         if tuple(img.shape[:3]) == tuple(grid.shape) and np.allclose(img.affine, grid.affine):
             return img
-        if img.get_data_dtype().kind in "iu" and self.cleaning.interpolation != "nearest":
-            # resample_img keeps an integer dtype for linear (truncating): float64, as read scaled
+        if img.get_data_dtype().kind in "iu" and self.cleaning.interpolation == "linear":
+            # resample_img keeps an integer dtype for linear (truncating): float64, as read scaled;
+            # continuous casts integers itself, as NiftiMasker always did
             import nibabel as nib
 
             header = img.header.copy()
