@@ -179,10 +179,13 @@ def write_nifti(data: np.ndarray, affine: np.ndarray, path: str | Path, space: s
     img.set_qform(img.affine, code=code)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.name.endswith(".gz"):  # gzip level 1: ~4x faster than nibabel's default for ~10 % more bytes
-        import gzip
+    if path.name.endswith(".gz"):
+        # ISA-L's gzip at level 1: as many bytes on disk as zlib's level 1 (within 1 %), written 11x
+        # faster (0.0096 vs 0.106 s for a 2 mm float32 map here); any gzip reader reads it. mtime 0:
+        # the same map gives the same file
+        from isal import igzip
 
-        with gzip.open(path, "wb", compresslevel=1) as f:
+        with igzip.IGzipFile(path, "wb", compresslevel=1, mtime=0) as f:
             f.write(img.to_bytes())
     else:
         nib.save(img, str(path))
