@@ -1,4 +1,4 @@
-"""Nearest-neighbour resampling, spheres and sparse lesion moves against nilearn."""
+"""Nearest-neighbour and linear resampling, spheres and sparse lesion moves against nilearn."""
 
 import warnings
 
@@ -11,6 +11,7 @@ from nilearn.maskers import NiftiSpheresMasker
 from lakepipe.compute.resample import (
     lesion_to_grid,
     nearest_indices,
+    resample_linear,
     resample_nearest,
     sphere_voxels,
     voxel_to_world,
@@ -55,6 +56,40 @@ def _grids():
         (mm2, (28, 30, 22), RAS_1MM, (40, 50, 30)),  # finer: half-way ties
         (RAS_1MM, (40, 50, 30), oblique, (18, 20, 12)),
     ]
+
+
+def _linear_grids():
+    """The nearest-neighbour pairs, plus 4 mm onto 2 mm with the same origin: destination centres
+    fall exactly on the outermost source centres (inside) and one step beyond (outside)."""
+    mm4 = np.array([[4.0, 0, 0, -20], [0, 4, 0, -30], [0, 0, 4, -10], [0, 0, 0, 1]])
+    mm2 = np.array([[2.0, 0, 0, -20], [0, 2, 0, -30], [0, 0, 2, -10], [0, 0, 0, 1]])
+    return [*_grids(), (mm4, (10, 12, 8), mm2, (21, 24, 16))]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", range(6))
+def test_resample_linear_equals_nilearn(case, dtype):
+    src_affine, src_shape, dst_affine, dst_shape = _linear_grids()[case]
+    rng = np.random.default_rng(case)
+    data = (100 + 10 * rng.standard_normal((*src_shape, 3))).astype(dtype)  # never 0 inside
+    got = resample_linear(data, src_affine, dst_shape, dst_affine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = resample_img(
+            nib.Nifti1Image(data, src_affine),
+            target_affine=dst_affine,
+            target_shape=dst_shape,
+            interpolation="linear",
+            force_resample=True,
+            copy_header=True,
+        )
+    ref = np.asarray(ref.dataobj)
+    assert got.dtype == ref.dtype == dtype and got.shape == (*dst_shape, 3)
+    np.testing.assert_array_equal(got == 0, ref == 0)  # the same voxels outside the source grid
+    assert 0 < np.count_nonzero(got) < got.size or case in (0, 1, 3)
+    # both are float64 sums of the same eight products (in another order), then cast to dtype
+    bound = np.spacing(np.abs(ref)) if dtype == np.float32 else 16 * np.finfo(float).eps * np.abs(ref)
+    assert np.all(np.abs(got.astype(float) - ref) <= bound)
 
 
 @pytest.mark.parametrize("case", range(5))

@@ -1,4 +1,4 @@
-"""Nearest-neighbour resampling through affines, sphere seeds and sparse lesion moves.
+"""Nearest-neighbour and linear resampling through affines, sphere seeds and sparse lesion moves.
 
 Nearest neighbour follows ``scipy.ndimage`` order 0, which ``nilearn.image.resample_img(...,
 interpolation="nearest")`` uses: a destination voxel centre at source voxel coordinate ``x`` takes
@@ -6,15 +6,26 @@ source voxel ``floor(x + 0.5)`` (ties go up) when ``0 <= x <= n - 1`` on every a
 A tolerance of 1e-6 voxel keeps centres that coincide with the outermost source centres (up to
 floating-point rounding) inside. Affines are always applied: a left-right flipped grid of the same
 shape is a different image.
+
+Linear resampling follows ``scipy.ndimage.affine_transform(..., order=1, mode="constant")``, which
+``nilearn.image.resample_img(..., interpolation="linear")`` runs volume by volume: a destination
+voxel whose source coordinate ``x`` lies in ``[0, n - 1]`` on every axis is the trilinear
+interpolation of its 8 neighbours, any other is ``fill``. Here the interpolation is one sparse
+matrix (8 weights a destination voxel) built once for a pair of grids, so a run of T volumes costs
+one sparse product instead of T interpolations (:func:`linear_operator`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 _EDGE_TOL = 1e-6
 # destination voxels mapped at once (bounds the coordinate temporaries to ~100 MB)
 _POINTS_PER_SLAB = 2**20
+# volumes interpolated in one sparse product (bounds the float64 temporaries of a long run)
+_VOLUMES_PER_PRODUCT = 32
 
 
 def world_to_voxel(affine: np.ndarray, xyz: np.ndarray) -> np.ndarray:
@@ -71,6 +82,124 @@ def nearest_indices(
     ijk = np.asarray(dst_ijk, dtype=np.float64).reshape(-1, 3)
     coords = m[:3, :3] @ ijk.T + m[:3, 3:4]
     return _nearest_flat(coords, tuple(src_shape))
+
+
+def _source_coordinates(m: np.ndarray, dst_shape: tuple[int, int, int]) -> np.ndarray:
+    """(3, N) source voxel coordinates of the destination voxel centres (C order), computed as
+    scipy's ``affine_transform`` computes them: ``(o + b / a) * a`` per axis for a diagonal map (its
+    ``zoom_shift``), else ``M @ o + b`` summed in axis order, so edge voxels fall on the same side."""
+    axes = [np.arange(n, dtype=np.float64) for n in dst_shape]
+    a, b = m[:3, :3], m[:3, 3]
+    if np.array_equal(np.diag(np.diag(a)), a):
+        per_axis = [(axes[d] + b[d] / a[d, d]) * a[d, d] for d in range(3)]
+        grids = np.meshgrid(*per_axis, indexing="ij")
+        return np.stack([g.reshape(-1) for g in grids])
+    o = np.stack([g.reshape(-1) for g in np.meshgrid(*axes, indexing="ij")])
+    out = np.empty_like(o)
+    for d in range(3):
+        out[d] = a[d, 0] * o[0]
+        out[d] += a[d, 1] * o[1]
+        out[d] += a[d, 2] * o[2]
+        out[d] += b[d]
+    return out
+
+
+def linear_operator(
+    src_affine: np.ndarray,
+    src_shape: tuple[int, ...],
+    dst_affine: np.ndarray,
+    dst_shape: tuple[int, int, int],
+) -> Any:
+    """Trilinear resampling from one grid to another as a sparse matrix.
+
+    Parameters
+    ----------
+    src_affine, src_shape
+        Source grid (only the first 3 dimensions of the shape are used).
+    dst_affine, dst_shape
+        Destination grid.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        (destination voxels, source voxels), both flat in C order, float64: ``W @ x`` is
+        ``scipy.ndimage.affine_transform(x, ..., order=1)`` of the volume ``x`` with fill 0 (see
+        the module notes); rows of destination voxels outside the source grid are empty.
+    """
+    from scipy import sparse
+
+    src = tuple(int(n) for n in src_shape[:3])
+    dst = tuple(int(n) for n in dst_shape[:3])
+    coords = _source_coordinates(_voxel_map(src_affine, dst_affine), dst)  # type: ignore[arg-type]
+    upper = np.asarray(src, dtype=np.float64)[:, None] - 1
+    inside = np.all((coords >= 0) & (coords <= upper), axis=0)
+    rows = np.flatnonzero(inside)
+    c = coords[:, inside]
+    del coords
+    start = np.floor(c)
+    frac = c - start
+    lo = start.astype(np.int64)
+    hi = np.minimum(lo + 1, np.asarray(src, dtype=np.int64)[:, None] - 1)  # weight 0 at the last centre
+    strides = np.array([src[1] * src[2], src[2], 1], dtype=np.int64)
+    cols = np.empty((rows.size, 8), dtype=np.int64)
+    vals = np.empty((rows.size, 8), dtype=np.float64)
+    for corner in range(8):
+        bits = [(corner >> (2 - d)) & 1 for d in range(3)]
+        idx = np.zeros(rows.size, dtype=np.int64)
+        w = np.ones(rows.size, dtype=np.float64)
+        for d, bit in enumerate(bits):
+            idx += (hi[d] if bit else lo[d]) * strides[d]
+            w *= frac[d] if bit else 1.0 - frac[d]
+        cols[:, corner] = idx
+        vals[:, corner] = w
+    indptr = np.zeros(int(np.prod(dst)) + 1, dtype=np.int64)
+    indptr[rows + 1] = 8
+    np.cumsum(indptr, out=indptr)
+    return sparse.csr_matrix(
+        (vals.reshape(-1), cols.reshape(-1), indptr), shape=(int(np.prod(dst)), int(np.prod(src)))
+    )
+
+
+def resample_linear(
+    data: np.ndarray,
+    src_affine: np.ndarray,
+    dst_shape: tuple[int, int, int],
+    dst_affine: np.ndarray,
+    operator: Any | None = None,
+) -> np.ndarray:
+    """Resample a 3D volume or a 4D series of volumes onto another grid by trilinear interpolation.
+
+    Parameters
+    ----------
+    data
+        (X, Y, Z) or (X, Y, Z, T) source array, finite (a NaN would spread over its neighbours).
+    src_affine
+        Its 4x4 voxel-to-mm affine.
+    dst_shape, dst_affine
+        Destination grid.
+    operator
+        :func:`linear_operator` of these grids, when already built (a run of many volumes).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``dst_shape`` (+ T) array, float32 for float32 data and float64 otherwise, summed in
+        float64: ``nilearn.image.resample_img(..., interpolation="linear")`` of a float image, to
+        its last bit but the order of eight float64 products.
+    """
+    data = np.asarray(data)
+    if data.ndim not in (3, 4):
+        raise ValueError(f"resample_linear needs a 3D or 4D array, got shape {data.shape}")
+    w = operator if operator is not None else linear_operator(src_affine, data.shape, dst_affine, dst_shape)
+    n_src = int(np.prod(data.shape[:3]))
+    flat = data.reshape(n_src, -1)
+    out = np.empty((w.shape[0], flat.shape[1]), dtype=np.float32 if data.dtype == np.float32 else np.float64)
+    lo, hi = min(float(flat.min(initial=0)), 0.0), max(float(flat.max(initial=0)), 0.0)
+    for t0 in range(0, flat.shape[1], _VOLUMES_PER_PRODUCT):  # float64 copies of a few volumes at a time
+        part = np.asarray(w @ flat[:, t0 : t0 + _VOLUMES_PER_PRODUCT].astype(np.float64))
+        np.clip(part, lo, hi, out=part)  # as resample_img's clip (a sum of weights may pass 1 by an ulp)
+        out[:, t0 : t0 + _VOLUMES_PER_PRODUCT] = part
+    return out.reshape(tuple(dst_shape) + data.shape[3:])
 
 
 def resample_nearest(

