@@ -116,6 +116,12 @@ def test_a_method_command_imports_only_its_method():
     assert "lakepipe.methods." not in fnm_line, fnm_line
     assert "stats.symptom'" in symptom_line, symptom_line
     assert "predict" not in symptom_line and "conjunction" not in symptom_line, symptom_line
+    # a group test's parser does not import scipy.stats (1.5-3 s here): its kernels import it on use
+    code = "import sys; from lakepipe.cli.main import parse_args; "
+    code += "parse_args(['stats', 'specificity', '--cases', 'cohort=a', '--controls', 'cohort=b']); "
+    code += "print('scipy.stats' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.split() == ["False"], proc.stdout + proc.stderr[-2000:]
 
 
 @pytest.mark.slow

@@ -26,7 +26,6 @@ import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scipy import stats
 
 UNITS = ("psc", "raw")
 #: guard added to ``onset / TR`` before taking the floor (see the module notes)
@@ -198,6 +197,8 @@ def one_sample_t(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     ok = (n >= 2) & (sd > 0)
     t = np.where(ok, t, np.nan)
     sd = np.where(n >= 2, sd, np.nan)
+    from scipy import stats  # imported on use: 1.5-3 s at import
+
     p = np.where(ok, 2.0 * stats.t.sf(np.abs(np.where(ok, t, 0.0)), np.maximum(n - 1, 1)), np.nan)
     return mean, sd, t, p
 

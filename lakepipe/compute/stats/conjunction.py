@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from lakepipe.compute.stats.sensitivity import DEFAULT_CRITERION, meets_criterion
 from lakepipe.compute.stats.validation import StatsInputError
@@ -42,6 +41,8 @@ class Conjunction:
 def _zscore(x: FloatArray) -> FloatArray:
     if x.size == 0 or np.all(x == x[0]):
         return np.zeros_like(x)
+    from scipy import stats  # imported on use: 1.5-3 s at import
+
     return np.asarray(stats.zscore(x), dtype=np.float64)
 
 

@@ -50,7 +50,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from lakepipe.compute.stats.fdr import fdr_q
 from lakepipe.compute.stats.permutations import (
@@ -289,6 +288,8 @@ def parametric_p(t: npt.ArrayLike, df: int, tail: str = "two-sided") -> FloatArr
     tt = np.asarray(t, dtype=np.float64)
     side = check_tail(tail)
     if side == "two-sided":
+        from scipy import stats  # imported on use: 1.5-3 s at import
+
         return np.asarray(2.0 * stats.t.sf(np.abs(tt), df))
     return np.asarray(stats.t.sf(tt if side == "greater" else -tt, df))
 

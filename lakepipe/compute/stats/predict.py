@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from lakepipe.compute.stats.permutations import TIE_TOL, PermutationPlan, permutation_plan
 from lakepipe.compute.stats.validation import StatsInputError, check_maps, check_scores
@@ -177,6 +176,8 @@ def fold_grams(maps: npt.ArrayLike, folds: list[IntArray], method: str = "pearso
         for f, (tr, te) in enumerate(zip(train, test, strict=True)):
             c = tile[tr]
             if method == "spearman":
+                from scipy import stats  # imported on use: 1.5-3 s at import
+
                 c = np.asarray(stats.rankdata(c, axis=0), dtype=np.float64)
             ref = np.abs(c).max(axis=0)
             c = c - c.mean(axis=0)
@@ -192,6 +193,8 @@ def fold_grams(maps: npt.ArrayLike, folds: list[IntArray], method: str = "pearso
 def _unit_rows(s: FloatArray, ranks: bool) -> FloatArray:
     """Rows centred and scaled to unit norm (ranked first for Spearman); constant rows become 0."""
     if ranks:
+        from scipy import stats  # imported on use: 1.5-3 s at import
+
         s = np.asarray(stats.rankdata(s, axis=1), dtype=np.float64)
     c = s - s.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(c, axis=1, keepdims=True)

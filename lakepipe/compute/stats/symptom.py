@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from lakepipe.compute.stats.fdr import fdr_q
 from lakepipe.compute.stats.glm import (
@@ -63,6 +62,8 @@ def _check_method(method: str) -> str:
 
 def rank_maps(maps: npt.ArrayLike) -> FloatArray:
     """Average ranks over patients (rows) of each voxel column, float64 (the Spearman transform)."""
+    from scipy import stats  # imported on use: 1.5-3 s at import
+
     return np.asarray(stats.rankdata(check_maps(maps), axis=0), dtype=np.float64)
 
 
@@ -81,6 +82,8 @@ def symptom_design(
     """
     s = check_scores(scores)
     if _check_method(method) == "spearman":
+        from scipy import stats  # imported on use: 1.5-3 s at import
+
         s = np.asarray(stats.rankdata(s), dtype=np.float64)
     return linear_design(s, covariates, covariate_names, tested_name="score")
 
