@@ -35,8 +35,14 @@ def computed(res):
 
 @pytest.mark.parametrize("weighting", ["fractional", "binary", "voxel_count"])
 def test_afnm_matches_reference(ingested, tutorial, dask_client, weighting):
-    res = run_afnm(
-        ingested, "tutorial", "Seitzman2018", connectome="tutorial", weighting=weighting, client=dask_client
+    res = run_afnm(  # recomputed: another test may have mapped the cohort on the session lake already
+        ingested,
+        "tutorial",
+        "Seitzman2018",
+        connectome="tutorial",
+        weighting=weighting,
+        client=dask_client,
+        recompute=True,
     )
     C, labels = fc_matrix(ingested, "Seitzman2018")
     files = {f.key: f.path for f in find_lesion_files(tutorial.bids)}

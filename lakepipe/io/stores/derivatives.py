@@ -24,10 +24,15 @@ def write_derivative(url: str, ds: xr.Dataset) -> str:
 
 
 def open_derivative(url: str) -> xr.Dataset:
-    """A derivative store as a lazy Dataset (text coordinates as Python strings)."""
-    return strings_as_objects(
-        xr.open_zarr(zarr_store(url, read_only=True), zarr_format=3, consolidated=False)
-    )
+    """A derivative store as a Dataset (text coordinates as Python strings): the voxel maps stay
+    lazy; every variable without a voxel dimension (per-row values, parcel tables) and the voxel
+    coordinates ``ijk`` are read at once (small; an export of many maps would otherwise read them
+    again for every map)."""
+    ds = xr.open_zarr(zarr_store(url, read_only=True), zarr_format=3, consolidated=False)
+    for name, var in ds.variables.items():
+        if "voxel" not in var.dims or name == "ijk":
+            var.load()
+    return strings_as_objects(ds)
 
 
 def strings_as_objects(ds: xr.Dataset) -> xr.Dataset:
