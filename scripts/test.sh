@@ -3,9 +3,9 @@
 # Chromium when root on Debian), check the layers, types and style, then run the tests in two
 # concurrent streams:
 #   A. the integration lane (a Dask cluster of worker processes, S3, PostgreSQL, Chromium, the CLI),
-#      without the two files stream B runs;
-#   B. the unit lane, the README's commands (tests/test_readme.py), the benchmark scripts' --quick
-#      runs, then the numeric tests once more on the AVX2 code paths with OpenBLAS's Haswell kernel.
+#      without the two files stream B runs, then the numeric tests once more on the AVX2 code paths
+#      with OpenBLAS's Haswell kernel;
+#   B. the unit lane, the README's commands (tests/test_readme.py), the benchmark scripts' --quick runs.
 # The two share no state (their own pytest temporary folders, their own clusters and servers). Run
 # alone, each lane kept 1.1 of 2 cores busy on average; side by side they finish sooner (see
 # CONTRIBUTING.md for the figures). Stream B's output is printed after stream A's.
@@ -48,23 +48,26 @@ stream_b() {
   pytest_lane readme "$README_TEST" "$@"
   echo "== benchmark scripts, --quick"
   pytest_lane bench "$BENCH" "$@"
+}
+avx2_lane() {
   echo "== numerics on another CPU class: numpy without AVX-512, OpenBLAS Haswell kernel"
   NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" OPENBLAS_CORETYPE=Haswell pytest_lane avx2 "$@" \
     tests/test_compute_fnm.py tests/test_compute_fisher.py tests/test_compute_correlation.py \
     tests/test_compute_groupfc.py tests/test_compute_resample.py tests/test_parcellate.py::test_parcellate_matches_nilearn
 }
 
-echo "== stream B (unit lane, README commands, benchmark scripts, AVX2 numerics) started beside stream A; its output follows A's"
+echo "== stream B (unit lane, README commands, benchmark scripts) started beside stream A; its output follows A's"
 stream_b "$@" > "$TMP/stream-b.log" 2>&1 &
 B_PID=$!
 
-echo "== stream A: integration lane (Dask cluster of worker processes, S3-protocol server, PostgreSQL, Chromium)"
+echo "== stream A: integration lane (Dask cluster of worker processes, S3-protocol server, PostgreSQL, Chromium), then AVX2 numerics"
 rc_a=0
 pytest_lane integration -m integration --ignore "$BENCH" --ignore "$README_TEST" "$@" || rc_a=$?
+avx2_lane "$@" || rc_a=$?
 
 rc_b=0
 wait "$B_PID" || rc_b=$?
 B_PID=""
 cat "$TMP/stream-b.log"
-echo "== stream A (integration lane): exit $rc_a; stream B (unit, README, benchmarks, AVX2): exit $rc_b"
+echo "== stream A (integration lane, AVX2 numerics): exit $rc_a; stream B (unit, README, benchmarks): exit $rc_b"
 [ "$rc_a" -eq 0 ] && [ "$rc_b" -eq 0 ]
