@@ -25,7 +25,18 @@ def _one_error_line(proc: subprocess.CompletedProcess, code: int) -> str:
 
 
 @pytest.mark.integration
-def test_read_only_commands_refuse_a_lake_that_does_not_exist(tmp_path):
+def test_read_only_commands_refuse_a_lake_that_does_not_exist(tmp_path, capsys):
+    """In this process (``main``: the parser, the error report, the exit status); the process-level
+    contract of one line and status 2 is checked by the other tests here."""
+    from lakepipe.cli.main import main
+
+    def one_line(*argv) -> str:
+        capsys.readouterr()
+        rc = main([str(a) for a in argv])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and err[0].startswith("lakepipe: error: "), (argv, err)
+        return err[0]
+
     typo = tmp_path / "lkae"
     for argv in (
         ["catalog", "ls"],
@@ -35,13 +46,12 @@ def test_read_only_commands_refuse_a_lake_that_does_not_exist(tmp_path):
         ["plot", "fc", "--out", str(tmp_path / "fc.png")],
         ["run", "fnm", "--connectome", "gsp", "--cohort", "c", "--dry-run"],
     ):
-        line = _one_error_line(run_cli("--lake", typo, *argv), 2)
+        line = one_line("--lake", typo, *argv)
         assert "no lake here" in line and str(typo) in line, argv
     assert not typo.exists()  # a mistyped --lake creates nothing
     afile = tmp_path / "afile"
     afile.write_text("not a lake")
-    line = _one_error_line(run_cli("--lake", afile, "catalog", "ls"), 2)
-    assert "must be a folder" in line
+    assert "must be a folder" in one_line("--lake", afile, "catalog", "ls")
 
 
 def test_bad_input_writes_nothing_not_even_a_run_record(ingested, copy_lake):
