@@ -646,18 +646,31 @@ def test_seed_example_on_the_2mm_target(fp, tmp_path):
         np.testing.assert_allclose(group, r_got, rtol=4 * U, atol=4 * U * U)
 
 
-@pytest.mark.parametrize("interpolation", ["linear", "continuous", "nearest"])
-def test_resampling_is_nilearns_for_each_interpolation(fp, tmp_path, interpolation):
+@pytest.mark.parametrize(
+    ("interpolation", "nan_outside"),
+    [("linear", False), ("continuous", False), ("nearest", False), ("linear", True)],
+)
+def test_resampling_is_nilearns_for_each_interpolation(fp, tmp_path, interpolation, nan_outside):
     """``interpolation`` onto another grid (a 4 mm target mask half a voxel off the BOLD's lattice,
     where the spline costs little):
     ``continuous`` is NiftiMasker's own resampling of the file (its default, cubic spline), ``linear``
     (the default) and ``nearest`` are nilearn's resample_img before the same masker, and the choice
-    is recorded with the connectome."""
+    is recorded with the connectome. ``nan_outside``: a float run with a NaN in a corner, far from the
+    brain (accepted; nilearn fills it before it interpolates, as the sparse product could not)."""
     from nilearn.image import load_img, resample_img
     from nilearn.interfaces.fmriprep import load_confounds_strategy
     from nilearn.maskers import NiftiMasker
 
     one = _short_run(fp, tmp_path / "one", SHORT)
+    if nan_outside:
+        path = _bold(one, "01", 1)
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        data[0, 0, 0, 5] = np.nan
+        header = img.header.copy()
+        header.set_data_dtype(np.float32)
+        path.unlink()
+        nib.save(nib.Nifti1Image(data, img.affine, header), str(path))
     grid2 = mni152_grid(2)
     coarse = np.array(grid2.affine, float)
     coarse[:3, :3] *= 2  # 4 mm voxels whose centres sit between the BOLD's (its corner: the 2 mm grid's)
@@ -698,7 +711,10 @@ def test_resampling_is_nilearns_for_each_interpolation(fp, tmp_path, interpolati
     assert np.all(np.abs(got - x) <= (6 * U + 1e-9) * np.abs(x).max(axis=0))
     recorded = con.attrs["options"]
     assert recorded["cleaning"]["interpolation"] == interpolation
-    assert recorded["resampling"] == f"nilearn resample_img ({interpolation}) onto the target grid"
+    line = f"nilearn resample_img ({interpolation}) onto the target grid"
+    if interpolation == "linear":
+        line += ", as one sparse trilinear product per run of finite values"
+    assert recorded["resampling"] == line
 
 
 # -------------------------------------------------------------------------------------- 5. S3

@@ -337,6 +337,7 @@ class FmriprepSource(ConnectomeSource):
         from hashlib import sha256
 
         opts = dict(vars(self.cleaning))
+        linear = self.cleaning.interpolation == "linear"
         return {
             "source_format": "fmriprep",
             "task": self.task,
@@ -348,7 +349,8 @@ class FmriprepSource(ConnectomeSource):
                 "affine": self.geometry.grid.affine.tolist(),
             },
             "target_mask_sha256": sha256(np.packbits(mask).tobytes()).hexdigest(),
-            "resampling": f"nilearn resample_img ({self.cleaning.interpolation}) onto the target grid",
+            "resampling": f"nilearn resample_img ({self.cleaning.interpolation}) onto the target grid"
+            + (", as one sparse trilinear product per run of finite values" if linear else ""),
             "precision": "nilearn's default (the run's dtype; float64 for scaled integers), stored float32",
             "nilearn": nilearn.__version__,
         }
@@ -409,13 +411,13 @@ class FmriprepSource(ConnectomeSource):
                 run.bold,
             )
         try:
-            bold = self._finite_bold(run)
+            bold, finite = self._finite_bold(run)
             with warnings.catch_warnings():  # resampling onto the target grid is what is asked for
                 warnings.filterwarnings(
                     "ignore", message="imgs are being resampled to the mask_img resolution"
                 )
                 series = self.masker().fit_transform(
-                    self._on_target(bold), confounds=confounds, sample_mask=sample_mask
+                    self._on_target(bold, finite), confounds=confounds, sample_mask=sample_mask
                 )
         except (ValueError, EOFError, OSError) as exc:
             raise InputError(f"cannot clean the run ({exc})", run.bold) from None
@@ -424,12 +426,13 @@ class FmriprepSource(ConnectomeSource):
             raise InputError("the run holds NaN or infinite values", run.bold)
         return series
 
-    def _on_target(self, bold: Any) -> Any:
+    def _on_target(self, bold: Any, finite: bool) -> Any:
         """The run on the target grid, resampled with the recorded interpolation (nilearn's
         ``resample_img``, as NiftiMasker resamples, which would use ``continuous``); unchanged when it
-        is on the grid already. ``linear`` on finite data is the same interpolation as one sparse
+        is on the grid already. ``linear`` on ``finite`` data is the same interpolation as one sparse
         product for the whole run (:func:`lakepipe.compute.resample.resample_linear`; 0.6 s
-        against nilearn's 6.1 s for 60 volumes from 4 mm onto the 2 mm grid here)."""
+        against nilearn's 6.1 s for 60 volumes from 4 mm onto the 2 mm grid here); with NaN or
+        infinite values (outside the mask) it is nilearn's, which fills them first."""
         import nibabel as nib
         from nilearn.image import load_img, resample_img
 
@@ -438,25 +441,18 @@ class FmriprepSource(ConnectomeSource):
         img = load_img(bold)
         if tuple(img.shape[:3]) == tuple(grid.shape) and np.allclose(img.affine, grid.affine):
             return img
-        if self.cleaning.interpolation == "linear":
-            # resample_img keeps an integer dtype for linear (truncating): float64, as read scaled;
-            # continuous casts integers itself, as NiftiMasker always did
-            if img.get_data_dtype().kind in "iu":
-                data = img.get_fdata(dtype=np.float64)
-            else:
-                data = np.asanyarray(img.dataobj)
-            if np.all(np.isfinite(data)):  # else nilearn's, which fills non-finite voxels first
-                from lakepipe.compute.resample import resample_linear
+        if self.cleaning.interpolation == "linear" and finite:
+            from lakepipe.compute.resample import resample_linear
 
-                op = _linear_operator(img.affine, tuple(img.shape[:3]), grid.affine, tuple(grid.shape))
-                out = resample_linear(data, img.affine, grid.shape, grid.affine, operator=op)
-                header = img.header.copy()
-                header.set_data_dtype(out.dtype)
-                return nib.Nifti1Image(out, grid.affine, header)
-            if img.get_data_dtype().kind in "iu":
-                header = img.header.copy()
-                header.set_data_dtype(np.float64)
-                img = nib.Nifti1Image(data, img.affine, header)
+            # integers as read scaled, in float64 (resample_img would keep an integer dtype for
+            # linear and truncate); continuous casts integers itself, as NiftiMasker always did
+            integer = img.get_data_dtype().kind in "iu"
+            data = img.get_fdata(dtype=np.float64) if integer else np.asanyarray(img.dataobj)
+            op = _linear_operator(img.affine, img.shape[:3], grid.affine, grid.shape)
+            out = resample_linear(data, img.affine, grid.shape, grid.affine, operator=op)
+            header = img.header.copy()
+            header.set_data_dtype(out.dtype)
+            return nib.Nifti1Image(out, grid.affine, header)
         return resample_img(
             img,
             target_affine=grid.affine,
@@ -466,23 +462,25 @@ class FmriprepSource(ConnectomeSource):
             copy_header=True,
         )
 
-    def _finite_bold(self, run: Run) -> Any:
-        """The run's BOLD for the masker, NaN or infinite values inside the target brain mask
-        (nearest target voxel) refused: nilearn's maskers silently make them 0, a spike in the
-        cleaned series. Integer data cannot hold them: their path is returned and nilearn reads them;
-        float data are read here once and handed to the masker in memory (not read twice)."""
+    def _finite_bold(self, run: Run) -> tuple[Any, bool]:
+        """The run's BOLD for the masker, and whether all its values are finite. NaN or infinite
+        values inside the target brain mask (nearest target voxel) are refused: nilearn's maskers
+        silently make them 0, a spike in the cleaned series. Integer data cannot hold them: their
+        path is returned and nilearn reads them; float data are read here once and handed to the
+        masker in memory (not read twice)."""
         import nibabel as nib
 
         from lakepipe.io.nifti import load_image
 
         img = load_image(run.bold)
         if img.get_data_dtype().kind != "f":
-            return str(run.bold)
+            return str(run.bold), True
         data = np.asanyarray(img.dataobj)
         bad = ~np.isfinite(data)
-        if bad.any():
+        finite = not bad.any()
+        if not finite:
             self._refuse_bad_in_mask(run, img, bad)
-        return nib.Nifti1Image(data, img.affine, img.header)
+        return nib.Nifti1Image(data, img.affine, img.header), finite
 
     def _refuse_bad_in_mask(self, run: Run, img: Any, bad: np.ndarray) -> None:
         """:class:`InputError` when a non-finite value (``bad``, the run's 4-D mask of them) lies in
@@ -511,22 +509,20 @@ class FmriprepSource(ConnectomeSource):
         return np.concatenate([self.clean_run(r) for r in self._runs_of[ref.subject_id]], axis=0)
 
 
-def _linear_operator(
-    src_affine: np.ndarray, src_shape: tuple[int, ...], dst_affine: np.ndarray, dst_shape: tuple[int, ...]
-) -> Any:
-    """The sparse trilinear map between two grids, kept for the next run on the same grid."""
-    src, dst = np.asarray(src_affine, float).tobytes(), np.asarray(dst_affine, float).tobytes()
-    return _cached_operator((src, src_shape, dst, dst_shape))
+def _linear_operator(src_affine: Any, src_shape: Any, dst_affine: Any, dst_shape: Any) -> Any:
+    """The sparse trilinear map between two grids, kept for the next run on the same grids (the
+    cache key is the grids as tuples)."""
+    src = tuple(np.asarray(src_affine, float).ravel().tolist())
+    dst = tuple(np.asarray(dst_affine, float).ravel().tolist())
+    return _cached_operator(src, tuple(src_shape), dst, tuple(dst_shape))
 
 
-@functools.lru_cache(maxsize=1)  # one grid pair (~120 MB at 2 mm): the runs of a subject share it
-def _cached_operator(key: tuple) -> Any:
+@functools.lru_cache(maxsize=1)  # one grid pair (85 MB from 4 mm onto 2 mm): a worker's runs share it
+def _cached_operator(src_affine: tuple, src_shape: tuple, dst_affine: tuple, dst_shape: tuple) -> Any:
     from lakepipe.compute.resample import linear_operator
 
-    src_aff, src_shape, dst_aff, dst_shape = key
-    return linear_operator(
-        np.frombuffer(src_aff).reshape(4, 4), src_shape, np.frombuffer(dst_aff).reshape(4, 4), dst_shape
-    )
+    src, dst = np.reshape(src_affine, (4, 4)), np.reshape(dst_affine, (4, 4))
+    return linear_operator(src, src_shape, dst, dst_shape)
 
 
 def _float(value: Any) -> float | None:
