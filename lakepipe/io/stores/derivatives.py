@@ -24,13 +24,12 @@ def write_derivative(url: str, ds: xr.Dataset) -> str:
 
 
 def open_derivative(url: str) -> xr.Dataset:
-    """A derivative store as a Dataset (text coordinates as Python strings): the voxel maps stay
-    lazy; every variable without a voxel dimension (per-row values, parcel tables) and the voxel
-    coordinates ``ijk`` are read at once (small; an export of many maps would otherwise read them
-    again for every map)."""
+    """A derivative store as a Dataset (text coordinates as Python strings): everything with a voxel
+    dimension stays lazy; the variables without one (per-row values, parcel tables: small) are read
+    at once, not again at every access (an export of many maps reads them per map)."""
     ds = xr.open_zarr(zarr_store(url, read_only=True), zarr_format=3, consolidated=False)
-    for name, var in ds.variables.items():
-        if "voxel" not in var.dims or name == "ijk":
+    for var in ds.variables.values():
+        if "voxel" not in var.dims:
             var.load()
     return strings_as_objects(ds)
 
@@ -53,7 +52,8 @@ def voxel_volume(ds: xr.Dataset, variable: str, row: int | None = None) -> np.nd
     values = np.asarray(ds[variable].values if row is None else ds[variable][row].values)  # one row read
     shape = tuple(ds.attrs["grid"]["shape"]) + values.shape[:-1]
     vol = np.full(shape, np.nan, np.float32)
-    vol[tuple(ds["ijk"].values.astype(int).T)] = np.moveaxis(values, -1, 0)
+    ijk = ds.variables["ijk"].load()  # read on the first map, kept in ``ds`` for the next ones
+    vol[tuple(ijk.values.astype(int).T)] = np.moveaxis(values, -1, 0)
     return vol
 
 
