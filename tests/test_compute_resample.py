@@ -22,14 +22,14 @@ from lakepipe.space import mni152_grid
 RAS_1MM = np.array([[1.0, 0, 0, -20], [0, 1, 0, -30], [0, 0, 1, -10], [0, 0, 0, 1]])
 
 
-def _nilearn_nearest(data, src_affine, dst_shape, dst_affine):
+def _nilearn(data, src_affine, dst_shape, dst_affine, interpolation="nearest"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         img = resample_img(
             nib.Nifti1Image(data, src_affine),
             target_affine=dst_affine,
             target_shape=dst_shape,
-            interpolation="nearest",
+            interpolation=interpolation,
             force_resample=True,
             copy_header=True,
         )
@@ -73,17 +73,7 @@ def test_resample_linear_equals_nilearn(case, dtype):
     rng = np.random.default_rng(case)
     data = (100 + 10 * rng.standard_normal((*src_shape, 3))).astype(dtype)  # never 0 inside
     got = resample_linear(data, src_affine, dst_shape, dst_affine)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ref = resample_img(
-            nib.Nifti1Image(data, src_affine),
-            target_affine=dst_affine,
-            target_shape=dst_shape,
-            interpolation="linear",
-            force_resample=True,
-            copy_header=True,
-        )
-    ref = np.asarray(ref.dataobj)
+    ref = _nilearn(data, src_affine, dst_shape, dst_affine, "linear")
     assert got.dtype == ref.dtype == dtype and got.shape == (*dst_shape, 3)
     np.testing.assert_array_equal(got == 0, ref == 0)  # the same voxels outside the source grid
     assert 0 < np.count_nonzero(got) < got.size or case in (0, 1, 3)
@@ -98,7 +88,7 @@ def test_resample_nearest_equals_nilearn(case):
     rng = np.random.default_rng(case)
     labels = rng.integers(1, 90, src_shape).astype(np.int16)  # 0 only where outside
     got = resample_nearest(labels, src_affine, dst_shape, dst_affine)
-    ref = _nilearn_nearest(labels, src_affine, dst_shape, dst_affine)
+    ref = _nilearn(labels, src_affine, dst_shape, dst_affine)
     assert got.dtype == labels.dtype and got.shape == dst_shape
     np.testing.assert_array_equal(got, ref)
     if case in (2, 4):  # the destination box reaches outside the source box: filled with 0
@@ -114,7 +104,7 @@ def test_resample_flip_is_a_mirror_and_mni_1mm_to_2mm():
     labels = np.random.default_rng(10).integers(0, 30, g1.shape).astype(np.uint8)
     got = resample_nearest(labels, g1.affine, g2.shape, g2.affine)
     np.testing.assert_array_equal(got, labels[::2, ::2, ::2])  # the 2 mm centres are on the 1 mm lattice
-    np.testing.assert_array_equal(got, _nilearn_nearest(labels, g1.affine, g2.shape, g2.affine))
+    np.testing.assert_array_equal(got, _nilearn(labels, g1.affine, g2.shape, g2.affine))
 
 
 def test_world_voxel_roundtrip_and_nearest_indices():
@@ -143,7 +133,7 @@ def test_lesion_to_grid_equals_dense_resampling(case):
     dst_idx, dst_vals = lesion_to_grid(
         idx, values.reshape(-1)[idx], src_shape, src_affine, dst_shape, dst_affine
     )
-    ref_mask = _nilearn_nearest(mask.astype(np.uint8), src_affine, dst_shape, dst_affine)
+    ref_mask = _nilearn(mask.astype(np.uint8), src_affine, dst_shape, dst_affine)
     ref_vals = resample_nearest(values * mask, src_affine, dst_shape, dst_affine)
     assert dst_idx.size > 0
     np.testing.assert_array_equal(dst_idx, np.flatnonzero(ref_mask))
