@@ -646,6 +646,7 @@ def test_seed_example_on_the_2mm_target(fp, tmp_path):
         np.testing.assert_allclose(group, r_got, rtol=4 * U, atol=4 * U * U)
 
 
+@pytest.mark.filterwarnings("ignore:NaNs or infinite values are present:RuntimeWarning")  # nilearn's
 @pytest.mark.parametrize(
     ("interpolation", "nan_outside"),
     [("linear", False), ("continuous", False), ("nearest", False), ("linear", True)],
