@@ -81,14 +81,19 @@ def test_catalog_ls_imports_no_dask_and_starts_no_cluster(ingested):
     assert "HEAVY []" in proc.stdout, proc.stdout[-2000:]
 
 
+#: what a parser that computes nothing must not import (0.1-3 s each here): the methods' data stack
+HEAVY = ("pandas", "xarray", "zarr", "sqlalchemy", "dask", "scipy.stats", "scipy.ndimage", "nibabel")
+
+
 def _methods_loaded(*commands: list[str]) -> list[str]:
     """For each command line, parsed in turn in one fresh process: the lakepipe.methods modules
-    imported by then (as the text of a sorted list)."""
+    imported by then, and the HEAVY ones (as the text of a sorted list)."""
     lines = ["import sys", "from lakepipe.cli.main import parse_args"]
     for argv in commands:
         lines += [
             f"parse_args({argv!r})",
-            "print('LOADED', sorted(m for m in sys.modules if m.startswith('lakepipe.methods.')))",
+            "print('LOADED', sorted(m for m in sys.modules if m.startswith('lakepipe.methods.')"
+            f" or m in {HEAVY!r}))",
         ]
     code = "\n".join(lines)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -96,18 +101,33 @@ def _methods_loaded(*commands: list[str]) -> list[str]:
     return [ln for ln in proc.stdout.splitlines() if ln.startswith("LOADED")]
 
 
-def test_a_method_command_imports_only_its_method():
-    """``run fnm`` builds the parser of FNM alone (the other methods' modules are not imported);
-    ``run --help`` lists every method of the command with its title; ``plot`` imports only the
-    method whose results it draws."""
+def test_a_method_command_imports_only_its_parameters():
+    """``run fnm`` builds the parser of FNM alone from its parameter class (no method module, and
+    none of the data stack, is imported until it runs: ``--help`` is quick); ``run --help`` lists
+    every method of the command with its title; ``plot`` imports only the method whose results it
+    draws."""
     argv = ["run", "fnm", "--connectome", "c", "--sphere", "1,2,3", "--radius", "4"]
     from lakepipe.cli.main import parse_args
 
     args = parse_args(argv)  # the one-method parser still parses the method's own options
     assert args._method == "fnm" and args.radius == 4.0
     (loaded,) = _methods_loaded(argv)
-    assert "lakepipe.methods.fnm'" in loaded
-    assert "afnm" not in loaded and "parcellate" not in loaded and "stats" not in loaded, loaded
+    params = "LOADED ['lakepipe.methods.params', 'lakepipe.methods.params.base', 'lakepipe.methods.params."
+    assert loaded == params + "fnm']", loaded
+    # a group test's parser imports the group tests' parameters, and neither scipy.stats nor
+    # scipy.ndimage (their kernels import them on use)
+    (loaded,) = _methods_loaded(["stats", "specificity", "--cases", "cohort=a", "--controls", "cohort=b"])
+    assert loaded == params + "stats']", loaded
+    *_, loaded = _methods_loaded(
+        ["parcellate", "--connectome", "c"],
+        ["atlas", "derive", "--connectome", "c", "--n-components", "5"],
+        ["task", "contrast", "--connectome", "c", "--task", "t", "--contrast", "a - b"],
+        ["run", "afnm", "--cohort", "c", "--atlas", "a"],
+    )
+    assert not any(f"'{h}'" in loaded for h in HEAVY), loaded
+    assert all(m.startswith("'lakepipe.methods.params") for m in loaded[len("LOADED [") : -1].split(", ")), (
+        loaded
+    )
     help_ = run_cli("run", "--help")
     assert help_.returncode == 0
     assert "afnm: accelerated FNM" in help_.stdout and "fnm: classic seed-to-voxel FNM" in help_.stdout
@@ -126,12 +146,6 @@ def test_a_method_command_imports_only_its_method():
     assert "lakepipe.methods." not in fnm_line, fnm_line
     assert "stats.symptom'" in symptom_line, symptom_line
     assert "predict" not in symptom_line and "conjunction" not in symptom_line, symptom_line
-    # a group test's parser does not import scipy.stats (1.5-3 s here): its kernels import it on use
-    code = "import sys; from lakepipe.cli.main import parse_args; "
-    code += "parse_args(['stats', 'specificity', '--cases', 'cohort=a', '--controls', 'cohort=b']); "
-    code += "print('scipy.stats' in sys.modules)"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.split() == ["False"], proc.stdout + proc.stderr[-2000:]
 
 
 @pytest.mark.slow

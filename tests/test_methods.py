@@ -9,7 +9,7 @@ import pytest
 
 from lakepipe.errors import InputError
 from lakepipe.methods.base import Method
-from lakepipe.registry import BUILTIN, get_method, method_command, method_names
+from lakepipe.registry import BUILTIN, get_method, get_params, method_command, method_names
 from tests.conftest import ROOT
 
 METHODS = method_names()
@@ -24,9 +24,12 @@ def test_registry_lists_and_finds_methods():
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN))
-def test_registry_command_words_are_the_methods_own(name):
-    """The registry's command words (which let the command line import one method) are the method's."""
+def test_registry_command_words_and_parameters_are_the_methods_own(name):
+    """The registry's command words and parameter class (from which the command line builds a
+    method's parser without importing it) are the method's."""
     assert method_command(name) == tuple(get_method(name).command)
+    assert get_params(name) is get_method(name).params_type
+    assert get_params(name).__module__.startswith("lakepipe.methods.params.")
 
 
 @pytest.mark.parametrize("name", METHODS)

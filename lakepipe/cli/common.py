@@ -11,7 +11,7 @@ from lakepipe.errors import InputError
 
 if TYPE_CHECKING:
     from lakepipe.lake import Lake
-    from lakepipe.methods.base import Params
+    from lakepipe.methods.params.base import Params
 
 #: lets "--sphere -40,-20,50" read the coordinates as a value, not as an unknown option
 NEGATIVE_NUMBERS = re.compile(r"^-\d[\d.,\-]*$")

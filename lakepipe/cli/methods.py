@@ -22,16 +22,16 @@ from lakepipe.cli.common import (
     run_params,
 )
 from lakepipe.cli.main import add_global_options
-from lakepipe.registry import get_method, method_command, method_names
+from lakepipe.registry import get_method, get_params, method_command, method_names
 
 
 def register(sub: Any, name: str, rest: Sequence[str] = ()) -> None:
-    """The parsers of command ``name``'s methods. ``rest`` (the words after the command) names the
-    method, if any: only that method's module is imported, the others get placeholder parsers
-    (``lakepipe run --help`` imports them all, for their titles)."""
+    """The parsers of command ``name``'s methods, built from their parameter classes (no method is
+    imported until one runs). ``rest`` (the words after the command) names the method, if any: the
+    others get placeholder parsers (``lakepipe run --help`` reads them all, for their titles)."""
     names = [n for n in method_names() if method_command(n)[0] == name]
     if len(names) == 1 and len(method_command(names[0])) == 1:
-        _method_parser(sub, get_method(names[0]), name)
+        _method_parser(sub, names[0], name)
         return
     word = rest[0] if rest else None
     chosen = [n for n in names if method_command(n)[-1] == word]
@@ -40,19 +40,19 @@ def register(sub: Any, name: str, rest: Sequence[str] = ()) -> None:
     if chosen:
         for n in names:
             if n in chosen:
-                _method_parser(inner, get_method(n), method_command(n)[-1])
+                _method_parser(inner, n, method_command(n)[-1])
             else:
                 inner.add_parser(method_command(n)[-1], add_help=False)
         return
-    methods = [get_method(n) for n in names]
-    p.description = "Methods: " + "; ".join(f"{m.command[-1]}: {m.title}" for m in methods)
-    for m in methods:
-        _method_parser(inner, m, m.command[-1])
+    p.description = "Methods: " + "; ".join(f"{method_command(n)[-1]}: {get_params(n).title}" for n in names)
+    for n in names:
+        _method_parser(inner, n, method_command(n)[-1])
 
 
-def _method_parser(sub: Any, method: Any, name: str) -> None:
-    p = sub.add_parser(name, help=method.title, description=method.description)
-    fields = {s.name for s in method.params_type.specs()} if _takes_folders(method) else set()
+def _method_parser(sub: Any, method: str, name: str) -> None:
+    params_type = get_params(method)
+    p = sub.add_parser(name, help=params_type.title, description=params_type.description)
+    fields = {s.name for s in params_type.specs()} if _takes_folders(method) else set()
     if "cohort" in fields:
         p.add_argument(
             "bids_dir",
@@ -61,7 +61,7 @@ def _method_parser(sub: Any, method: Any, name: str) -> None:
             help="a BIDS folder of lesion masks: ingested first (into --cohort, default a cohort named "
             "from the folder; unchanged masks are not written again), then mapped",
         )
-    add_param_options(p, method.params_type)
+    add_param_options(p, params_type)
     for action in p._actions:
         if action.dest == "cohort" and action.required:  # a BIDS_DIR names the cohort as well
             action.required = False
@@ -93,13 +93,13 @@ def _method_parser(sub: Any, method: Any, name: str) -> None:
     )
     add_global_options(p)
     p._negative_number_matcher = NEGATIVE_NUMBERS
-    p.set_defaults(func=_run, _method=method.name)
+    p.set_defaults(func=_run, _method=method)
 
 
-def _takes_folders(method: Any) -> bool:
+def _takes_folders(method: str) -> bool:
     """Methods computed from a connectome and seeds take folders as inputs (not the group statistics,
     whose ``--connectome`` only selects maps)."""
-    return method.command[0] in ("run", "parcellate")
+    return method_command(method)[0] in ("run", "parcellate")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     method = get_method(args._method)
     values = params_from_args(args, method.params_type)
     bids_dir = getattr(args, "bids_dir", None)
-    folders = _takes_folders(method)
+    folders = _takes_folders(method.name)
     # every option checked before anything is registered (a BIDS_DIR gives the cohort its name later)
     method.params({**values, **({"cohort": "fromfolder"} if bids_dir and not values.get("cohort") else {})})
     if args.dry_run:

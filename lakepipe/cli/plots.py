@@ -268,7 +268,7 @@ def register(sub: Any, name: str, rest: Sequence[str] = ()) -> None:
         nets.set_defaults(func=_plot_networks)
 
         from lakepipe.cli.common import add_param_options
-        from lakepipe.registry import get_method, method_command, method_names
+        from lakepipe.registry import get_method, get_params, method_command, method_names
 
         if wanted("task"):
             task = kinds.add_parser(
@@ -278,7 +278,7 @@ def register(sub: Any, name: str, rest: Sequence[str] = ()) -> None:
                 "(`lakepipe task contrast`, the same options select it): per participant the mean over "
                 "each group's parcels, bars the mean over participants, error bars SEM.",
             )
-            add_param_options(task, get_method("task-contrast").params_type)
+            add_param_options(task, get_params("task-contrast"))
             task.add_argument(
                 "--tsv", metavar="FILE", help="also write the summary table (TSV + JSON sidecar)"
             )

@@ -20,13 +20,15 @@ import xarray as xr
 
 from lakepipe._version import __version__
 from lakepipe.catalog import OutputRecord, content_hash
-from lakepipe.compute.weights import WEIGHTINGS, parcel_counts, parcel_sizes, weight_matrix
+from lakepipe.compute.weights import parcel_counts, parcel_sizes, weight_matrix
 from lakepipe.errors import InputError, NotFoundError
 from lakepipe.io import bidsout, layout
 from lakepipe.io.matrices import align_to_atlas, load_matrix
 from lakepipe.io.stores import Atlas, open_derivative, write_derivative
-from lakepipe.methods.base import PENDING, Method, MethodResult, Params, Plan, PlanItem, Statistic, option
+from lakepipe.methods.base import PENDING, Method, MethodResult, Plan, PlanItem, Statistic
 from lakepipe.methods.common import atlas_labels_on_grid, region_coords, region_table, require_same_space
+from lakepipe.methods.params.afnm import AfnmParams
+from lakepipe.methods.params.base import Params
 from lakepipe.methods.seeds import Seed, cohort_seeds, read_masks
 
 if TYPE_CHECKING:
@@ -37,58 +39,6 @@ log = logging.getLogger(__name__)
 MATRIX_FILE_SUFFIXES = (".mat", ".npy", ".tsv", ".csv")
 #: lesion voxels (summed over the lesions) up to which the parcel counts are made in this process
 LOCAL_COUNT_VOXELS = 2**26
-ON_EMPTY = ("warn", "error", "skip")
-
-
-@dataclass(frozen=True)
-class AfnmParams(Params):
-    cohort: str = option(help="lesion cohort in the lake")
-    atlas: str = option(help="atlas name in the lake")
-    connectome: str | None = option(
-        None, help="connectome whose group FC to use (parcellate runs first if needed)"
-    )
-    matrix: str | None = option(
-        None,
-        help="fcgroupz (default) or fcgroupr from the lake, or a file: .mat, .npy "
-        "(with --matrix-labels) or labelled .tsv",
-        path=True,
-    )
-    matrix_variable: str | None = option(None, help="variable name inside a .mat file")
-    matrix_labels: str | None = option(
-        None, help="region names of a .npy/.mat matrix in its own order", path=True
-    )
-    matrix_order: str | None = option(
-        None,
-        help="file listing the matrix's region order (names or label indices), mapped onto the atlas order",
-        path=True,
-    )
-    weighting: str = option(
-        "fractional",
-        choices=WEIGHTINGS,
-        flag="--lesion-weighting",
-        help="fractional: 1/n_touched per touched parcel (default); binary: 1 per "
-        "touched parcel; voxel_count: fraction of the parcel covered; "
-        "coverage: van den Heuvel et al. 2026",
-    )
-    participants: tuple[str, ...] | None = option(
-        None, flag="--participant-label", metavar="ID", help="only these participants"
-    )
-    on_empty: str = option(
-        "warn",
-        choices=ON_EMPTY,
-        help="a lesion touching no parcel: zeros and a warning (default), error, or skip",
-    )
-    with_weights: bool = option(False, help="also store and export the weight vectors")
-    coverage_small: int = option(
-        1000,
-        positive=True,
-        help="coverage weighting: lesions of at most this many voxels count touched parcels (default 1000)",
-    )
-    coverage_fraction: float = option(
-        0.5,
-        help="coverage weighting: parcels more than this fraction covered "
-        "count for larger lesions (default 0.5)",
-    )
 
 
 @dataclass(frozen=True)
@@ -204,12 +154,6 @@ def lesion_counts(
 class Afnm(Method):
     name = "afnm"
     command = ("run", "afnm")
-    title = "accelerated FNM: score = m @ C for every lesion of a cohort"
-    description = (
-        "Accelerated functional network mapping. For every lesion, a weight vector m over atlas "
-        "regions (see --lesion-weighting) times the group FC matrix C (fcgroupz by default): one matrix "
-        "product for the whole cohort. Lesions already mapped with the same inputs are skipped."
-    )
     params_type = AfnmParams
     statistics = (Statistic("afnmap", "AFNM score m @ C per region", variable="score", dims="region"),)
     default_statistic = "afnmap"

@@ -39,7 +39,7 @@ from lakepipe.io.nifti import write_nifti
 from lakepipe.io.storage import StoreRef
 from lakepipe.io.stores import Atlas, IncrementalStore, open_derivative, voxel_volume
 from lakepipe.io.stores.rows import open_rows
-from lakepipe.methods.base import PENDING, Method, MethodResult, Params, Plan, PlanItem, Statistic, option
+from lakepipe.methods.base import PENDING, Method, MethodResult, Plan, PlanItem, Statistic
 from lakepipe.methods.common import (
     ConnectomeInfo,
     connectome_info,
@@ -48,6 +48,8 @@ from lakepipe.methods.common import (
     subject_groups,
     voxel_parcels,
 )
+from lakepipe.methods.params.base import Params
+from lakepipe.methods.params.fnm import FnmParams
 from lakepipe.methods.seeds import Seed, cohort_seeds, read_masks, sphere_seed, spheres_from_table
 
 if TYPE_CHECKING:
@@ -73,33 +75,6 @@ FINALIZE_ROWS = 64
 EXPORT_THREADS = 4
 #: whether the maps are compressed: zstd saved 5.5 % of their bytes for 2.5 times the CPU of writing them
 COMPRESS_MAPS = False
-
-
-@dataclass(frozen=True)
-class FnmParams(Params):
-    connectome: str = option(help="voxel connectome in the lake")
-    cohort: str | None = option(None, help="use the lesions of this cohort as seeds")
-    participants: tuple[str, ...] | None = option(
-        None, flag="--participant-label", metavar="ID", help="only these participants"
-    )
-    sphere: tuple[str, ...] | None = option(
-        None, metavar="X,Y,Z", help="sphere seed at MNI mm, e.g. --sphere -40,-20,50 (repeatable)"
-    )
-    radius: float | None = option(None, positive=True, help="sphere radius in mm")
-    sphere_name: tuple[str, ...] | None = option(None, help="names of the --sphere seeds, in order")
-    spheres: str | None = option(
-        None, metavar="TSV", help="table of sphere seeds: x, y, z[, radius][, name]", path=True
-    )
-    atlas: str | None = option(None, help="also summarise every map over this atlas's regions")
-    avgr: bool = option(False, help="also compute avgr, the plain mean r")
-    per_subject: bool = option(
-        False,
-        help="also write every connectome subject's own z and r map of each seed "
-        "(zmap_subjects, rmap_subjects: seed x subject x voxel)",
-    )
-    batch_size: int | None = option(
-        None, positive=True, help="seeds per pass (default: from available memory)"
-    )
 
 
 def sphere_seeds(p: FnmParams) -> list[Seed]:
@@ -300,13 +275,6 @@ def _finalize_task(
 class Fnm(Method):
     name = "fnm"
     command = ("run", "fnm")
-    title = "classic seed-to-voxel FNM over every connectome subject"
-    description = (
-        "Classic functional network mapping: for every connectome subject, the seed's mean series "
-        "correlated with every voxel, Fisher z, then zmap (mean z), rmap (tanh), tmap and pmap over "
-        "subjects, and pfdrmap (Benjamini-Hochberg q of the pmap over the seed's voxels). All seeds "
-        "of a batch share one pass over the connectome."
-    )
     params_type = FnmParams
     statistics = (
         Statistic("zmap", str(FNM_CONVENTIONS["zmap"])),

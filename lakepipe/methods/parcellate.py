@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,7 @@ from lakepipe.io import bidsout, layout
 from lakepipe.io.storage import StoreRef, get_array
 from lakepipe.io.stores import Atlas, open_derivative, write_derivative
 from lakepipe.io.stores.rows import open_rows
-from lakepipe.methods.base import PENDING, Method, MethodResult, Params, Plan, PlanItem, Statistic, option
+from lakepipe.methods.base import PENDING, Method, MethodResult, Plan, PlanItem, Statistic
 from lakepipe.methods.common import (
     ConnectomeInfo,
     connectome_info,
@@ -39,18 +38,14 @@ from lakepipe.methods.common import (
     tasks_for,
     voxel_parcels,
 )
+from lakepipe.methods.params.base import Params
+from lakepipe.methods.params.parcellate import ParcellateParams
 
 if TYPE_CHECKING:
     from lakepipe.lake import Lake
     from lakepipe.runtime import RunContext
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ParcellateParams(Params):
-    connectome: str = option(help="connectome name in the lake")
-    atlas: str | None = option(None, help="atlas name in the lake (optional for parcel-level connectomes)")
 
 
 # ------------------------------------------------------------------------------------ worker tasks
@@ -148,12 +143,6 @@ def _region_columns(con: ConnectomeInfo, atlas: Atlas | None) -> tuple[np.ndarra
 class Parcellate(Method):
     name = "parcellate"
     command = ("parcellate",)
-    title = "group FC matrix (fcgroupz, fcgroupr) of a connectome under an atlas"
-    description = (
-        "Parcel-mean time series per connectome subject, Pearson r, Fisher z, mean over subjects "
-        "(float64): fcgroupz (diagonal 0) and fcgroupr = tanh(mean z) (diagonal 1). Streams subject "
-        "groups through Dask; memory stays bounded. Matrices already in the lake are reused."
-    )
     params_type = ParcellateParams
     statistics = (
         Statistic("fcgroupz", "mean Fisher z over subjects, diagonal 0", dims="region_pair"),

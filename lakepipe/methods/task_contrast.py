@@ -39,7 +39,6 @@ import xarray as xr
 from lakepipe._version import __version__
 from lakepipe.catalog import OutputRecord
 from lakepipe.compute.taskcontrast import (
-    UNITS,
     apply_contrast,
     condition_frames,
     condition_means,
@@ -54,7 +53,7 @@ from lakepipe.io.storage import StoreRef
 from lakepipe.io.stores import open_derivative, write_derivative
 from lakepipe.io.stores.rows import open_rows
 from lakepipe.io.stores.rowtables import read_row_table
-from lakepipe.methods.base import PENDING, Method, MethodResult, Params, Plan, PlanItem, Statistic, option
+from lakepipe.methods.base import PENDING, Method, MethodResult, Plan, PlanItem, Statistic
 from lakepipe.methods.common import (
     ConnectomeInfo,
     connectome_info,
@@ -63,6 +62,8 @@ from lakepipe.methods.common import (
     subject_groups,
     tasks_for,
 )
+from lakepipe.methods.params.base import Params
+from lakepipe.methods.params.task_contrast import TaskContrastParams
 
 if TYPE_CHECKING:
     from lakepipe.lake import Lake
@@ -70,36 +71,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODELS = ("mean", "glm")
-HRF_MODELS = ("glover", "spm")
-NOISE_MODELS = ("ar1", "ols")
 #: default haemodynamic delay, in repetition times (the HCP seminar's shift)
 DEFAULT_DELAY_TRS = 5
-
-
-@dataclass(frozen=True)
-class TaskContrastParams(Params):
-    connectome: str = option(
-        help="parcel-level connectome holding task runs (lakepipe ingest connectome --task)"
-    )
-    task: str = option(help="the task whose runs to use, e.g. MOTOR")
-    contrast: str = option(help='a contrast of conditions, e.g. "lh - rh" or "2*t - lh - rh"')
-    hrf_delay: float | None = option(
-        None, metavar="S", help="mean model: shift of the onsets (haemodynamic delay, s; default 5 TRs)"
-    )
-    model: str = option(
-        "mean",
-        choices=MODELS,
-        help="mean: condition means of the delayed frames (default); glm: nilearn first-level GLM",
-    )
-    units: str = option(
-        "psc", choices=UNITS, help="psc: percent of each run's mean (default); raw: the run's mean removed"
-    )
-    hrf_model: str = option(
-        "glover", choices=HRF_MODELS, help="glm: haemodynamic response model (default glover)"
-    )
-    high_pass: float = option(0.01, metavar="HZ", help="glm: cosine drift cutoff (Hz, default 0.01)")
-    noise_model: str = option("ar1", choices=NOISE_MODELS, help="glm: noise model (default ar1)")
 
 
 @dataclass(frozen=True)
@@ -219,14 +192,6 @@ def safe_contrast_name(expression: str) -> str:
 class TaskContrast(Method):
     name = "task-contrast"
     command = ("task", "contrast")
-    title = "a contrast of task conditions per parcel: subjects, group mean and one-sample t"
-    description = (
-        "For every run of a task kept in the lake (an HCP release ingested with --task), the mean signal "
-        "of each condition's frames (onsets shifted by --hrf-delay) or a nilearn first-level GLM "
-        "(--model glm), the contrast per parcel, averaged over each participant's runs; over "
-        "participants the group mean, one-sample t and p. Outputs per parcel in the lake, TSV with "
-        "network x hemisphere summaries via --bids-out; `lakepipe plot task` draws the bars."
-    )
     params_type = TaskContrastParams
     statistics = (
         Statistic(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +25,11 @@ from lakepipe.io import bidsout, layout
 from lakepipe.io.nifti import write_nifti
 from lakepipe.io.storage import StoreRef
 from lakepipe.io.stores import open_derivative, voxel_volume, write_derivative
-from lakepipe.methods.base import PENDING, Method, MethodResult, Params, Plan, PlanItem, Statistic, option
+from lakepipe.methods.base import PENDING, Method, MethodResult, Plan, PlanItem, Statistic
 from lakepipe.methods.common import region_coords, region_table
-from lakepipe.methods.stats.groups import LESION_VOLUME, GroupQuery, MapSet, select_maps, summary
+from lakepipe.methods.params.base import Params
+from lakepipe.methods.params.stats import LESION_VOLUME, PermutationParams, StatsParams
+from lakepipe.methods.stats.groups import GroupQuery, MapSet, select_maps, summary
 from lakepipe.methods.stats.tasks import MapSource
 
 if TYPE_CHECKING:
@@ -36,50 +37,6 @@ if TYPE_CHECKING:
     from lakepipe.runtime import RunContext
 
 log = logging.getLogger(__name__)
-
-QUERY_HELP = (
-    "catalog query: KEY=VALUE pairs separated by commas; cohort, label, session, participants (values "
-    "joined with +), or any participants.tsv column (e.g. cohort=stroke,label=acuteinfarct,group=case)"
-)
-
-
-@dataclass(frozen=True)
-class StatsParams(Params):
-    """The inputs of every group test: which maps, and who the cases (and controls) are."""
-
-    cases: str = option(help="the cases' maps, by " + QUERY_HELP, metavar="QUERY")
-    controls: str | None = option(None, help="the controls' maps, by the same kind of query", metavar="QUERY")
-    maps: str = option(
-        "fnm",
-        choices=("fnm", "afnm"),
-        help="the lesion maps tested: fnm (voxel maps; with --atlas their parcel summaries) or afnm "
-        "(parcel scores; needs --atlas)",
-    )
-    statistic: str | None = option(
-        None, help="the maps' statistic (default tmap for fnm, afnmap for afnm)", metavar="NAME"
-    )
-    atlas: str | None = option(None, help="atlas of the parcel scores (afnm) or FNM parcel summaries")
-    connectome: str | None = option(None, help="the connectome the maps were made on (when several)")
-
-
-@dataclass(frozen=True)
-class PermutationParams(StatsParams):
-    """Permutation inference options (specificity, symptom maps)."""
-
-    covariates: tuple[str, ...] | None = option(
-        None,
-        metavar="NAME",
-        help=f"covariates: participants.tsv columns, or {LESION_VOLUME} (mm^3, from the masks); text "
-        "columns become indicator variables",
-    )
-    n_permutations: int = option(5000, positive=True, help="permutations for the FWE p (default 5000)")
-    seed: int = option(0, help="permutation seed (results do not depend on the number of workers)")
-    tail: str = option(
-        "two-sided",
-        choices=("two-sided", "greater", "less"),
-        help="alternative hypothesis (default two-sided)",
-    )
-    tfce: bool = option(False, help="also threshold-free cluster enhancement with its FWE p (voxel maps)")
 
 
 def covariate_matrix(maps: MapSet, names: Sequence[str]) -> tuple[np.ndarray | None, list[str]]:

@@ -4,17 +4,16 @@ when they are there with the same inputs and parameters, and computed (and publi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
 
 from lakepipe.compute import stats
-from lakepipe.compute.stats.sensitivity import DEFAULT_CRITERION, DEFAULT_THRESHOLD
 from lakepipe.errors import InputError
-from lakepipe.methods.base import Method, Plan, Statistic, option
-from lakepipe.methods.stats.base import PermutationParams, StatsMethod, StatsParams
+from lakepipe.methods.base import Method, Plan, Statistic
+from lakepipe.methods.params.stats import ConjunctionParams, StatsParams
+from lakepipe.methods.stats.base import StatsMethod
 from lakepipe.methods.stats.groups import MapSet
 
 if TYPE_CHECKING:
@@ -23,22 +22,9 @@ if TYPE_CHECKING:
     from lakepipe.runtime import RunContext
 
 
-@dataclass(frozen=True)
-class ConjunctionParams(PermutationParams):
-    threshold: float = option(DEFAULT_THRESHOLD, positive=True, help="sensitivity threshold T (default 7)")
-    criterion: float = option(DEFAULT_CRITERION, help="sensitivity criterion on |dominant| (default 0.75)")
-    alpha: float = option(0.05, positive=True, help="FWE level of the specificity test (default 0.05)")
-
-
 class Conjunction(StatsMethod):
     name = "conjunction"
     command = ("stats", "conjunction")
-    title = "sensitive and specific with the same sign, and the agreement map"
-    description = (
-        "Conjunction (DESIGN 3b): |dominant sensitivity| >= criterion, specificity FWE p < alpha and "
-        "sign(t) == sign(dominant); agreement = zscore(dominant) * zscore(t) where the signs agree. "
-        "Reuses the sensitivity and specificity results in the lake (computing any that is missing)."
-    )
     params_type = ConjunctionParams
     statistics = (
         Statistic("conjunction", "sign of dominant where sensitive and specific with that sign, else 0"),

@@ -16,14 +16,13 @@ import pandas as pd
 
 from lakepipe.catalog import content_hash
 from lakepipe.errors import InputError, NotFoundError
+from lakepipe.methods.params.stats import LESION_VOLUME
 
 if TYPE_CHECKING:
     from lakepipe.lake import Lake
 
 #: the query keys that select catalog outputs; every other key is a participants.tsv column
 CATALOG_KEYS = ("cohort", "label", "session", "participants")
-#: covariate name always available: the lesion's volume in mm^3 (from the lake's masks)
-LESION_VOLUME = "lesion_volume"
 #: the statistic tested by default, per map method
 DEFAULT_STATISTIC = {"fnm": "tmap", "afnm": "afnmap"}
 

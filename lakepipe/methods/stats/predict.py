@@ -5,7 +5,6 @@ the observed scores, with a permutation p from repeating the whole cross-validat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,8 +12,9 @@ import xarray as xr
 
 from lakepipe.compute import stats
 from lakepipe.errors import InputError
-from lakepipe.methods.base import Plan, Statistic, option
-from lakepipe.methods.stats.base import StatsMethod, StatsParams
+from lakepipe.methods.base import Plan, Statistic
+from lakepipe.methods.params.stats import PredictParams, StatsParams
+from lakepipe.methods.stats.base import StatsMethod
 from lakepipe.methods.stats.groups import MapSet
 from lakepipe.methods.stats.symptom import patient_scores
 from lakepipe.methods.stats.tasks import MapSource, feature_blocks
@@ -23,22 +23,6 @@ if TYPE_CHECKING:
     from lakepipe.lake import Lake
     from lakepipe.methods.base import MethodResult
     from lakepipe.runtime import RunContext
-
-
-@dataclass(frozen=True)
-class PredictParams(StatsParams):
-    score: str | None = option(None, metavar="COLUMN", help="the clinical score: a participants.tsv column")
-    cv: str = option(
-        "loo",
-        choices=("loo", "kfold", "cohort"),
-        help="cross-validation: leave-one-out, k-fold (--folds, --seed), or leave-one-cohort-out",
-    )
-    folds: int = option(10, positive=True, help="k of k-fold (default 10)")
-    correlation: str = option(
-        "pearson", choices=("pearson", "spearman"), help="the model map's correlation (default pearson)"
-    )
-    n_permutations: int = option(1000, positive=True, help="score permutations for the p (default 1000)")
-    seed: int = option(0, help="seed of the k-fold split and of the permutations")
 
 
 def _model_and_grams(
@@ -60,13 +44,6 @@ def _null_block(
 class Predict(StatsMethod):
     name = "predict"
     command = ("stats", "predict")
-    title = "cross-validated prediction of a score from the maps, permutation p"
-    description = (
-        "Cross-validated prediction (DESIGN 3b): in each fold the model map is the symptom map of the "
-        "training patients; a held-out patient's prediction is the correlation over voxels (regions) "
-        "of its map with the model; the result r is the correlation of predictions with the observed "
-        "scores, its p from the whole cross-validation repeated on permuted scores (one-sided)."
-    )
     params_type = PredictParams
     statistics = (
         Statistic(

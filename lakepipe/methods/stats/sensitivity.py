@@ -3,18 +3,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
 
 from lakepipe.compute import stats
-from lakepipe.compute.stats.sensitivity import DEFAULT_CRITERION, DEFAULT_THRESHOLD
 from lakepipe.errors import InputError
-from lakepipe.methods.base import Plan, Statistic, option
-from lakepipe.methods.stats.base import StatsMethod, StatsParams
-from lakepipe.methods.stats.groups import LESION_VOLUME, MapSet
+from lakepipe.methods.base import Plan, Statistic
+from lakepipe.methods.params.stats import LESION_VOLUME, SensitivityParams, StatsParams
+from lakepipe.methods.stats.base import StatsMethod
+from lakepipe.methods.stats.groups import MapSet
 from lakepipe.methods.stats.tasks import feature_blocks, sensitivity_task
 
 if TYPE_CHECKING:
@@ -23,35 +22,9 @@ if TYPE_CHECKING:
     from lakepipe.runtime import RunContext
 
 
-@dataclass(frozen=True)
-class SensitivityParams(StatsParams):
-    threshold: float = option(
-        DEFAULT_THRESHOLD,
-        positive=True,
-        help="T: a map counts where its value is above +T (or below -T); default 7 (t units)",
-    )
-    criterion: float = option(
-        DEFAULT_CRITERION, help="fraction of cases that makes a voxel sensitive (default 0.75)"
-    )
-    null: str = option(
-        "none",
-        choices=("none", "random-lesions"),
-        help="random-lesions: the same sensitivity for sets of control lesions matched on lesion volume "
-        "(needs --controls): per-voxel percentile and p, and the extent of sensitive voxels",
-    )
-    n_null: int = option(1000, positive=True, help="random lesion sets (default 1000)")
-    seed: int = option(0, help="seed of the random lesion sets")
-
-
 class Sensitivity(StatsMethod):
     name = "sensitivity"
     command = ("stats", "sensitivity")
-    title = "fraction of case maps beyond +/-T per voxel or region"
-    description = (
-        "Sensitivity (DESIGN 3b): per voxel (or region) the fraction of case maps above +T (pos) and "
-        "below -T (neg), combined = pos - neg and dominant = pos if pos >= neg else -neg. With "
-        "--null random-lesions, the same for sets of control lesions matched on lesion volume."
-    )
     params_type = SensitivityParams
     statistics = (
         Statistic("pos", stats.SENSITIVITY_CONVENTIONS["pos"]),

@@ -3,7 +3,6 @@ max-statistic FWE by Freedman-Lane permutations on the cluster, Benjamini-Hochbe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -11,7 +10,8 @@ import xarray as xr
 
 from lakepipe.compute import stats
 from lakepipe.methods.base import Plan, Statistic
-from lakepipe.methods.stats.base import PermutationMethod, PermutationParams, StatsParams, covariate_matrix
+from lakepipe.methods.params.stats import PermutationParams, SpecificityParams, StatsParams
+from lakepipe.methods.stats.base import PermutationMethod, covariate_matrix
 from lakepipe.methods.stats.groups import MapSet
 from lakepipe.methods.stats.permutation import PermutationOutcome, permutation_test
 
@@ -19,11 +19,6 @@ if TYPE_CHECKING:
     from lakepipe.lake import Lake
     from lakepipe.methods.base import MethodResult
     from lakepipe.runtime import RunContext
-
-
-@dataclass(frozen=True)
-class SpecificityParams(PermutationParams):
-    pass
 
 
 def tfce_grid(ds_coords: dict[str, Any], attrs: dict[str, Any]) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -56,13 +51,6 @@ def permutation_variables(
 class Specificity(PermutationMethod):
     name = "specificity"
     command = ("stats", "specificity")
-    title = "cases vs controls per voxel or region, permutation FWE and FDR"
-    description = (
-        "Specificity (DESIGN 3b): per voxel (or region) the t of case vs control in M = b0 + b1 case + "
-        "covariates; FWE p from the max statistic over Freedman-Lane permutations (spread over the Dask "
-        "cluster; the result does not depend on the number of workers), Benjamini-Hochberg q of the "
-        "parametric p, optional TFCE."
-    )
     params_type = SpecificityParams
     statistics = (
         Statistic("t", "t of case vs control (positive: cases above controls)"),

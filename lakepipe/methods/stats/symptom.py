@@ -3,7 +3,6 @@ clinical score (Pearson or Spearman; partial with covariates), FWE by score perm
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,8 +10,9 @@ import xarray as xr
 
 from lakepipe.compute import stats
 from lakepipe.errors import InputError
-from lakepipe.methods.base import Plan, Statistic, option
-from lakepipe.methods.stats.base import PermutationMethod, PermutationParams, StatsParams, covariate_matrix
+from lakepipe.methods.base import Plan, Statistic
+from lakepipe.methods.params.stats import StatsParams, SymptomParams
+from lakepipe.methods.stats.base import PermutationMethod, covariate_matrix
 from lakepipe.methods.stats.groups import MapSet
 from lakepipe.methods.stats.permutation import permutation_test
 from lakepipe.methods.stats.specificity import permutation_variables, tfce_grid
@@ -21,14 +21,6 @@ if TYPE_CHECKING:
     from lakepipe.lake import Lake
     from lakepipe.methods.base import MethodResult
     from lakepipe.runtime import RunContext
-
-
-@dataclass(frozen=True)
-class SymptomParams(PermutationParams):
-    score: str | None = option(None, metavar="COLUMN", help="the clinical score: a participants.tsv column")
-    correlation: str = option(
-        "pearson", choices=("pearson", "spearman"), help="Pearson, or Spearman (ranks of maps and scores)"
-    )
 
 
 def patient_scores(maps: MapSet, column: str | None, method: str) -> np.ndarray:
@@ -48,12 +40,6 @@ def patient_scores(maps: MapSet, column: str | None, method: str) -> np.ndarray:
 class Symptom(PermutationMethod):
     name = "symptom"
     command = ("stats", "symptom")
-    title = "map of correlations with a clinical score, permutation FWE"
-    description = (
-        "Symptom map (DESIGN 3b): per voxel (or region) Pearson (or Spearman) r over the patients "
-        "(--cases) between the map value and a participants.tsv score, partial r with --covariates; "
-        "FWE p from the max |r| over score permutations on the Dask cluster, FDR q, optional TFCE."
-    )
     params_type = SymptomParams
     statistics = (
         Statistic("r", "correlation of the map value with the score over patients"),
