@@ -1,6 +1,6 @@
 """Starting a local cluster early (:meth:`Runtime.preload`, :meth:`Runtime.prestart`): workers forked
-from a process that imported the method's modules, with the workers' BLAS settings; a failed start
-raises where the client is first needed."""
+from a process that imported the method's modules (and chose the Fisher z kernel), with the workers'
+BLAS settings; a failed start raises where the client is first needed."""
 
 from __future__ import annotations
 
@@ -24,7 +24,12 @@ SCRIPT = textwrap.dedent(
         import sys
         from threadpoolctl import threadpool_info
         blas = [i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"]
-        return {"fnm": "lakepipe.methods.fnm" in sys.modules, "blas_threads": blas}
+        fisher = sys.modules.get("lakepipe.compute.fisher")
+        chosen = sorted(k or "" for k in fisher._CHOSEN) if fisher is not None else None
+        # the machine code loaded before the fork runs in the worker, exactly
+        ok = [fisher.self_check(k) <= k.bound for k in fisher._CHOSEN.values()] if chosen else None
+        fnm = "lakepipe.methods.fnm" in sys.modules
+        return {"fnm": fnm, "blas_threads": blas, "kernel": chosen, "ok": ok}
 
     if __name__ == "__main__":
         from lakepipe.runtime import Runtime
@@ -40,7 +45,7 @@ SCRIPT = textwrap.dedent(
             sys.exit(0)
         with Runtime(n_workers=2) as runtime:
             if sys.argv[1] == "preload":
-                runtime.preload(["lakepipe.methods.fnm"])
+                runtime.preload(["lakepipe.methods.fnm", "lakepipe.compute.fisher_warm"])
             runtime.prestart()
             states = list(runtime.client.run(state).values())
         print(json.dumps({"states": states}))
@@ -73,12 +78,14 @@ def test_preloaded_workers_start_with_the_modules_and_one_blas_thread(tmp_path):
     assert len(out["states"]) == 2
     for s in out["states"]:
         assert s["fnm"] is True  # imported in the process they were forked from
+        assert s["kernel"] == [""] and s["ok"] == [True], s  # the Fisher z kernel chosen there, and it runs
         assert s["blas_threads"] and all(n == 1 for n in s["blas_threads"]), s
 
 
 def test_without_preload_workers_start_without_the_modules(tmp_path):
     out = _worker_states(tmp_path, "plain")
     assert [s["fnm"] for s in out["states"]] == [False, False]
+    assert [s["kernel"] for s in out["states"]] == [None, None]
     assert all(s["blas_threads"] and all(n == 1 for n in s["blas_threads"]) for s in out["states"])
 
 

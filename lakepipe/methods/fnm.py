@@ -145,7 +145,9 @@ def task_layout(
 
 def warm_worker() -> None:
     """What a worker's first FNM task would otherwise wait for: this module's imports (unpickling
-    this function does them) and the Fisher z kernel (loaded from numba's cache and self-checked)."""
+    this function does them) and the Fisher z kernel (loaded from numba's cache and self-checked;
+    already done where the worker was forked from a process that preloaded
+    :mod:`lakepipe.compute.fisher_warm`)."""
     fisher_kernel()
 
 
@@ -389,7 +391,8 @@ class Fnm(Method):
         bids_out: str | Path | None = None,
     ) -> MethodResult:
         assert isinstance(params, FnmParams)
-        run.runtime.preload([__name__])  # local workers' process imports this module while we plan
+        # local workers' process imports this module and loads the Fisher z kernel while we plan
+        run.runtime.preload([__name__, "lakepipe.compute.fisher_warm"])
         plan = plan or self.plan(lake, params, recompute=recompute)
         result = MethodResult(self.name, skipped=[i.key for i in plan.skipped])
         run.count_skipped(len(result.skipped))
