@@ -90,6 +90,10 @@ def _surface_display(args) -> dict:
     return {"threshold": args.threshold, "vmax": args.vmax, "title": args.title, "layout": args.layout}
 
 
+def _stats_help(name: str) -> str:
+    return f"the {name} result of a group test (lakepipe stats {name})"
+
+
 def _stats_parser(kinds: Any, method: Any) -> None:
     """``lakepipe plot <test>``: a group statistics result already in the lake, selected by the
     options that made it (``lakepipe stats <test>``)."""
@@ -99,7 +103,7 @@ def _stats_parser(kinds: Any, method: Any) -> None:
     shown, masked = DEFAULT_VIEW.get(method.name, ("", None))
     p = kinds.add_parser(
         method.name,
-        help=f"the {method.name} result of a group test (lakepipe stats {method.name})",
+        help=_stats_help(method.name),
         description=f"The {method.name} result already in the lake (the options of `lakepipe stats "
         f"{method.name}` select it): "
         + (
@@ -287,11 +291,13 @@ def register(sub: Any, name: str, rest: Sequence[str] = ()) -> None:
             task.set_defaults(func=_plot_task)
         else:
             kinds.add_parser("task", add_help=False)
+        # a group test's plot parser needs the test's statistics (the method itself): built only when
+        # that plot is asked for; `plot --help` lists the tests from their names
         for n in (n for n in method_names() if method_command(n)[0] == "stats"):
-            if wanted(n):
+            if word == n:
                 _stats_parser(kinds, get_method(n))
             else:
-                kinds.add_parser(n, add_help=False)
+                kinds.add_parser(n, add_help=False, help=_stats_help(n))
 
     elif name == "assign":
         asg = sub.add_parser(
