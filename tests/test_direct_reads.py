@@ -42,6 +42,32 @@ def test_reads_equal_zarr(tmp_path, shape, chunks):
         assert 2 * shape[1] > direct._IOV_MAX >= 16
 
 
+@pytest.mark.parametrize(
+    ("shape", "chunks"),
+    [
+        ((3, 7, 50), (1, 7, 16)),  # edge chunk on the feature axis (stored padded)
+        ((4, 10, 33), (2, 4, 11)),  # several rows and time blocks per chunk, edge time chunk
+        ((2, 5, 8), (1, 5, 8)),  # one chunk per row
+    ],
+)
+def test_block_reads_equal_zarr(tmp_path, shape, chunks):
+    arr = _array(tmp_path / "a.zarr", shape, chunks, fill_value=-3.0)
+    data = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    arr[...] = data
+    arr[shape[0] - 1, :, : chunks[2]] = -3.0  # a chunk zarr need not write: read as the fill value
+    reader = direct_chunks(arr)
+    out = np.full((shape[1], chunks[2]), 7.0, np.float32)
+    for row in range(shape[0]):
+        for start in range(0, shape[2], chunks[2]):
+            block = reader.read_block(row, start, out)
+            assert block.base is out or block is out
+            np.testing.assert_array_equal(block, arr[row, :, start : start + chunks[2]])
+    with pytest.raises(ValueError, match="not a chunk boundary"):
+        reader.read_block(0, 1, out)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        reader.read_block(0, 0, np.zeros((shape[1], chunks[2] + 1), np.float32))
+
+
 def test_unwritten_chunks_read_as_the_fill_value(tmp_path):
     arr = _array(tmp_path / "a.zarr", (2, 4, 10), (1, 4, 5), fill_value=-3.0)
     arr[0, :, :5] = 1.0
@@ -108,3 +134,26 @@ def test_float16_rows_read_directly_and_converted(tmp_path):
     out = np.empty((5, 30), np.float32)
     for row in (1, 0):
         np.testing.assert_array_equal(rows.read_into(row, out), data[row].astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_connectome_block_getter_equals_whole_rows(tmp_path, dtype):
+    """The block getter of a local store gives each block of a row exactly as the whole-row read
+    does (float16 converted); stores without local chunk files have none."""
+    data = np.random.default_rng(4).standard_normal((2, 5, 30)).astype(dtype)
+    rows = _connectome_rows(tmp_path, data, 16)
+    get = rows.block_getter()
+    assert get is not None
+    whole = np.empty((5, 30), np.float32)
+    out = np.empty((5, 16), np.float32)
+    for row in (1, 0):
+        rows.read_into(row, whole)
+        for start in (0, 16):
+            np.testing.assert_array_equal(get(row, start, out), whole[:, start : start + 16])
+    group = zarr.open_group("memory://rows", mode="w", zarr_format=3)
+    group.create_array("timeseries", shape=(1, 5, 30), chunks=(1, 5, 16), dtype="float32")
+    for name in ("scale", "mean"):
+        group.create_array(name, shape=(1, 30), chunks=(1, 30), dtype="float32")
+    from lakepipe.io.stores.rows import ZarrRows
+
+    assert ZarrRows(group).block_getter() is None

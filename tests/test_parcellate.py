@@ -81,6 +81,35 @@ def test_independent_of_workers_and_chunking(tmp_path, tutorial, dask_client, in
     np.testing.assert_allclose(single["fcgroupz"].values, clustered["fcgroupz"].values, atol=1e-6)
 
 
+def test_streamed_blocks_equal_whole_rows(ingested):
+    """A worker's sum over a local store, each subject streamed a chunk at a time (the next read in a
+    thread), is exactly the sum over whole rows read and averaged one after another."""
+    from lakepipe.compute.groupfc import ParcelAverager, subject_fc_z
+    from lakepipe.io import layout
+    from lakepipe.io.storage import StoreRef
+    from lakepipe.io.stores.rows import open_rows
+    from lakepipe.methods.common import connectome_info, voxel_parcels
+    from lakepipe.methods.parcellate import _voxel_group_sum
+
+    con = connectome_info(ingested, "tutorial")
+    labels, table, _ = voxel_parcels(con, ingested.read_atlas("Seitzman2018"))
+    ref = StoreRef.here(layout.connectome_store(ingested.url, "tutorial"))
+    src = open_rows(ref)
+    assert src.block_getter() is not None and src.shape[2] > src.block  # several blocks a subject
+    units = [[0], [1, 2], [3]]  # a unit of two rows: one participant's runs, averaged
+    got = _voxel_group_sum(ref, units, labels, len(table))
+    averager = ParcelAverager(labels, len(table), block=src.block)
+    want = np.zeros_like(got)
+    for unit in units:
+        z = np.zeros_like(got)
+        for row in unit:
+            unit_series = src.read_into(row, np.empty(src.shape[1:], np.float32))
+            series = averager(unit_series, src.scale(row), src.mean(row))
+            z += subject_fc_z(series[: int(src.n_valid[row]) if src.n_valid is not None else None])
+        want += z / len(unit)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_parcel_level_connectome(tmp_path, tutorial):
     lake = Lake(str(tmp_path / "lake"))
     ingest_connectome(lake, tutorial.parcel_timeseries, name="parcels")

@@ -103,6 +103,12 @@ class ParcelAverager:
             if sub.nnz:
                 self.blocks.append((start, stop, sub, sub.indices + start))
 
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        """The (start, stop) voxel blocks :meth:`series` asks for, in order (blocks without a
+        labelled voxel are never asked for)."""
+        return [(start, stop) for start, stop, _, _ in self.blocks]
+
     def series(
         self, get_block: Callable[[int, int], np.ndarray], scale: np.ndarray, mean: np.ndarray, n_time: int
     ) -> np.ndarray:

@@ -26,7 +26,7 @@ from lakepipe.errors import InputError
 from lakepipe.io import bidsout, layout
 from lakepipe.io.storage import StoreRef, get_array
 from lakepipe.io.stores import Atlas, open_derivative, write_derivative
-from lakepipe.io.stores.rows import open_rows
+from lakepipe.io.stores.rows import BlockGetter, RowReader, open_rows
 from lakepipe.methods.base import PENDING, Method, MethodResult, Plan, PlanItem, Statistic
 from lakepipe.methods.common import (
     ConnectomeInfo,
@@ -68,6 +68,9 @@ def _voxel_group_sum(ref: StoreRef, units: list[list[int]], labels: np.ndarray, 
     total = np.zeros((n_regions, n_regions))
     # built once for the task's subjects; parcel sums a store chunk (voxel block) at a time
     averager = ParcelAverager(labels, n_regions, block=src.block)
+    get_block = src.block_getter()
+    if get_block is not None:
+        return _streamed_group_sum(src, get_block, units, averager)
     # each subject is read (its chunks fetched concurrently) into one of two buffers reused by the
     # task (in a worker, glibc's trim setting makes every fresh array a new mmap, page faults and
     # all), the next one in a thread while this one is averaged: a read waits on Zarr's event loop
@@ -94,6 +97,41 @@ def _voxel_group_sum(ref: StoreRef, units: list[list[int]], labels: np.ndarray, 
                     ahead = pool.submit(read, i)
                 series = averager.series(_column_block(buf), scale, mean, n_time)
                 t = n_time if n_valid is None else int(n_valid[s])
+                z += subject_fc_z(series[:t])
+            total += z / len(unit)
+    return total
+
+
+def _streamed_group_sum(
+    src: RowReader, get_block: BlockGetter, units: list[list[int]], averager: ParcelAverager
+) -> np.ndarray:
+    """:func:`_voxel_group_sum` where the store's chunks are local files: each subject's blocks are
+    read one at a time, the next in a thread while this one is summed into the parcels, so every
+    block is summed while it is still in cache (one pass over memory instead of two: 1.3-1.6x
+    faster per subject, measured) and blocks without a labelled voxel are never read."""
+    n_time, n_regions = src.shape[1], averager.n_regions
+    spans = averager.spans
+    jobs = [(s, start) for unit in units for s in unit for start, _ in spans]
+    bufs = [np.empty((n_time, src.block), np.float32) for _ in range(min(2, len(jobs)))]
+    total = np.zeros((n_regions, n_regions))
+    with ThreadPoolExecutor(1, thread_name_prefix="parcellate-read") as pool:
+        pending = [pool.submit(get_block, *jobs[0], bufs[0])] if jobs else []
+        k = 0
+
+        def next_block(start: int, stop: int) -> np.ndarray:
+            nonlocal k
+            block = pending.pop().result()
+            assert jobs[k][1] == start and block.shape[1] == stop - start
+            k += 1
+            if k < len(jobs):  # into the other buffer (its block is summed) while this one is
+                pending.append(pool.submit(get_block, *jobs[k], bufs[k % 2]))
+            return block
+
+        for unit in units:
+            z = np.zeros((n_regions, n_regions))
+            for s in unit:
+                series = averager.series(next_block, src.scale(s), src.mean(s), n_time)
+                t = n_time if src.n_valid is None else int(src.n_valid[s])
                 z += subject_fc_z(series[:t])
             total += z / len(unit)
     return total

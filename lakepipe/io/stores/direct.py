@@ -80,6 +80,34 @@ class DirectChunks:
                     os.close(fd)
         return out
 
+    def read_block(self, row: int, start: int, out: np.ndarray) -> np.ndarray:
+        """The feature block of row ``row`` that starts at ``start`` (a multiple of the chunk length)
+        into ``out``, a C-contiguous array of one chunk's (time, feature) shape; returns ``out``
+        cut to the block (narrower at the array's edge)."""
+        _, n_t, n_f = self.shape
+        _, c_t, c_f = self.chunks
+        if out.shape != (n_t, c_f) or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous {self.dtype} array of shape {(n_t, c_f)}")
+        if not 0 <= row < self.shape[0]:
+            raise IndexError(f"row {row} outside 0..{self.shape[0] - 1}")
+        if start % c_f or not 0 <= start < n_f:
+            raise ValueError(f"block start {start} is not a chunk boundary in 0..{n_f - 1}")
+        item, j = self.dtype.itemsize, start // c_f
+        for i, t0 in enumerate(range(0, n_t, c_t)):
+            t1 = min(t0 + c_t, n_t)
+            path = self._root / self._key((row // self.chunks[0], i, j))
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:  # never written: zarr reads it as the fill value
+                out[t0:t1] = self.fill
+                continue
+            try:  # the chunk's rows are full chunk rows (edge chunks padded): one contiguous read
+                offset = (row % self.chunks[0]) * c_t * c_f * item
+                self._preadv(fd, [memoryview(out[t0:t1].reshape(-1).data).cast("B")], offset, path)
+            finally:
+                os.close(fd)
+        return out[:, : min(c_f, n_f - start)]
+
     @staticmethod
     def _preadv(fd: int, vecs: list[memoryview], offset: int, path: Path) -> None:
         for a in range(0, len(vecs), _IOV_MAX):

@@ -390,6 +390,10 @@ class InplaceRows:
         np.copyto(out, unit)
         return out
 
+    def block_getter(self) -> None:
+        """None: a row is centred as a whole from its HDF5 batch (see :mod:`lakepipe.io.stores.rows`)."""
+        return None
+
     def scale(self, row: int) -> np.ndarray:
         return np.asarray(self._scale[row])
 

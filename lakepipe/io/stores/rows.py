@@ -20,6 +20,14 @@ if TYPE_CHECKING:
     import zarr
 
 
+class BlockGetter(Protocol):
+    def __call__(self, row: int, start: int, out: np.ndarray) -> np.ndarray:
+        """Row ``row``'s unit-norm float32 series of the feature block that starts at ``start`` (a
+        multiple of the reader's ``block``), into ``out`` (C-contiguous float32, (time, block));
+        returns ``out`` cut to the block (narrower at the last one)."""
+        ...
+
+
 class RowReader(Protocol):
     """One connectome's rows (subjects): ``shape`` is (rows, time, features)."""
 
@@ -32,6 +40,12 @@ class RowReader(Protocol):
 
     def read_into(self, row: int, out: np.ndarray) -> np.ndarray:
         """Row ``row``'s centred unit-norm (time, feature) float32 series into ``out``; returns ``out``."""
+        ...
+
+    def block_getter(self) -> BlockGetter | None:
+        """A reader of single feature blocks (``get(row, start, out)``, see :class:`BlockGetter`)
+        where a block is a cheap read of its own (local uncompressed chunk files), else None: whole
+        rows are then the read to make."""
         ...
 
     def scale(self, row: int) -> np.ndarray:
@@ -76,6 +90,23 @@ class ZarrRows:
         else:  # float16 storage: converted into the float32 buffer
             np.copyto(out, np.asarray(self._ts[row]))
         return out
+
+    def block_getter(self) -> BlockGetter | None:
+        direct = self._direct
+        if direct is None:
+            return None
+
+        def get(row: int, start: int, out: np.ndarray) -> np.ndarray:
+            if self.dtype == np.float32:
+                return direct.read_block(row, start, out)
+            stored = getattr(self._stored, "block", None)
+            if stored is None:
+                stored = self._stored.block = np.empty(out.shape, self.dtype)
+            block = direct.read_block(row, start, stored)  # float16 storage: converted
+            np.copyto(out[:, : block.shape[1]], block)
+            return out[:, : block.shape[1]]
+
+        return get
 
     def scale(self, row: int) -> np.ndarray:
         return np.asarray(self._scale[row])
