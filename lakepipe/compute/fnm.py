@@ -18,6 +18,7 @@ and :func:`finalize_fnm` turns them into the maps.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -505,16 +506,33 @@ def _bh_q(p: np.ndarray) -> np.ndarray:
     running minimum from the largest p down, clipped to [0, 1].
     """
     m = p.size
-    keys = np.asarray(p, np.float32).view(np.uint32).astype(np.uint64) << np.uint64(32)
-    keys |= np.arange(m, dtype=np.uint64)
+    index, factors = _bh_constants(m)
+    keys = np.asarray(p, np.float32).view(np.uint32).astype(np.uint64)
+    keys <<= np.uint64(32)
+    keys |= index
     keys.sort()
-    order = (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
-    q = (keys >> np.uint64(32)).astype(np.uint32).view(np.float32).astype(np.float64)
-    q *= m / np.arange(1, m + 1, dtype=np.float64)
+    if sys.byteorder == "little":  # each key's two 32-bit words, read in place: (index, bits of p)
+        words = keys.view(np.uint32)
+        order: np.ndarray = words[0::2]
+        q = words[1::2].view(np.float32).astype(np.float64)
+    else:  # pragma: no cover - big-endian machines
+        order = (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
+        q = (keys >> np.uint64(32)).astype(np.uint32).view(np.float32).astype(np.float64)
+    q *= factors
     np.minimum.accumulate(q[::-1], out=q[::-1])
     out = np.empty(m)
     out[order] = q
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+@functools.lru_cache(maxsize=4)
+def _bh_constants(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The voxel indices (uint64) and ``m / rank`` factors of :func:`_bh_q`, made once per map size
+    (every seed of a run has the same voxels)."""
+    index = np.arange(m, dtype=np.uint64)
+    factors = m / np.arange(1, m + 1, dtype=np.float64)
+    index.flags.writeable = factors.flags.writeable = False
+    return index, factors
 
 
 def finalize_fnm(sums: FnmSums, with_avgr: bool = False, with_pfdr: bool = False) -> dict[str, np.ndarray]:
