@@ -49,35 +49,22 @@ class DirectChunks:
     def read_into(self, row: int, out: np.ndarray) -> np.ndarray:
         """Row ``row`` (a (time, feature) slab, all its chunks) into the C-contiguous ``out``."""
         _, n_t, n_f = self.shape
-        if out.shape != (n_t, n_f) or out.dtype != self.dtype or not out.flags.c_contiguous:
-            raise ValueError(f"out must be a C-contiguous {self.dtype} array of shape {(n_t, n_f)}")
-        if not 0 <= row < self.shape[0]:
-            raise IndexError(f"row {row} outside 0..{self.shape[0] - 1}")
+        self._check(row, out, (n_t, n_f))
         _, c_t, c_f = self.chunks
-        item = self.dtype.itemsize
+        pad_bytes = memoryview(self._pad)
         for i, t0 in enumerate(range(0, n_t, c_t)):
             t1 = min(t0 + c_t, n_t)
             for j, f0 in enumerate(range(0, n_f, c_f)):
                 f1 = min(f0 + c_f, n_f)
-                path = self._root / self._key((row // self.chunks[0], i, j))
-                try:
-                    fd = os.open(path, os.O_RDONLY)
-                except FileNotFoundError:  # never written: zarr reads it as the fill value
+                # one vector per time point, into its row of out; edge chunks' padding goes to _pad
+                pad = pad_bytes[: (c_f - (f1 - f0)) * self.dtype.itemsize]
+                vecs: list[memoryview] = []
+                for t in range(t0, t1):
+                    vecs.append(memoryview(out[t, f0:f1].data).cast("B"))
+                    if len(pad):
+                        vecs.append(pad)
+                if not self._read_chunk(row, i, j, vecs):
                     out[t0:t1, f0:f1] = self.fill
-                    continue
-                try:
-                    # a chunk is c_t x c_f values in C order, edge chunks padded to the full shape;
-                    # with several rows per chunk, this row's part starts (row % rows) chunks in
-                    offset = (row % self.chunks[0]) * c_t * c_f * item
-                    pad = memoryview(self._pad)[: (c_f - (f1 - f0)) * item]
-                    vecs: list[memoryview] = []
-                    for t in range(t0, t1):
-                        vecs.append(memoryview(out[t, f0:f1].data).cast("B"))
-                        if len(pad):
-                            vecs.append(pad)
-                    self._preadv(fd, vecs, offset, path)
-                finally:
-                    os.close(fd)
         return out
 
     def read_block(self, row: int, start: int, out: np.ndarray) -> np.ndarray:
@@ -86,27 +73,39 @@ class DirectChunks:
         cut to the block (narrower at the array's edge)."""
         _, n_t, n_f = self.shape
         _, c_t, c_f = self.chunks
-        if out.shape != (n_t, c_f) or out.dtype != self.dtype or not out.flags.c_contiguous:
-            raise ValueError(f"out must be a C-contiguous {self.dtype} array of shape {(n_t, c_f)}")
-        if not 0 <= row < self.shape[0]:
-            raise IndexError(f"row {row} outside 0..{self.shape[0] - 1}")
+        self._check(row, out, (n_t, c_f))
         if start % c_f or not 0 <= start < n_f:
             raise ValueError(f"block start {start} is not a chunk boundary in 0..{n_f - 1}")
-        item, j = self.dtype.itemsize, start // c_f
         for i, t0 in enumerate(range(0, n_t, c_t)):
             t1 = min(t0 + c_t, n_t)
-            path = self._root / self._key((row // self.chunks[0], i, j))
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:  # never written: zarr reads it as the fill value
+            # out's rows are full chunk rows, as the chunk stores them (edge chunks padded): one vector
+            vec = memoryview(out[t0:t1].reshape(-1).data).cast("B")
+            if not self._read_chunk(row, i, start // c_f, [vec]):
                 out[t0:t1] = self.fill
-                continue
-            try:  # the chunk's rows are full chunk rows (edge chunks padded): one contiguous read
-                offset = (row % self.chunks[0]) * c_t * c_f * item
-                self._preadv(fd, [memoryview(out[t0:t1].reshape(-1).data).cast("B")], offset, path)
-            finally:
-                os.close(fd)
         return out[:, : min(c_f, n_f - start)]
+
+    def _check(self, row: int, out: np.ndarray, shape: tuple[int, int]) -> None:
+        if out.shape != shape or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous {self.dtype} array of shape {shape}")
+        if not 0 <= row < self.shape[0]:
+            raise IndexError(f"row {row} outside 0..{self.shape[0] - 1}")
+
+    def _read_chunk(self, row: int, i: int, j: int, vecs: list[memoryview]) -> bool:
+        """Row ``row``'s part of chunk (time block ``i``, feature block ``j``) into ``vecs``; False
+        where the chunk was never written (zarr reads it as the fill value)."""
+        path = self._root / self._key((row // self.chunks[0], i, j))
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            # a chunk is c_t x c_f values in C order, edge chunks padded to the full shape; with
+            # several rows per chunk, this row's part starts (row % rows) chunk-rows in
+            _, c_t, c_f = self.chunks
+            self._preadv(fd, vecs, (row % self.chunks[0]) * c_t * c_f * self.dtype.itemsize, path)
+        finally:
+            os.close(fd)
+        return True
 
     @staticmethod
     def _preadv(fd: int, vecs: list[memoryview], offset: int, path: Path) -> None:
