@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent(
         chosen = sorted(k or "" for k in fisher._CHOSEN) if fisher is not None else None
         # the machine code loaded before the fork runs in the worker, exactly
         ok = [fisher.self_check(k) <= k.bound for k in fisher._CHOSEN.values()] if chosen else None
-        fnm = "lakepipe.methods.fnm" in sys.modules
+        fnm = "lakepipe.methods.fnm_tasks" in sys.modules
         return {"fnm": fnm, "blas_threads": blas, "kernel": chosen, "ok": ok}
 
     if __name__ == "__main__":
@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent(
             sys.exit(0)
         with Runtime(n_workers=2) as runtime:
             if sys.argv[1] == "preload":
-                runtime.preload(["lakepipe.methods.fnm", "lakepipe.compute.fisher_warm"])
+                runtime.preload(["lakepipe.methods.fnm_tasks", "lakepipe.compute.fisher_warm"])
             runtime.prestart()
             states = list(runtime.client.run(state).values())
         print(json.dumps({"states": states}))

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import io
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from lakepipe._version import __version__
 from lakepipe.blas import tune_blas_for_this_process
@@ -238,6 +240,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def entry() -> NoReturn:
+    """The ``lakepipe`` command: :func:`main`, then exit without the interpreter's last garbage
+    collections over every object the imports made (pandas, SQLAlchemy, Zarr...): ``gc.freeze``
+    skips them, which takes ~0.25 s off every command (atexit handlers still run, objects are still
+    released by reference counting)."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 def _quiet_shutdown() -> None:
     """After Ctrl-C: no log or traceback noise from Dask workers and clients shutting down."""
     logging.disable(logging.CRITICAL)
@@ -246,4 +258,4 @@ def _quiet_shutdown() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

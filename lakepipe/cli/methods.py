@@ -2,7 +2,7 @@
 afnm|fnm``, ... Each method's options come from its parameter spec; every method command also has
 ``--bids-out``, ``--recompute`` and ``--dry-run``.
 
-Folders work as inputs too (:func:`lakepipe.ingest.inplace.resolve_inputs`): methods that map a cohort
+Folders work as inputs too (:func:`lakepipe.ingest.resolve.resolve_inputs`): methods that map a cohort
 take a BIDS folder of lesion masks as their first argument (ingested first, as ``--cohort`` or a
 cohort named from the folder), and ``--connectome`` takes a folder of HDF5 batches, registered in
 place on first use and reused after: ``lakepipe run fnm BIDS_DIR --connectome H5_DIR``."""
@@ -103,7 +103,7 @@ def _takes_folders(method: str) -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lakepipe.ingest.inplace import resolve_inputs
+    from lakepipe.ingest.resolve import resolve_inputs
 
     method = get_method(args._method)
     values = params_from_args(args, method.params_type)

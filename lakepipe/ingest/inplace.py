@@ -8,10 +8,10 @@ committed and registered every ``commit_every`` subjects, a killed registration 
 new batches in the folder are added on the next call. A batch that changed since it was registered
 is read again: the connectome is rebuilt (only its small store; the batches are never written).
 
-:func:`resolve_inputs` lets a method run straight on folders: a BIDS folder of lesions is ingested
-as a cohort (named from the folder unless given), and a ``connectome`` that is a folder of HDF5
-batches rather than a connectome of the lake is registered in place on first use, under a name made
-from the folder's path and the batches' sizes and times, and reused while they are unchanged.
+:func:`lakepipe.ingest.resolve.resolve_inputs` lets a method run straight on folders: a
+``connectome`` that is a folder of HDF5 batches rather than a connectome of the lake is registered
+in place here (:func:`connectome_for_folder`) on first use, under a name made from the folder's path
+and the batches' sizes and times (:func:`inplace_name`), and reused while they are unchanged.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from lakepipe.bids import check_entity
 from lakepipe.catalog import OutputRecord
 from lakepipe.compute.correlation import center_unit
 from lakepipe.errors import InputError
+from lakepipe.ingest.resolve import name_from_folder
 from lakepipe.ingest.result import IngestResult
 from lakepipe.io import layout
 from lakepipe.io.bidsfind import DEFAULT_SPACE
@@ -78,7 +77,7 @@ def batch_files(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.name.endswith(_H5) and p.is_file())
 
 
-def _recorded(lake: Lake, name: str) -> dict[str, Any] | None:
+def recorded_attrs(lake: Lake, name: str) -> dict[str, Any] | None:
     """The attributes of connectome ``name``'s store, or None when there is none."""
     url = layout.connectome_store(lake.url, name)
     if not exists(join(url, "zarr.json")):
@@ -86,7 +85,7 @@ def _recorded(lake: Lake, name: str) -> dict[str, Any] | None:
     return dict(open_group(url).attrs)
 
 
-def _unchanged(attrs: dict[str, Any], root: Path, files: list[Path]) -> bool:
+def batches_unchanged(attrs: dict[str, Any], root: Path, files: list[Path]) -> bool:
     """Whether an in-place store records exactly these files, with their current sizes and times."""
     info = attrs.get("inplace") or {}
     if attrs.get("storage") != INPLACE_STORAGE or info.get("root") != str(root):
@@ -136,7 +135,7 @@ def ingest_in_place(
     url = layout.connectome_store(lake.url, name)
     store_uri = layout.relative(lake.url, url)
     batches = [batch_record(p) for p in files]
-    attrs = _recorded(lake, name)
+    attrs = recorded_attrs(lake, name)
     if attrs is not None and attrs.get("storage") == INPLACE_STORAGE:
         old = {b["file"]: BatchRecord.from_attrs(b) for b in (attrs.get("inplace") or {}).get("batches", [])}
         now = {b.file: b for b in batches}
@@ -191,12 +190,6 @@ def ingest_in_place(
 # ------------------------------------------------------------------------------- folders as inputs
 
 
-def name_from_folder(folder: str | Path, default: str = "default") -> str:
-    """A lake name (letters and digits) from a folder's (or URL's) last segment."""
-    last = str(folder).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
-    return re.sub(r"[^A-Za-z0-9]", "", last) or default
-
-
 def inplace_name(folder: str | Path) -> str:
     """The name a folder of HDF5 batches is registered under by :func:`resolve_inputs`: the folder's
     name and a hash of its path and of its batches' names, sizes and modification times."""
@@ -208,97 +201,19 @@ def inplace_name(folder: str | Path) -> str:
     return f"{name_from_folder(root, 'connectome')[:40]}{h.hexdigest()[:8]}"
 
 
-def _is_folder_input(lake: Lake, value: str) -> bool:
-    """A ``connectome`` value naming a folder rather than a connectome of the lake."""
-    if re.fullmatch(r"[A-Za-z0-9]+", value):
-        return not lake.catalog.count(kind="connectome", connectome=value) and Path(value).is_dir()
-    path = Path(value).expanduser()
-    if not path.is_dir():  # not a name (names are letters and digits), so meant as a folder
-        raise InputError("no such folder of HDF5 batches (and not a connectome name)", path)
-    return True
-
-
 def connectome_for_folder(
     lake: Lake, folder: str | Path, *, space: str = DEFAULT_SPACE, run: RunContext | None = None
 ) -> str:
     """The in-place connectome of ``folder``: registered on first use, reused while unchanged."""
     root = Path(folder).expanduser().resolve()
     name = inplace_name(root)
-    attrs = _recorded(lake, name)
+    attrs = recorded_attrs(lake, name)
     if (
         attrs is not None
-        and _unchanged(attrs, root, batch_files(root))
+        and batches_unchanged(attrs, root, batch_files(root))
         and lake.catalog.count(kind="connectome", connectome=name) >= int(attrs.get("n_subjects", 0)) > 0
     ):
         log.info("connectome folder %s: registered in place as '%s', reused", root, name)
         return name
     ingest_in_place(lake, root, name=name, space=space, run=run)
     return name
-
-
-@dataclass
-class ResolvedInputs:
-    """A method's parameters with folders replaced by lake names, and what was (or would be) done."""
-
-    values: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
-    pending: bool = False  #: a dry run found something still to register (the plan cannot be made)
-
-
-def resolve_inputs(
-    lake: Lake,
-    values: dict[str, Any],
-    *,
-    bids_dir: str | Path | None = None,
-    run: RunContext | None = None,
-    dry_run: bool = False,
-) -> ResolvedInputs:
-    """Parameters of a method run with its folder inputs registered in the lake.
-
-    ``bids_dir``: lesion masks ingested as cohort ``values["cohort"]`` (default: named from the
-    folder) and ``cohort`` set. ``values["connectome"]`` naming a folder of HDF5 batches (not a
-    connectome of the lake): registered in place (or reused) and replaced by its name. Both inputs
-    are checked (the batches' headers and masks, every lesion mask) before either is registered.
-    ``dry_run`` registers nothing and says what would be registered.
-    """
-    from lakepipe.ingest.lesions import ingest_lesions
-
-    out = ResolvedInputs(dict(values))
-    folder = None
-    con = out.values.get("connectome")
-    if isinstance(con, str) and con and _is_folder_input(lake, con):
-        folder = Path(con).expanduser().resolve()
-        files = batch_files(folder)
-        if not files:
-            raise InputError(
-                "a connectome folder given to a method must hold HDF5 batches (*.h5), read in place; "
-                "ingest other formats with `lakepipe ingest connectome`",
-                folder,
-            )
-        name = inplace_name(folder)
-        attrs = _recorded(lake, name)
-        reuse = attrs is not None and _unchanged(attrs, folder, files)
-        if not reuse:
-            open_source(folder, source_format="hdf5")  # headers and masks checked before anything is written
-        out.values["connectome"] = name
-        if dry_run and not reuse:
-            out.notes.append(f"would register {folder} in place as connectome '{name}'")
-            out.pending = True
-    if bids_dir is not None:
-        cohort = check_entity(str(out.values.get("cohort") or name_from_folder(bids_dir)), "cohort")
-        out.values["cohort"] = cohort
-        if dry_run:
-            out.notes.append(f"would ingest the lesion masks of {bids_dir} into cohort '{cohort}'")
-            out.pending = out.pending or not lake.catalog.count(kind="lesion", cohort=cohort)
-        else:
-            res = ingest_lesions(
-                lake, bids_dir, cohort=cohort, participants=values.get("participants"), run=run
-            )
-            out.notes.append(res.summary())
-    if folder is not None and not dry_run:
-        before = lake.catalog.count(kind="connectome", connectome=out.values["connectome"])
-        name = connectome_for_folder(lake, folder, run=run)
-        n = lake.catalog.count(kind="connectome", connectome=name)
-        verb = "reused" if n == before else "registered in place"
-        out.notes.append(f"connectome '{name}' ({n} subjects of {folder}) {verb}")
-    return out

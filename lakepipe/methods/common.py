@@ -6,19 +6,81 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
-from lakepipe.catalog import content_hash
-from lakepipe.compute.resample import resample_nearest
 from lakepipe.errors import InputError, NotFoundError
-from lakepipe.io.stores import Atlas, grid_from_attrs
-from lakepipe.lake import Lake
-from lakepipe.space import Grid
+
+if TYPE_CHECKING:  # the stores (Zarr, xarray) are imported where a computation opens them
+    import xarray as xr
+
+    from lakepipe.io.stores import Atlas
+    from lakepipe.lake import Lake
+    from lakepipe.space import Grid
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConnectomeId:
+    """What identifies a connectome in the outputs made from it: its name and the content hash of
+    its registered subjects (read from the catalog alone)."""
+
+    name: str
+    identity: str
+
+
+@dataclass(frozen=True)
+class AtlasId:
+    """What identifies an atlas in the outputs made from it, read from the catalog alone."""
+
+    name: str
+    sha256: str
+
+
+def connectome_identity(lake: Lake, name: str) -> ConnectomeId:
+    """The name and identity of a registered connectome, from the catalog (no store is opened: a
+    plan whose outputs all exist needs nothing more).
+
+    Raises
+    ------
+    NotFoundError
+        No connectome ``name`` is registered.
+    """
+    return _identity(name, _connectome_rows(lake, name))
+
+
+def atlas_identity(lake: Lake, name: str) -> AtlasId:
+    """The name and content hash of a registered atlas, from the catalog.
+
+    Raises
+    ------
+    NotFoundError
+        No atlas ``name`` is registered.
+    """
+    rows = lake.catalog.query(kind="atlas", atlas=name)
+    if rows.empty:
+        raise NotFoundError(
+            f"unknown atlas '{name}': not in the lake (ingest it with `lakepipe ingest atlas`)"
+        )
+    return AtlasId(name, str(rows.iloc[0]["inputs"].get("atlas", "")))
+
+
+def _connectome_rows(lake: Lake, name: str) -> pd.DataFrame:
+    rows = lake.catalog.query(kind="connectome", connectome=name)
+    if rows.empty:
+        raise NotFoundError(f"unknown connectome '{name}': not in the lake (ingest it first)")
+    return rows
+
+
+def _identity(name: str, rows: pd.DataFrame) -> ConnectomeId:
+    from lakepipe.catalog import content_hash
+
+    return ConnectomeId(
+        name, content_hash(sorted(zip(rows["store_index"], rows["inputs_hash"], strict=True)))
+    )
 
 
 @dataclass(frozen=True)
@@ -35,6 +97,8 @@ class ConnectomeInfo:
 
     @property
     def grid(self) -> Grid | None:
+        from lakepipe.io.stores import grid_from_attrs
+
         g = self.dataset.attrs.get("grid")
         return grid_from_attrs(g) if g else None
 
@@ -80,9 +144,7 @@ class ConnectomeInfo:
 
 def connectome_info(lake: Lake, name: str) -> ConnectomeInfo:
     """Open a connectome and identify it by the content hashes of its registered subjects."""
-    rows = lake.catalog.query(kind="connectome", connectome=name)
-    if rows.empty:
-        raise NotFoundError(f"unknown connectome '{name}': not in the lake (ingest it first)")
+    rows = _connectome_rows(lake, name)
     ds = lake.open_connectome(name)
     registered = set(rows["store_index"])
     stored = [str(s) for s in ds["subject"].values]
@@ -90,7 +152,7 @@ def connectome_info(lake: Lake, name: str) -> ConnectomeInfo:
     if len(keep) != len(stored):
         ds = ds.isel(subject=keep)
     subjects = [stored[i] for i in keep]
-    ident = content_hash(sorted(zip(rows["store_index"], rows["inputs_hash"], strict=True)))
+    ident = _identity(name, rows).identity
     kind = "voxel" if "voxel" in ds.dims else "region"
     groups = None
     if "group" in ds:  # rows that are runs of a participant carry its id
@@ -114,6 +176,8 @@ def atlas_labels_on_grid(atlas: Atlas, grid: Grid) -> np.ndarray:
     if atlas.grid.same_as(grid):
         vol = atlas.labels
     else:
+        from lakepipe.compute.resample import resample_nearest
+
         vol = resample_nearest(atlas.labels, atlas.grid.affine, grid.shape, grid.affine, fill=0)
     lut = atlas.dense_index()
     vol = np.clip(vol, 0, lut.size - 1)

@@ -12,47 +12,36 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
-from lakepipe._version import __version__
 from lakepipe.catalog import OutputRecord
-from lakepipe.compute.fisher import fisher_kernel
-from lakepipe.compute.fnm import FNM_CONVENTIONS, FnmSums, finalize_fnm, prepare_seeds, restore_unit_norm
-from lakepipe.compute.groupfc import parcel_averaging_matrix
-from lakepipe.compute.seeds import (
-    SeedVoxels,
-    mask_seed_voxels,
-    seed_weight_matrix,
-    sphere_seed_voxels,
-    voxel_lookup,
-)
+from lakepipe.compute.fnm_conventions import FNM_CONVENTIONS
 from lakepipe.errors import InputError
-from lakepipe.io import bidsout, layout
-from lakepipe.io.nifti import write_nifti
-from lakepipe.io.storage import StoreRef
-from lakepipe.io.stores import Atlas, IncrementalStore, open_derivative, voxel_volume
-from lakepipe.io.stores.rows import open_rows
 from lakepipe.methods.base import PENDING, Method, MethodResult, Plan, PlanItem, Statistic
 from lakepipe.methods.common import (
+    AtlasId,
+    ConnectomeId,
     ConnectomeInfo,
+    atlas_identity,
+    connectome_identity,
     connectome_info,
     region_coords,
     require_same_space,
     subject_groups,
-    voxel_parcels,
 )
 from lakepipe.methods.params.base import Params
 from lakepipe.methods.params.fnm import FnmParams
-from lakepipe.methods.seeds import Seed, cohort_seeds, read_masks, sphere_seed, spheres_from_table
+from lakepipe.methods.seeds import Seed, cohort_seeds, sphere_seed, spheres_from_table
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the compute kernels and the stores are imported where a run computes or exports
+    import xarray as xr
+
+    from lakepipe.compute.seeds import SeedVoxels
+    from lakepipe.io.stores import Atlas, IncrementalStore
     from lakepipe.lake import Lake
     from lakepipe.runtime import RunContext
 
@@ -61,9 +50,6 @@ log = logging.getLogger(__name__)
 MAPS = ("zmap", "rmap", "tmap", "pmap", "pfdrmap")
 #: each connectome subject's maps, (seed, subject, voxel), with ``--per-subject``
 SUBJECT_MAPS = ("zmap_subjects", "rmap_subjects")
-#: memory for the subjects a task holds at once: two groups (one computed while the next is read);
-#: a group's r, z and z^2 go through cache-resident tiles of the large float64 sums
-GROUP_BYTES = 512 * 2**20
 #: a pass splits its seeds between tasks (each reading every subject) only in blocks of at least this
 #: many seeds: then a task's GEMMs and transforms outlast its (overlapped) reads
 SEEDS_PER_TASK = 256
@@ -126,7 +112,7 @@ def task_layout(
 
     A subject group reads its subjects once, but holds the sums of all the block's seeds, merged with
     the other groups' at the end; a seed block holds only its seeds' sums but reads every subject.
-    Reads overlap the computing (:func:`_sums_task`), so splitting seeds costs nothing once a task's
+    Reads overlap the computing (:func:`sums_task`), so splitting seeds costs nothing once a task's
     GEMMs outlast its reads (blocks of >= ``SEEDS_PER_TASK`` seeds) and saves the merge and all but
     one copy of the sums; seeds are also split where the groups' copies (and the merge's) would not
     fit in :func:`sums_budget`.
@@ -138,137 +124,6 @@ def task_layout(
     if groups > 1 and held > sums_budget(memory_bytes):
         blocks, groups = min(n_workers, n_seeds), 1
     return blocks, groups
-
-
-# ------------------------------------------------------------------------------------ worker tasks
-
-
-def warm_worker() -> None:
-    """What a worker's first FNM task would otherwise wait for: this module's imports (unpickling
-    this function does them) and the Fisher z kernel (loaded from numba's cache and self-checked;
-    already done where the worker was forked from a process that preloaded
-    :mod:`lakepipe.compute.fisher_warm`)."""
-    fisher_kernel()
-
-
-@dataclass(frozen=True)
-class SubjectMapsTarget:
-    """Where a sums task writes its subjects' own maps: seed rows ``rows`` of the derivative store,
-    at positions ``columns`` of its subject axis (one per unit of the task)."""
-
-    store: IncrementalStore
-    rows: slice
-    columns: tuple[int, ...]
-
-
-def _sums_task(
-    ref: StoreRef,
-    units: list[list[int]],
-    seedw: Any,
-    with_r: bool,
-    subject_maps: SubjectMapsTarget | None = None,
-) -> FnmSums:
-    """FNM sums over the subjects ``units`` (store rows; a unit of several rows is one participant's
-    runs, whose z maps are averaged before they count as one subject).
-
-    With ``subject_maps``, each unit's own z map (its runs' mean) and r = tanh(z) are written to the
-    derivative store as well; units are then added one at a time (each chunk of the subject maps,
-    one seed x one subject, is written by this task only)."""
-    src = open_rows(ref)  # a copied store's rows, or HDF5 batches read in place: one interface
-    n_valid = src.n_valid
-    sums = FnmSums.zeros(seedw.n_seeds, seedw.n_voxels, with_r=with_r)
-    n_time, n_vox = src.shape[1:]
-    rows_per_unit = max(len(u) for u in units)
-    # two banks of k subjects (one computed while the next is read), GROUP_BYTES in all or, with many
-    # seeds, up to half the bytes of the sums: every group streams the sums through memory once
-    # (32 bytes a seed and voxel), so more subjects per group means fewer passes over them; but not
-    # more subjects than the sums weigh in series (a few seeds: one subject a group, since streaming
-    # their small sums costs less than holding another subject)
-    sums_bytes = sums.sum_z.nbytes * (3 if with_r else 2)
-    series_bytes = 4 * n_time * n_vox
-    group_bytes = max(GROUP_BYTES, sums_bytes // 2)
-    k = min(sum(map(len, units)), group_bytes // (2 * series_bytes), max(1, sums_bytes // series_bytes), 8)
-    k = int(max(rows_per_unit, k))  # a participant's runs are read together
-    # subjects are read (all their chunks at once) into buffers reused for the whole task: no fresh
-    # 100 MB array, and its page faults, per subject
-    bufs = [np.empty((n_time, n_vox), np.float32) for _ in range(k)]
-
-    def read(rows: list[int], bank: list[np.ndarray] = bufs) -> list[np.ndarray]:
-        series = []
-        for j, s in enumerate(rows):
-            src.read_into(s, bank[j])  # float16 storage is converted into the float32 buffer
-            if src.dtype != np.float32:  # and its series, rounded off unit norm, rescaled to it
-                restore_unit_norm(bank[j])
-            t = n_time if n_valid is None else int(n_valid[s])
-            series.append(bank[j][:t])  # rows past a subject's time points are zero: left out
-        return series
-
-    if subject_maps is not None:
-        g_out = subject_maps.store.group()
-        for unit, col in zip(units, subject_maps.columns, strict=True):
-            one = FnmSums.zeros(seedw.n_seeds, seedw.n_voxels, with_r=with_r)
-            one.add_subjects(read(unit), [src.scale(s) for s in unit], seedw)
-            sums.add_mean(one)
-            z = (one.sum_z / one.n).astype(np.float32)
-            maps = {"zmap_subjects": z, "rmap_subjects": np.tanh(z)}
-            subject_maps.store.write_rows((subject_maps.rows, col, slice(None)), maps, group=g_out)
-        return sums
-    singles = [u[0] for u in units if len(u) == 1]
-    groups = [singles[a : a + k] for a in range(0, len(singles), k)]
-    # the next group is read in a thread while this one is computed: a read waits on Zarr's event
-    # loop and on the files far longer than it keeps a core busy (~40 % of its wall time, measured),
-    # and the GEMMs release the GIL, so reading hides behind computing instead of adding to it
-    banks = (bufs, [np.empty_like(b) for b in bufs] if len(groups) > 1 else bufs)
-
-    def read_group(i: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        return read(groups[i], banks[i % 2]), [src.scale(s) for s in groups[i]]
-
-    with ThreadPoolExecutor(1, thread_name_prefix="fnm-read") as pool:
-        ahead = pool.submit(read_group, 0) if groups else None
-        for i in range(len(groups)):
-            assert ahead is not None
-            series, scales = ahead.result()
-            if i + 1 < len(groups):
-                ahead = pool.submit(read_group, i + 1)
-            sums.add_subjects(series, scales, seedw)
-    for unit in (u for u in units if len(u) > 1):
-        runs = FnmSums.zeros(seedw.n_seeds, seedw.n_voxels, with_r=with_r)
-        runs.add_subjects(read(unit), [src.scale(s) for s in unit], seedw)
-        sums.add_mean(runs)
-    return sums
-
-
-def _rows(sums: FnmSums, rows: range) -> FnmSums:
-    """The sums of some seeds (rows) only."""
-    sl = slice(rows.start, rows.stop)
-    return FnmSums(sums.sum_z[sl], sums.sum_z2[sl], None if sums.sum_r is None else sums.sum_r[sl], sums.n)
-
-
-def _merge(parts: list[FnmSums]) -> FnmSums:
-    total = parts[0]
-    for p in parts[1:]:
-        total = total.merge(p)
-    return total
-
-
-def _finalize_task(
-    sums: FnmSums,
-    out: IncrementalStore,
-    rows: slice,
-    names: tuple[str, ...],
-    with_avgr: bool,
-    parcel_avg: Any,
-) -> tuple[slice, dict[str, np.ndarray]]:
-    """Maps from sums, written into their rows of the derivative store (one chunk per seed row, so
-    tasks for other rows write other chunks); the small parcel summaries are returned, for the
-    caller to write (their chunks hold many seed rows: concurrent writers would overwrite each other)."""
-    maps = finalize_fnm(sums, with_avgr=with_avgr, with_pfdr="pfdrmap" in names)
-    out.write_rows(rows, {name: maps[name] for name in names})
-    parcels = {}
-    if parcel_avg is not None:
-        for name in names:
-            parcels[name] = np.asarray((parcel_avg.T @ maps[name].T.astype(np.float64)).T, np.float32)
-    return rows, parcels
 
 
 # ------------------------------------------------------------------------------------------ method
@@ -316,8 +171,8 @@ class Fnm(Method):
         self,
         p: FnmParams,
         seed: Seed,
-        con: ConnectomeInfo,
-        atlas: Atlas | None,
+        con: ConnectomeId | ConnectomeInfo,
+        atlas: AtlasId | Atlas | None,
         uri: str = PENDING,
         index: int = 0,
     ) -> list[OutputRecord]:
@@ -362,6 +217,23 @@ class Fnm(Method):
 
     def plan(self, lake: Lake, params: Params, *, recompute: bool = False) -> Plan:
         assert isinstance(params, FnmParams)
+        # the skip keys need only the catalog; the stores are opened when something is to compute
+        con_id = connectome_identity(lake, params.connectome)
+        atlas_id = atlas_identity(lake, params.atlas) if params.atlas else None
+        seeds = self.seeds(lake, params)
+        plan = Plan(self.name, params, recompute=recompute)
+        plan.items = [
+            PlanItem(s.key, self.records(params, s, con_id, atlas_id), payload=s, participant=s.participant)
+            for s in seeds
+        ]
+        self.mark_done(lake, plan.items)
+        if plan.todo:
+            plan.context = self._inputs(lake, params)
+        return plan
+
+    def _inputs(self, lake: Lake, params: FnmParams) -> dict[str, Any]:
+        """The connectome and atlas a computation reads, opened and checked (an FNM output in the
+        lake was made from inputs that passed these checks)."""
         con = connectome_info(lake, params.connectome)
         if con.kind != "voxel":
             raise InputError(
@@ -371,14 +243,7 @@ class Fnm(Method):
         atlas = lake.read_atlas(params.atlas) if params.atlas else None
         if atlas is not None:
             require_same_space(con.space, atlas.space, f"connectome '{con.name}'", f"atlas '{atlas.name}'")
-        seeds = self.seeds(lake, params)
-        plan = Plan(self.name, params, recompute=recompute, context={"connectome": con, "atlas": atlas})
-        plan.items = [
-            PlanItem(s.key, self.records(params, s, con, atlas), payload=s, participant=s.participant)
-            for s in seeds
-        ]
-        self.mark_done(lake, plan.items)
-        return plan
+        return {"connectome": con, "atlas": atlas}
 
     def run(
         self,
@@ -391,8 +256,6 @@ class Fnm(Method):
         bids_out: str | Path | None = None,
     ) -> MethodResult:
         assert isinstance(params, FnmParams)
-        # local workers' process imports this module and loads the Fisher z kernel while we plan
-        run.runtime.preload([__name__, "lakepipe.compute.fisher_warm"])
         plan = plan or self.plan(lake, params, recompute=recompute)
         result = MethodResult(self.name, skipped=[i.key for i in plan.skipped])
         run.count_skipped(len(result.skipped))
@@ -404,7 +267,12 @@ class Fnm(Method):
             )
         todo = [i.payload for i in plan.todo]
         if todo:
-            run.runtime.prestart(warm=warm_worker)  # workers start and warm up while the graph is built
+            # the local workers' process imports the tasks and loads the Fisher z kernel, and the
+            # workers start and warm up, while the masks are read and the graph is built
+            run.runtime.preload(["lakepipe.methods.fnm_tasks", "lakepipe.compute.fisher_warm"])
+            from lakepipe.methods.fnm_tasks import warm_worker
+
+            run.runtime.prestart(warm=warm_worker)
             self._compute(lake, run, params, plan, todo, result)
         n_batches = result.details.get("passes", 0)
         verb = "remapped" if plan.recompute and result.computed else "mapped"
@@ -422,6 +290,8 @@ class Fnm(Method):
 
     def seed_voxels(self, seeds: Sequence[Seed], con: ConnectomeInfo) -> list[SeedVoxels]:
         """Each seed's voxels on the connectome; a seed with none is an :class:`InputError` naming it."""
+        from lakepipe.compute.seeds import mask_seed_voxels, sphere_seed_voxels, voxel_lookup
+
         grid = con.grid
         assert grid is not None
         lut = voxel_lookup(con.ijk, grid.shape)
@@ -475,6 +345,16 @@ class Fnm(Method):
     ) -> None:
         import dask
 
+        from lakepipe.compute.fnm import prepare_seeds
+        from lakepipe.compute.groupfc import parcel_averaging_matrix
+        from lakepipe.compute.seeds import seed_weight_matrix
+        from lakepipe.io import layout
+        from lakepipe.io.storage import StoreRef
+        from lakepipe.methods import fnm_tasks
+        from lakepipe.methods.common import voxel_parcels
+        from lakepipe.methods.seeds import read_masks
+        from lakepipe.progress import progress
+
         con: ConnectomeInfo = plan.context["connectome"]
         atlas: Atlas | None = plan.context["atlas"]
         lesion_seeds = [s for s in todo if s.sphere is None]
@@ -510,8 +390,6 @@ class Fnm(Method):
             size,
             *layouts[0],
         )
-        from lakepipe.progress import progress
-
         uri = layout.relative(lake.url, url)
         result.details["layouts"] = layouts
         for k, (batch, (n_blocks, n_groups)) in enumerate(
@@ -526,12 +404,12 @@ class Fnm(Method):
                 # it (scattered data die with their holder); an argument of each task (a few MB), not a key
                 # of its own: one worker would hold that key and the other would start only once it had it
                 parts = [
-                    dask.delayed(_sums_task, pure=False)(
+                    dask.delayed(fnm_tasks.sums_task, pure=False)(
                         in_ref,
                         [units[i] for i in g],
                         seedw,
                         p.avgr,
-                        SubjectMapsTarget(out, slice(rows_b.start, rows_b.stop), tuple(g))
+                        fnm_tasks.SubjectMapsTarget(out, slice(rows_b.start, rows_b.stop), tuple(g))
                         if p.per_subject
                         else None,
                     )
@@ -543,10 +421,12 @@ class Fnm(Method):
                 # group, the blocks are finalised where the part is, nothing moves
                 n_fin = max(len(groups) if len(groups) > 1 else 1, -(-len(block) // FINALIZE_ROWS))
                 for rows in subject_groups(len(block), n_fin):
-                    pieces = [dask.delayed(_rows, pure=False)(part, rows) for part in parts]
-                    merged = pieces[0] if len(pieces) == 1 else dask.delayed(_merge, pure=False)(pieces)
+                    pieces = [dask.delayed(fnm_tasks.seed_rows, pure=False)(part, rows) for part in parts]
+                    merged = (
+                        pieces[0] if len(pieces) == 1 else dask.delayed(fnm_tasks.merge, pure=False)(pieces)
+                    )
                     fins.append(
-                        dask.delayed(_finalize_task, pure=False)(
+                        dask.delayed(fnm_tasks.finalize_task, pure=False)(
                             merged,
                             out,
                             slice(rows_b.start + rows.start, rows_b.start + rows.stop),
@@ -580,6 +460,12 @@ class Fnm(Method):
     ) -> IncrementalStore:
         """Lay out the derivative store: (seed, voxel) maps, (seed, region) summaries, with
         ``per_subject`` the (seed, subject, voxel) maps of each subject, coordinates, attrs."""
+        import xarray as xr
+
+        from lakepipe._version import __version__
+        from lakepipe.io.storage import StoreRef
+        from lakepipe.io.stores import IncrementalStore
+
         grid = con.grid
         assert grid is not None
         n_vox, n = con.ijk.shape[0], len(seeds)
@@ -625,6 +511,11 @@ class Fnm(Method):
     ) -> list[Path]:
         """NIfTI maps (+JSON) per seed and statistic, in ``sub-<p>/[ses-<s>/]anat/`` (spheres in
         ``seeds/``), with the space in the name; parcel summaries (rows with an atlas) as TSV + JSON."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from lakepipe.io import bidsout
+        from lakepipe.io.stores import open_derivative
+
         out = Path(out_dir)
         bidsout.dataset_description(out)
         if statistics:
@@ -709,6 +600,10 @@ def _write_map(
     ds: xr.Dataset, stat: str, row: int, affine: np.ndarray, path: Path, space: str | None, sidecar: dict
 ) -> None:
     """One seed's voxel map as NIfTI, with its JSON sidecar."""
+    from lakepipe.io import bidsout
+    from lakepipe.io.nifti import write_nifti
+    from lakepipe.io.stores import voxel_volume
+
     write_nifti(voxel_volume(ds, stat, row), affine, path, space)
     bidsout.write_sidecar(bidsout.sidecar_path(path), sidecar)
 

@@ -6,15 +6,17 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from lakepipe.bids import check_entity
 from lakepipe.errors import InputError, NotFoundError
-from lakepipe.io import stores
-from lakepipe.io.nifti import Mask
-from lakepipe.lake import Lake
+
+if TYPE_CHECKING:  # the lesion stores (Zarr) are imported where masks are read
+    from lakepipe.io.nifti import Mask
+    from lakepipe.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ def read_masks(lake: Lake, cohort: str, seeds: list[Seed], threads: int = 8) -> 
     registered; any other entry is read on its own (threads: many small sparse arrays), and when
     there were many of those the index is refreshed for the next run (best effort).
     """
+    from lakepipe.io import stores
+
     index = stores.read_lesion_index(lake.url, cohort)
     hits = [s for s in seeds if index is not None and index.has(s.key, s.content_hash)]
     if hits:
