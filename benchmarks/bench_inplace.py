@@ -138,7 +138,8 @@ def main() -> None:
     args = B.parser(__doc__.splitlines()[0]).parse_args()
     if args.child:
         return child(json.loads(args.child))
-    from lakepipe.ingest.inplace import inplace_name, name_from_folder
+    from lakepipe.ingest.inplace import inplace_name
+    from lakepipe.ingest.resolve import name_from_folder
 
     tut = B.tutorial(args)
     s = B.sizes(args)

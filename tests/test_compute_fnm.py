@@ -10,13 +10,8 @@ from scipy import stats
 import lakepipe.compute.fnm as fnm
 from lakepipe.compute import fisher
 from lakepipe.compute.correlation import R_CLIP, Z_MAX, center_unit
-from lakepipe.compute.fnm import (
-    FNM_CONVENTIONS,
-    T_MAX,
-    FnmSums,
-    finalize_fnm,
-    seed_series,
-)
+from lakepipe.compute.fnm import FnmSums, finalize_fnm, seed_series
+from lakepipe.compute.fnm_conventions import FNM_CONVENTIONS, T_MAX
 
 T, V, S = 64, 400, 5
 CONST_VOXEL = 17

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lakepipe.compute.fnm import T_MAX
+from lakepipe.compute.fnm_conventions import T_MAX
 from lakepipe.errors import InputError
 from lakepipe.ingest import ingest_atlas, ingest_connectome, ingest_lesions
 from lakepipe.io.bidsfind import find_lesion_files

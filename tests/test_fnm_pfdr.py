@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from lakepipe.compute.fnm import FNM_CONVENTIONS, FnmSums, finalize_fnm
+from lakepipe.compute.fnm import FnmSums, finalize_fnm
+from lakepipe.compute.fnm_conventions import FNM_CONVENTIONS
 
 N_SUB, N_VOX = 12, 600
 N_NULL = 40

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import special
 
-from lakepipe.compute.fnm import _P_TABLE_MIN, T_MAX, _t_and_p, _two_sided_p
+from lakepipe.compute.fnm import _P_TABLE_MIN, _t_and_p, _two_sided_p
+from lakepipe.compute.fnm_conventions import T_MAX
 
 
 @pytest.mark.parametrize("df", [1, 2, 7, 49, 999])
