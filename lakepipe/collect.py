@@ -104,18 +104,6 @@ def _differing_params(rows: pd.DataFrame) -> list[str]:
     return diff or ["params"]
 
 
-def rows_for_records(lake: Lake, records: Iterable[OutputRecord]) -> pd.DataFrame:
-    """The published catalog rows of ``records`` (by their keys, in their order; missing ones left out)."""
-    recs = list(records)
-    if not recs:
-        return lake.catalog.lookup("none", [])
-    frames = [
-        lake.catalog.lookup(method, [r.skip_key for r in recs if r.method == method])
-        for method in dict.fromkeys(r.method for r in recs)
-    ]
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-
-
 def collect(
     lake: Lake,
     method: str,
@@ -157,7 +145,7 @@ def collect_records(
 ) -> xr.DataArray:
     """The published outputs of ``records`` (of one method) for one statistic, as :func:`collect` does."""
     stat = method.statistic(statistic).name
-    rows = rows_for_records(lake, [r for r in records if r.statistic == stat])
+    rows = lake.published(r for r in records if r.statistic == stat)
     if rows.empty:
         raise NotFoundError(f"none of the {method.name} outputs asked for is published")
     groups = list(rows.groupby(rows["atlas"].fillna(""), sort=False))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import xarray as xr
 
-    from lakepipe.catalog import Catalog
+    from lakepipe.catalog import Catalog, OutputRecord
     from lakepipe.io.stores import Atlas
     from lakepipe.methods.base import MethodResult, Plan
 
@@ -191,6 +191,22 @@ class Lake:
         from lakepipe.io.stores import read_atlas
 
         return read_atlas(self.url, name)
+
+    def published(self, records: Iterable[OutputRecord]) -> pd.DataFrame:
+        """The published catalog rows of ``records`` (by their keys, in their order; missing ones
+        left out)."""
+        recs = list(records)
+        if not recs:
+            return self.catalog.lookup("none", [])
+        frames = [
+            self.catalog.lookup(method, [r.skip_key for r in recs if r.method == method])
+            for method in dict.fromkeys(r.method for r in recs)
+        ]
+        if len(frames) == 1:
+            return frames[0]
+        import pandas as pd
+
+        return pd.concat(frames, ignore_index=True)
 
     def lesions(self, cohort: str, participants: list[str] | None = None) -> pd.DataFrame:
         """Registered lesion entries of a cohort (one row per participant/session/label)."""

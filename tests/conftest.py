@@ -145,6 +145,27 @@ def run_cli(
     )
 
 
+#: what a command whose outputs are all in the lake must not import (nor start a cluster for)
+NOT_FOR_SKIPPING = ("xarray", "zarr", "dask", "distributed", "scipy", "numba", "nibabel", "h5py")
+
+
+def answer_from_catalog(argv: list[str]) -> str:
+    """Run the command line ``argv`` in a fresh process and check that it answered from the catalog:
+    none of :data:`NOT_FOR_SKIPPING` imported, no child process started; its output is returned."""
+    code = (
+        "import sys, multiprocessing\n"
+        "from lakepipe.cli.main import main\n"
+        f"code = main({list(map(str, argv))!r})\n"
+        f"print('HEAVY', sorted(m for m in {NOT_FOR_SKIPPING!r} if m in sys.modules))\n"
+        "print('CHILDREN', len(multiprocessing.active_children()))\n"
+        "sys.exit(code)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "HEAVY []" in proc.stdout and "CHILDREN 0" in proc.stdout, proc.stdout[-2000:]
+    return proc.stdout
+
+
 def copy_lake_folder(src: str | Path, dst: str | Path, *, hard_links: bool = False) -> Path:
     """Copy a local lake folder, its SQLite catalog through SQLite's backup API.
 

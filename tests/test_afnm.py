@@ -16,7 +16,7 @@ from lakepipe.io.bidsfind import find_lesion_files
 from lakepipe.io.stores import open_derivative
 from lakepipe.lake import Lake
 from tests import reference
-from tests.conftest import SHARED_LESIONS, shared_atlas
+from tests.conftest import SHARED_LESIONS, answer_from_catalog, shared_atlas
 
 
 def fc_matrix(lake: Lake, atlas: str) -> tuple[np.ndarray, list[int]]:
@@ -73,6 +73,20 @@ def test_rerun_skips_and_params_matter(ingested, dask_client):
         client=dask_client,
     )
     assert subset.computed == [] and all(k.startswith("sub-01") for k in subset.skipped)
+
+
+def test_cli_rerun_reads_only_the_catalog(ingested, dask_client):
+    """`run afnm` and `parcellate` whose outputs are all in the lake answer from the catalog: no store
+    opened, no cluster started, none of the data stack imported."""
+    run_afnm(ingested, "tutorial", "Seitzman2018", connectome="tutorial", client=dask_client)
+    n = ingested.run("parcellate", connectome="tutorial", atlas="Seitzman2018").outputs.attrs["n_subjects"]
+    lake = ["-q", "--lake", ingested.url]
+    out = answer_from_catalog(
+        [*lake, "run", "afnm", "--cohort", "tutorial", "--atlas", "Seitzman2018", "--connectome", "tutorial"]
+    )
+    assert "AFNM: 0 lesion(s) mapped" in out, out[-2000:]
+    out = answer_from_catalog([*lake, "parcellate", "--connectome", "tutorial", "--atlas", "Seitzman2018"])
+    assert f"over {n} subjects already in the lake" in out, out[-2000:]
 
 
 def test_afnm_real_atlases_on_shared_masks(ingested, dask_client, tmp_path):

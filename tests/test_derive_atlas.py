@@ -22,6 +22,7 @@ from lakepipe.compute.decomposition import reduce_subject, regions_to_labels, sp
 from lakepipe.io.stores import grid_from_attrs
 from lakepipe.io.stores.atlases import atlas_maps, component_names, read_atlas
 from lakepipe.lake import Lake
+from lakepipe.methods.common import atlas_identity
 
 U32 = 2.0**-24
 #: nilearn's lars solver (same maps as cd here, 40 % faster) and plain connected components (no random walker)
@@ -276,6 +277,11 @@ def test_dictlearning_recovers_the_networks_and_the_atlas_works_everywhere(lake,
     assert within > between + 0.1
     afnm = lake.run("afnm", cohort="tutorial", atlas="dict7", connectome="tutorial")
     assert afnm.computed and afnm.outputs.sizes["region"] == atlas.n_regions
+    # its outputs record the atlas's content hash (from the store: the catalog rows of a derived
+    # atlas name the connectome it came from), the one an FNM or AFNM re-run derives its keys from
+    assert atlas_identity(lake, "dict7").sha256 == atlas.sha256 != ""
+    recorded = lake.catalog.query(method="afnm", atlas="dict7")["inputs"]
+    assert {r["atlas"] for r in recorded} == {atlas.sha256}
     out = tmp_path / "fc.png"
     assert (
         main(

@@ -89,7 +89,7 @@ def test_streamed_blocks_equal_whole_rows(ingested):
     from lakepipe.io.storage import StoreRef
     from lakepipe.io.stores.rows import open_rows
     from lakepipe.methods.common import connectome_info, voxel_parcels
-    from lakepipe.methods.parcellate import _voxel_group_sum
+    from lakepipe.methods.parcellate_tasks import voxel_group_sum
 
     con = connectome_info(ingested, "tutorial")
     labels, table, _ = voxel_parcels(con, ingested.read_atlas("Seitzman2018"))
@@ -97,7 +97,7 @@ def test_streamed_blocks_equal_whole_rows(ingested):
     src = open_rows(ref)
     assert src.block_getter() is not None and src.shape[2] > src.block  # several blocks a subject
     units = [[0], [1, 2], [3]]  # a unit of two rows: one participant's runs, averaged
-    got = _voxel_group_sum(ref, units, labels, len(table))
+    got = voxel_group_sum(ref, units, labels, len(table))
     averager = ParcelAverager(labels, len(table), block=src.block)
     want = np.zeros_like(got)
     for unit in units:

@@ -84,6 +84,20 @@ def exists(url: str) -> bool:
     return fs.exists(path)
 
 
+def group_attrs(url: str) -> dict[str, Any]:
+    """The attributes of the Zarr v3 group at ``url``, read from its ``zarr.json`` alone (without
+    importing zarr: for answers that need one attribute, such as a content hash)."""
+    import json
+
+    fs, path = filesystem(join(url, "zarr.json"))
+    try:
+        meta = json.loads(fs.cat_file(path))
+    except FileNotFoundError as exc:
+        raise InputError("no such store", url) from exc
+    attrs: dict[str, Any] = meta.get("attributes", {})
+    return attrs
+
+
 def remove(url: str) -> None:
     """Delete a store or file; missing is fine."""
     fs, path = filesystem(url)

@@ -16,22 +16,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
-from lakepipe._version import __version__
 from lakepipe.catalog import OutputRecord, content_hash
-from lakepipe.compute.weights import parcel_counts, parcel_sizes, weight_matrix
 from lakepipe.errors import InputError, NotFoundError
-from lakepipe.io import bidsout, layout
-from lakepipe.io.matrices import align_to_atlas, load_matrix
-from lakepipe.io.stores import Atlas, open_derivative, write_derivative
 from lakepipe.methods.base import PENDING, Method, MethodResult, Plan, PlanItem, Statistic
-from lakepipe.methods.common import atlas_labels_on_grid, region_coords, region_table, require_same_space
+from lakepipe.methods.common import AtlasId, atlas_identity, atlas_labels_on_grid, require_same_space
 from lakepipe.methods.params.afnm import AfnmParams
 from lakepipe.methods.params.base import Params
 from lakepipe.methods.seeds import Seed, cohort_seeds, read_masks
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the stores (Zarr, xarray) are imported where a computation opens them
+    import xarray as xr
+
+    from lakepipe.io.stores import Atlas
     from lakepipe.lake import Lake
     from lakepipe.runtime import RunContext, Runtime
 
@@ -42,13 +39,21 @@ LOCAL_COUNT_VOXELS = 2**26
 
 
 @dataclass(frozen=True)
+class MatrixRef:
+    """What identifies the matrix C in the outputs made with it: an identity hash and a description
+    (for a parcellate output of the lake, read from the catalog alone; ``store`` names its store)."""
+
+    identity: str
+    description: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class GroupMatrix:
-    """The matrix C aligned to the atlas: values, region table, identity hash, description."""
+    """The matrix C aligned to the atlas: values, region table and what identifies it."""
 
     values: np.ndarray
     table: pd.DataFrame
-    identity: str
-    description: dict[str, Any]
+    ref: MatrixRef
 
 
 def is_matrix_file(matrix: str | None) -> bool:
@@ -57,6 +62,8 @@ def is_matrix_file(matrix: str | None) -> bool:
 
 def matrix_from_file(atlas: Atlas, p: AfnmParams) -> GroupMatrix:
     """C from a .mat/.npy/.tsv file, aligned to the atlas regions."""
+    from lakepipe.io.matrices import align_to_atlas, load_matrix
+
     assert p.matrix is not None
     lm = load_matrix(p.matrix, variable=p.matrix_variable, labels=p.matrix_labels)
     order_list = None
@@ -70,31 +77,39 @@ def matrix_from_file(atlas: Atlas, p: AfnmParams) -> GroupMatrix:
     ident = content_hash(
         {"values": content_hash(values.round(7).tolist()), "regions": table["name"].tolist()}
     )
-    return GroupMatrix(values, table, ident, {"source": Path(p.matrix).name, "kind": "file"})
+    return GroupMatrix(values, table, MatrixRef(ident, {"source": Path(p.matrix).name, "kind": "file"}))
 
 
-def matrix_from_lake(lake: Lake, atlas: Atlas, stat: str, connectome: str | None) -> GroupMatrix | None:
-    """C from a parcellate output of the lake (None when there is none yet)."""
-    rows = lake.catalog.query(method="parcellate", atlas=atlas.name, connectome=connectome, statistic=stat)
+def matrix_in_lake(lake: Lake, atlas: str, stat: str, connectome: str | None) -> MatrixRef | None:
+    """The parcellate output of the lake that is C, from the catalog (None when there is none yet)."""
+    rows = lake.catalog.query(method="parcellate", atlas=atlas, connectome=connectome, statistic=stat)
     if rows.empty:
         return None
     if rows["connectome"].nunique() > 1:
         raise InputError(
-            f"group FC for atlas '{atlas.name}' exists for several connectomes "
+            f"group FC for atlas '{atlas}' exists for several connectomes "
             f"({sorted(rows['connectome'].unique())}): choose one with --connectome"
         )
     row = rows.sort_values("created").iloc[-1]
-    ds = open_derivative(lake.store_url(row["store_uri"]))
-    return GroupMatrix(
-        ds[stat].values.astype(np.float64),
-        region_table(ds),
+    return MatrixRef(
         row["inputs_hash"] + ":" + stat,
         {"kind": "parcellate", "statistic": stat, "connectome": row["connectome"], "store": row["store_uri"]},
     )
 
 
+def matrix_from_lake(lake: Lake, ref: MatrixRef) -> GroupMatrix:
+    """C read from the parcellate output ``ref`` names."""
+    from lakepipe.io.stores import open_derivative
+    from lakepipe.methods.common import region_table
+
+    ds = open_derivative(lake.store_url(ref.description["store"]))
+    return GroupMatrix(ds[ref.description["statistic"]].values.astype(np.float64), region_table(ds), ref)
+
+
 def _counts_task(masks: list[Any], labels_flat: np.ndarray, n_regions: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-parcel lesion counts (k, N+1) and lesion sizes (k,) for masks sharing one grid."""
+    from lakepipe.compute.weights import parcel_counts
+
     counts = np.stack([parcel_counts(labels_flat, m.indices, n_regions, m.values) for m in masks])
     sizes = np.array([m.n_voxels for m in masks], np.float64)
     return counts, sizes
@@ -108,6 +123,8 @@ def lesion_counts(
     The atlas is resampled once per distinct lesion grid.
     """
     import dask
+
+    from lakepipe.compute.weights import parcel_sizes
 
     restricted = atlas.table["index"].isin(table["index"]).to_numpy()
     by_grid: dict[str, list[int]] = defaultdict(list)
@@ -158,10 +175,10 @@ class Afnm(Method):
     statistics = (Statistic("afnmap", "AFNM score m @ C per region", variable="score", dims="region"),)
     default_statistic = "afnmap"
 
-    def output_params(self, p: AfnmParams, gm: GroupMatrix) -> dict[str, Any]:
+    def output_params(self, p: AfnmParams, ref: MatrixRef) -> dict[str, Any]:
         out: dict[str, Any] = {
             "weighting": p.weighting,
-            "matrix": gm.description,
+            "matrix": ref.description,
             "resampling": "nearest (atlas to lesion grid)",
         }
         if p.weighting == "coverage":
@@ -178,9 +195,9 @@ class Afnm(Method):
     def record(
         self,
         p: AfnmParams,
-        gm: GroupMatrix,
+        ref: MatrixRef,
         seed: Seed,
-        atlas: Atlas,
+        atlas: Atlas | AtlasId,
         uri: str = PENDING,
         index: int = 0,
         n: int | None = None,
@@ -194,47 +211,59 @@ class Afnm(Method):
             session=seed.session,
             label=seed.label,
             atlas=p.atlas,
-            connectome=gm.description.get("connectome"),
-            params=self.output_params(p, gm),
-            inputs={"lesion": seed.content_hash, "atlas": atlas.sha256, "matrix": gm.identity},
+            connectome=ref.description.get("connectome"),
+            params=self.output_params(p, ref),
+            inputs={"lesion": seed.content_hash, "atlas": atlas.sha256, "matrix": ref.identity},
             store_uri=uri,
             store_index=str(index),
             shape=(n,) if n else None,
         )
 
-    def resolve_matrix(self, lake: Lake, atlas: Atlas, p: AfnmParams) -> GroupMatrix | None:
-        """C, or None when it is the group FC of ``p.connectome`` that parcellate has yet to compute."""
+    def plan(self, lake: Lake, params: Params, *, recompute: bool = False) -> Plan:
+        assert isinstance(params, AfnmParams)
+        p = params
+        plan = Plan(self.name, p, recompute=recompute)
+        # the skip keys need only the catalog (and a matrix file, when C is one); the atlas and the
+        # parcellate store are read when something is to compute
+        atlas: Atlas | AtlasId
+        ref: MatrixRef | None
         if is_matrix_file(p.matrix):
-            return matrix_from_file(atlas, p)
+            plan.context["atlas"] = atlas = lake.read_atlas(p.atlas)
+            gm = matrix_from_file(atlas, p)
+            plan.context["matrix"], ref = gm, gm.ref
+        else:
+            atlas, ref = atlas_identity(lake, p.atlas), self._lake_matrix(lake, p)
+        seeds = cohort_seeds(lake, p.cohort, list(p.participants or ()) or None, with_masks=False)
+        if ref is None:  # everything waits for parcellate; keys are known only after it
+            plan.notes.append(f"group FC of {p.connectome} x {p.atlas} computed first")
+            plan.items = [PlanItem(s.key, [], payload=s, participant=s.participant) for s in seeds]
+            return plan
+        plan.context["ref"] = ref
+        plan.items = [
+            PlanItem(s.key, [self.record(p, ref, s, atlas)], payload=s, participant=s.participant)
+            for s in seeds
+        ]
+        self.mark_done(lake, plan.items)
+        if plan.todo and "matrix" not in plan.context:
+            plan.context["atlas"] = lake.read_atlas(p.atlas)
+            plan.context["matrix"] = matrix_from_lake(lake, ref)
+        return plan
+
+    def _lake_matrix(self, lake: Lake, p: AfnmParams) -> MatrixRef | None:
+        """C as a parcellate output of the lake, or None when it is the group FC of ``p.connectome``
+        that parcellate has yet to compute."""
         stat = p.matrix or "fcgroupz"
         if stat not in ("fcgroupz", "fcgroupr"):
             raise InputError(
                 f"--matrix {stat!r} is neither a matrix file (.mat/.npy/.tsv) nor fcgroupz/fcgroupr"
             )
-        gm = matrix_from_lake(lake, atlas, stat, p.connectome)
-        if gm is None and not p.connectome:
+        ref = matrix_in_lake(lake, p.atlas, stat, p.connectome)
+        if ref is None and not p.connectome:
             raise NotFoundError(
-                f"no group FC matrix for atlas '{atlas.name}': run `lakepipe parcellate` "
+                f"no group FC matrix for atlas '{p.atlas}': run `lakepipe parcellate` "
                 "or pass --connectome or --matrix FILE"
             )
-        return gm
-
-    def plan(self, lake: Lake, params: Params, *, recompute: bool = False) -> Plan:
-        assert isinstance(params, AfnmParams)
-        atlas = lake.read_atlas(params.atlas)
-        gm = self.resolve_matrix(lake, atlas, params)
-        seeds = cohort_seeds(lake, params.cohort, list(params.participants or ()) or None, with_masks=False)
-        plan = Plan(self.name, params, recompute=recompute, context={"atlas": atlas, "matrix": gm})
-        if gm is None:  # everything waits for parcellate; keys are known only after it
-            plan.notes.append(f"group FC of {params.connectome} x {params.atlas} computed first")
-            plan.items = [PlanItem(s.key, [], payload=s, participant=s.participant) for s in seeds]
-            return plan
-        plan.items = [
-            PlanItem(s.key, [self.record(params, gm, s, atlas)], payload=s, participant=s.participant)
-            for s in seeds
-        ]
-        self.mark_done(lake, plan.items)
-        return plan
+        return ref
 
     def run(
         self,
@@ -249,14 +278,12 @@ class Afnm(Method):
         assert isinstance(params, AfnmParams)
         p = params
         plan = plan or self.plan(lake, p, recompute=recompute)
-        atlas: Atlas = plan.context["atlas"]
-        if plan.context["matrix"] is None:
+        if "ref" not in plan.context:
             from lakepipe.methods.parcellate import METHOD as PARCELLATE
 
-            log.info("no group FC for %s x %s yet: running parcellate first", p.connectome, atlas.name)
-            PARCELLATE.run(lake, run, PARCELLATE.params(connectome=p.connectome, atlas=atlas.name))
+            log.info("no group FC for %s x %s yet: running parcellate first", p.connectome, p.atlas)
+            PARCELLATE.run(lake, run, PARCELLATE.params(connectome=p.connectome, atlas=p.atlas))
             plan = self.plan(lake, p, recompute=recompute)
-        gm: GroupMatrix = plan.context["matrix"]
         result = MethodResult(self.name, skipped=[i.key for i in plan.skipped])
         run.count_skipped(len(result.skipped))
         if result.skipped:
@@ -268,6 +295,8 @@ class Afnm(Method):
         todo = [i.payload for i in plan.todo]
         empty: list[str] = []
         if todo:
+            atlas: Atlas = plan.context["atlas"]
+            gm: GroupMatrix = plan.context["matrix"]
             empty = self._compute(lake, run, p, plan, todo, atlas, gm, result)
         result.message = (
             f"AFNM: {len(result.computed)} lesion(s) {'re' if plan.recompute and result.computed else ''}"
@@ -276,11 +305,9 @@ class Afnm(Method):
             + (f", {len(empty)} touching no parcel" if empty else "")
         )
         if bids_out:
-            from lakepipe.collect import rows_for_records
-
             covered = self.plan(lake, p)
             result.files = self.export(
-                lake, rows_for_records(lake, [r for i in covered.items for r in i.records]), bids_out
+                lake, lake.published([r for i in covered.items for r in i.records]), bids_out
             )
         log.info(result.summary())
         return result
@@ -296,6 +323,8 @@ class Afnm(Method):
         gm: GroupMatrix,
         result: MethodResult,
     ) -> list[str]:
+        from lakepipe.compute.weights import weight_matrix
+
         todo = read_masks(lake, p.cohort, todo)
         for s in todo:
             require_same_space(
@@ -331,11 +360,14 @@ class Afnm(Method):
                     return empty
         scores = m @ gm.values  # one product for the whole cohort
         ds = self._dataset(todo, scores, m if p.with_weights else None, n_touched, lsize, gm, p, atlas)
+        from lakepipe.io import layout
+        from lakepipe.io.stores import write_derivative
+
         url = layout.derivative_store(lake.url, self.name, layout.new_store_name(self.name))
         write_derivative(url, ds)
         uri = layout.relative(lake.url, url)
         run.publish(
-            [self.record(p, gm, s, atlas, uri, i, len(gm.table)) for i, s in enumerate(todo)],
+            [self.record(p, gm.ref, s, atlas, uri, i, len(gm.table)) for i, s in enumerate(todo)],
             replace=plan.recompute,
         )
         result.store, result.computed = url, [s.key for s in todo]
@@ -352,6 +384,11 @@ class Afnm(Method):
         p: AfnmParams,
         atlas: Atlas,
     ) -> xr.Dataset:
+        import xarray as xr
+
+        from lakepipe._version import __version__
+        from lakepipe.methods.common import region_coords
+
         coords = {
             "seed": ("seed", [s.key for s in seeds]),
             "participant": ("seed", [s.participant or "" for s in seeds]),
@@ -374,7 +411,7 @@ class Afnm(Method):
                 "atlas": p.atlas,
                 "cohort": p.cohort,
                 "space": atlas.space,
-                "parameters": self.output_params(p, gm),
+                "parameters": self.output_params(p, gm.ref),
                 "lakepipe_version": __version__,
                 "description": "AFNM score = m @ C: lesion-to-parcel weights times the group FC matrix",
             },
@@ -385,6 +422,9 @@ class Afnm(Method):
     ) -> list[Path]:
         """Per lesion ``sub-<p>/[ses-<s>/]anat/sub-<p>[_ses-<s>]_space-<s>_label-<l>_method-afnm_atlas-<a>_
         desc-afnmap_parcelstats.{tsv,json}``."""
+        from lakepipe.io import bidsout
+        from lakepipe.io.stores import open_derivative
+
         out = Path(out_dir)
         bidsout.dataset_description(out)
         files = []

@@ -53,7 +53,8 @@ def connectome_identity(lake: Lake, name: str) -> ConnectomeId:
 
 
 def atlas_identity(lake: Lake, name: str) -> AtlasId:
-    """The name and content hash of a registered atlas, from the catalog.
+    """The name and content hash of a registered atlas, from the catalog (an ingested atlas) or the
+    store's attributes (a derived one, whose catalog rows name the connectome it came from).
 
     Raises
     ------
@@ -65,7 +66,13 @@ def atlas_identity(lake: Lake, name: str) -> AtlasId:
         raise NotFoundError(
             f"unknown atlas '{name}': not in the lake (ingest it with `lakepipe ingest atlas`)"
         )
-    return AtlasId(name, str(rows.iloc[0]["inputs"].get("atlas", "")))
+    digest = rows.iloc[0]["inputs"].get("atlas")
+    if not digest:
+        from lakepipe.io import layout
+        from lakepipe.io.storage import group_attrs
+
+        digest = group_attrs(layout.atlas_store(lake.url, name)).get("sha256", "")
+    return AtlasId(name, str(digest))
 
 
 def _connectome_rows(lake: Lake, name: str) -> pd.DataFrame:

@@ -334,9 +334,7 @@ class DeriveAtlas(Method):
                 + (" (recomputed)" if plan.recompute else "")
             )
         if bids_out:
-            from lakepipe.collect import rows_for_records
-
-            result.files = self.export(lake, rows_for_records(lake, plan.items[0].records), bids_out)
+            result.files = self.export(lake, lake.published(plan.items[0].records), bids_out)
         log.info(result.message)
         return result
 

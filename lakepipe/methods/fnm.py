@@ -281,9 +281,7 @@ class Fnm(Method):
             f"{len(result.skipped)} already in the lake"
         )
         if bids_out:
-            from lakepipe.collect import rows_for_records
-
-            rows = rows_for_records(lake, [r for i in plan.items for r in i.records])
+            rows = lake.published([r for i in plan.items for r in i.records])
             result.files = self.export(lake, rows, bids_out)
         log.info(result.summary())
         return result

@@ -9,151 +9,41 @@ Memory per task: one subject's series plus an N x N matrix.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
-from lakepipe._version import __version__
 from lakepipe.catalog import OutputRecord
 from lakepipe.compute.correlation import R_CLIP
-from lakepipe.compute.groupfc import ParcelAverager, finalize_group_fc, subject_fc_z
 from lakepipe.errors import InputError
-from lakepipe.io import bidsout, layout
-from lakepipe.io.storage import StoreRef, get_array
-from lakepipe.io.stores import Atlas, open_derivative, write_derivative
-from lakepipe.io.stores.rows import BlockGetter, RowReader, open_rows
+from lakepipe.io import layout
 from lakepipe.methods.base import PENDING, Method, MethodResult, Plan, PlanItem, Statistic
 from lakepipe.methods.common import (
+    AtlasId,
+    ConnectomeId,
     ConnectomeInfo,
+    atlas_identity,
+    connectome_identity,
     connectome_info,
-    region_coords,
     region_table,
     require_same_space,
     subject_groups,
     tasks_for,
-    voxel_parcels,
 )
 from lakepipe.methods.params.base import Params
 from lakepipe.methods.params.parcellate import ParcellateParams
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the stores (Zarr, xarray) are imported where a computation opens them
+    import xarray as xr
+
+    from lakepipe.io.stores import Atlas
     from lakepipe.lake import Lake
     from lakepipe.runtime import RunContext
 
 log = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------ worker tasks
-
-
-def _n_valid(g: Any, n_time: int) -> np.ndarray | None:
-    """Each row's number of time points (rows past them are zero), None for stores without it."""
-    return np.asarray(g["n_valid"][:]) if "n_valid" in g else None
-
-
-#: one subject's inputs to the parcel sums: its blocks by voxel range, its per-voxel scale and mean
-SubjectBlocks = tuple[Callable[[int, int], np.ndarray], np.ndarray, np.ndarray]
-
-
-def _voxel_group_sum(ref: StoreRef, units: list[list[int]], labels: np.ndarray, n_regions: int) -> np.ndarray:
-    """Sum over the subjects ``units`` (store rows; several rows: one participant's runs, averaged) of
-    per-subject Fisher-z FC between parcels (runs on a worker). Reads run a step ahead in a thread
-    (:func:`_streamed_blocks` where the chunks are local files, else :func:`_whole_rows`)."""
-    src = open_rows(ref)  # a copied store's rows, or HDF5 batches read in place: one interface
-    total = np.zeros((n_regions, n_regions))
-    # built once for the task's subjects; parcel sums a store chunk (voxel block) at a time
-    averager = ParcelAverager(labels, n_regions, block=src.block)
-    n_time = src.shape[1]
-    rows = [s for unit in units for s in unit]
-    get_block = src.block_getter()
-    with ThreadPoolExecutor(1, thread_name_prefix="parcellate-read") as pool:
-        subjects = (
-            _whole_rows(src, rows, pool)
-            if get_block is None
-            else _streamed_blocks(src, get_block, averager.spans, rows, pool)
-        )
-        for unit in units:
-            z = np.zeros((n_regions, n_regions))
-            for s in unit:
-                blocks, scale, mean = next(subjects)
-                series = averager.series(blocks, scale, mean, n_time)
-                t = n_time if src.n_valid is None else int(src.n_valid[s])
-                z += subject_fc_z(series[:t])
-            total += z / len(unit)
-    return total
-
-
-def _whole_rows(src: RowReader, rows: list[int], pool: ThreadPoolExecutor) -> Iterator[SubjectBlocks]:
-    """Each row read whole (its chunks fetched concurrently) into one of two buffers reused by the
-    task (in a worker, glibc's trim setting makes every fresh array a new mmap, page faults and all),
-    the next one in ``pool`` while this one is averaged: a read waits on Zarr's event loop and the
-    files far longer than it keeps a core busy, so reading hides behind the parcel sums."""
-    bufs = [np.empty(src.shape[1:], np.float32) for _ in range(min(2, len(rows)))]
-
-    def read(i: int) -> SubjectBlocks:
-        buf = src.read_into(rows[i], bufs[i % 2])  # float16 storage is converted into float32
-        return (lambda a, b: buf[:, a:b]), src.scale(rows[i]), src.mean(rows[i])
-
-    ahead = pool.submit(read, 0) if rows else None
-    for i in range(len(rows)):
-        assert ahead is not None
-        subject = ahead.result()
-        if i + 1 < len(rows):  # into the other buffer (its row is done) while this one is averaged
-            ahead = pool.submit(read, i + 1)
-        yield subject
-
-
-def _streamed_blocks(
-    src: RowReader,
-    get_block: BlockGetter,
-    spans: list[tuple[int, int]],
-    rows: list[int],
-    pool: ThreadPoolExecutor,
-) -> Iterator[SubjectBlocks]:
-    """Where the chunks are local files: every row's blocks (``spans``, those with a labelled voxel;
-    no other is read) one at a time, the next (of this row or the next) read in ``pool`` while this
-    one is summed, so each block is summed while it is still in cache: one pass over memory instead
-    of two."""
-    jobs = [(s, start) for s in rows for start, _ in spans]
-    bufs = [np.empty((src.shape[1], src.block), np.float32) for _ in range(min(2, len(jobs)))]
-    pending = [pool.submit(get_block, *jobs[0], bufs[0])] if jobs else []
-    k = 0
-
-    def next_block(start: int, stop: int) -> np.ndarray:
-        nonlocal k
-        block = pending.pop().result()
-        assert jobs[k][1] == start and block.shape[1] == stop - start
-        k += 1
-        if k < len(jobs):  # into the other buffer (its block is summed) while this one is
-            pending.append(pool.submit(get_block, *jobs[k], bufs[k % 2]))
-        return block
-
-    for s in rows:
-        yield next_block, src.scale(s), src.mean(s)
-
-
-def _region_group_sum(ref: StoreRef, units: list[list[int]], columns: np.ndarray) -> np.ndarray:
-    """Same for a parcel-level connectome: FC directly on the stored parcel series."""
-    g = ref.group()
-    ts, scale, mean = get_array(g, "timeseries"), get_array(g, "scale"), get_array(g, "mean")
-    n_valid = _n_valid(g, ts.shape[1])
-    total = np.zeros((columns.size, columns.size))
-    for unit in units:
-        z = np.zeros((columns.size, columns.size))
-        for s in unit:
-            t = ts.shape[1] if n_valid is None else int(n_valid[s])
-            raw = (
-                np.asarray(ts[s], np.float32)[:t, columns] * np.asarray(scale[s])[columns]
-                + np.asarray(mean[s])[columns]
-            )
-            z += subject_fc_z(raw)
-        total += z / len(unit)
-    return total
 
 
 def _region_columns(con: ConnectomeInfo, atlas: Atlas | None) -> tuple[np.ndarray, pd.DataFrame, list[str]]:
@@ -189,7 +79,7 @@ class Parcellate(Method):
     default_statistic = "fcgroupz"
     per_seed = False
 
-    def output_params(self, con: ConnectomeInfo, atlas_name: str) -> dict[str, Any]:
+    def output_params(self, con: ConnectomeId | ConnectomeInfo, atlas_name: str) -> dict[str, Any]:
         return {
             "connectome": con.name,
             "atlas": atlas_name,
@@ -201,8 +91,8 @@ class Parcellate(Method):
 
     def records(
         self,
-        con: ConnectomeInfo,
-        atlas: Atlas | None,
+        con: ConnectomeId | ConnectomeInfo,
+        atlas: Atlas | AtlasId | None,
         atlas_name: str,
         uri: str = PENDING,
         n: int | None = None,
@@ -226,24 +116,33 @@ class Parcellate(Method):
         ]
 
     def plan(self, lake: Lake, params: Params, *, recompute: bool = False) -> Plan:
+        plan = self._keys(lake, params, recompute)
+        if plan.todo:
+            plan.context.update(self._inputs(lake, plan))
+        return plan
+
+    def _keys(self, lake: Lake, params: Params, recompute: bool) -> Plan:
+        """The plan from the catalog alone: the skip keys need no store opened."""
         assert isinstance(params, ParcellateParams)
-        con = connectome_info(lake, params.connectome)
-        atlas = lake.read_atlas(params.atlas) if params.atlas else None
+        con = connectome_identity(lake, params.connectome)
+        atlas = atlas_identity(lake, params.atlas) if params.atlas else None
+        atlas_name = params.atlas or params.connectome
+        item = PlanItem(f"{con.name} x {atlas_name}", self.records(con, atlas, atlas_name))
+        plan = Plan(self.name, params, [item], recompute=recompute, context={"atlas_name": atlas_name})
+        self.mark_done(lake, plan.items)
+        return plan
+
+    def _inputs(self, lake: Lake, plan: Plan) -> dict[str, Any]:
+        """The connectome and atlas a computation reads, opened and checked (a group FC in the lake
+        was made from inputs that passed these checks)."""
+        assert isinstance(plan.params, ParcellateParams)
+        con = connectome_info(lake, plan.params.connectome)
+        atlas = lake.read_atlas(plan.params.atlas) if plan.params.atlas else None
         if atlas is None and con.kind == "voxel":
             raise InputError("a voxel connectome needs --atlas to define the parcels")
         if atlas is not None:
             require_same_space(con.space, atlas.space, f"connectome '{con.name}'", f"atlas '{atlas.name}'")
-        atlas_name = params.atlas or params.connectome
-        item = PlanItem(f"{con.name} x {atlas_name}", self.records(con, atlas, atlas_name))
-        plan = Plan(
-            self.name,
-            params,
-            [item],
-            recompute=recompute,
-            context={"connectome": con, "atlas": atlas, "atlas_name": atlas_name},
-        )
-        self.mark_done(lake, plan.items)
-        return plan
+        return {"connectome": con, "atlas": atlas}
 
     def run(
         self,
@@ -255,18 +154,25 @@ class Parcellate(Method):
         recompute: bool = False,
         bids_out: str | Path | None = None,
     ) -> MethodResult:
-        run.runtime.preload([__name__])  # local workers' process imports this module while we plan
-        plan = plan or self.plan(lake, params, recompute=recompute)
-        con: ConnectomeInfo = plan.context["connectome"]
-        atlas: Atlas | None = plan.context["atlas"]
+        plan = plan or self._keys(lake, params, recompute)
         atlas_name: str = plan.context["atlas_name"]
+        assert isinstance(plan.params, ParcellateParams)
+        con_name = plan.params.connectome
         result = MethodResult(self.name)
         if not plan.todo:
             run.count_skipped(len(plan.items[0].records))
             result.skipped = [plan.items[0].key]
-            log.info("parcellate: %s x %s already computed, skipping", con.name, atlas_name)
+            log.info("parcellate: %s x %s already computed, skipping", con_name, atlas_name)
         else:
+            # the local workers' process imports the tasks while the inputs are opened
+            run.runtime.preload(["lakepipe.methods.parcellate_tasks"])
+            if "connectome" not in plan.context:
+                plan.context.update(self._inputs(lake, plan))
+            con: ConnectomeInfo = plan.context["connectome"]
+            atlas: Atlas | None = plan.context["atlas"]
             ds = self._compute(lake, run, con, atlas, atlas_name)
+            from lakepipe.io.stores import write_derivative
+
             url = layout.derivative_store(
                 lake.url,
                 self.name,
@@ -282,28 +188,45 @@ class Parcellate(Method):
         rows = self.covered_rows(lake, plan)
         n = int(rows["shape"].iloc[0][0]) if len(rows) and rows["shape"].iloc[0] else 0
         verb = "already in the lake" if result.skipped else ("recomputed" if plan.recompute else "written")
-        result.message = f"group FC {n} x {n} of {con.name} x {atlas_name} over {con.n_units} subjects {verb}"
+        subjects = self._n_subjects(lake, rows)
+        result.message = f"group FC {n} x {n} of {con_name} x {atlas_name} over {subjects} subjects {verb}"
         if bids_out:
             result.files = self.export(lake, rows, bids_out)
         return result
+
+    @staticmethod
+    def _n_subjects(lake: Lake, rows: pd.DataFrame) -> int:
+        """The subjects a group FC in the lake averages (from its store's attributes alone)."""
+        from lakepipe.io.storage import group_attrs
+
+        if rows.empty:
+            return 0
+        return int(group_attrs(lake.store_url(str(rows["store_uri"].iloc[0]))).get("n_subjects", 0))
 
     def outputs(self, lake: Lake, plan: Plan, statistic: str | None = None) -> xr.Dataset:  # type: ignore[override]
         """The matrices the plan covers as one Dataset (``fcgroupz``, ``fcgroupr``, provenance in attrs)."""
         rows = self.covered_rows(lake, plan)
         if rows.empty:
             raise InputError(f"the group FC of {plan.items[0].key} is not in the lake")
+        from lakepipe.io.stores import open_derivative
+
         return open_derivative(lake.store_url(str(rows["store_uri"].iloc[0]))).load()
 
     def covered_rows(self, lake: Lake, plan: Plan) -> pd.DataFrame:
         """Catalog rows of the outputs the plan covers (as published now)."""
-        from lakepipe.collect import rows_for_records
-
-        return rows_for_records(lake, [r for item in plan.items for r in item.records])
+        return lake.published([r for item in plan.items for r in item.records])
 
     def _compute(
         self, lake: Lake, run: RunContext, con: ConnectomeInfo, atlas: Atlas | None, atlas_name: str
     ) -> xr.Dataset:
         import dask
+        import xarray as xr
+
+        from lakepipe._version import __version__
+        from lakepipe.compute.groupfc import finalize_group_fc
+        from lakepipe.io.storage import StoreRef
+        from lakepipe.methods.common import region_coords, voxel_parcels
+        from lakepipe.methods.parcellate_tasks import region_group_sum, voxel_group_sum
 
         n = con.n_units
         if n < 1:
@@ -315,13 +238,13 @@ class Parcellate(Method):
             assert atlas is not None
             labels, table, dropped = voxel_parcels(con, atlas)
             parts = [
-                dask.delayed(_voxel_group_sum, pure=False)(ref, [units[i] for i in g], labels, len(table))
+                dask.delayed(voxel_group_sum, pure=False)(ref, [units[i] for i in g], labels, len(table))
                 for g in groups
             ]
         else:
             columns, table, dropped = _region_columns(con, atlas)
             parts = [
-                dask.delayed(_region_group_sum, pure=False)(ref, [units[i] for i in g], columns)
+                dask.delayed(region_group_sum, pure=False)(ref, [units[i] for i in g], columns)
                 for g in groups
             ]
         (sum_z,) = run.runtime.compute(dask.delayed(sum)(parts), desc=f"parcellate {con.name} x {atlas_name}")
@@ -358,6 +281,9 @@ class Parcellate(Method):
         self, lake: Lake, rows: pd.DataFrame, out_dir: str | Path, statistics: Sequence[str] | None = None
     ) -> list[Path]:
         """``[space-<s>_]method-parcellate_atlas-<a>_desc-fcgroup{z,r}_connmatrix.{tsv,json}``."""
+        from lakepipe.io import bidsout
+        from lakepipe.io.stores import open_derivative
+
         out = Path(out_dir)
         bidsout.dataset_description(out)
         rows = rows[rows["statistic"].isin(statistics)] if statistics else rows

@@ -483,9 +483,7 @@ class TaskContrast(Method):
 
     # ---- outputs
     def covered_rows(self, lake: Lake, plan: Plan) -> pd.DataFrame:
-        from lakepipe.collect import rows_for_records
-
-        return rows_for_records(lake, [r for item in plan.items for r in item.records])
+        return lake.published([r for item in plan.items for r in item.records])
 
     def outputs(self, lake: Lake, plan: Plan, statistic: str | None = None) -> xr.Dataset:  # type: ignore[override]
         """The store of the contrast the plan covers (all variables, provenance in attrs)."""

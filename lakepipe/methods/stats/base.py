@@ -195,9 +195,7 @@ class StatsMethod(Method):
             result.store, result.computed = url, [item.key]
         result.message = self.message(lake, plan, result)
         if bids_out:
-            from lakepipe.collect import rows_for_records
-
-            result.files = self.export(lake, rows_for_records(lake, item.records), bids_out)
+            result.files = self.export(lake, lake.published(item.records), bids_out)
         log.info(result.summary())
         return result
 
@@ -216,9 +214,7 @@ class StatsMethod(Method):
 
     def outputs(self, lake: Lake, plan: Plan, statistic: str | None = None) -> xr.Dataset:  # type: ignore[override]
         """The result of the plan as one Dataset (every statistic, the maps' coordinates, provenance)."""
-        from lakepipe.collect import rows_for_records
-
-        rows = rows_for_records(lake, plan.items[0].records)
+        rows = lake.published(plan.items[0].records)
         if rows.empty:
             raise InputError(
                 f"the {self.name} result of {plan.items[0].key} with these options is not in the lake "
@@ -228,9 +224,7 @@ class StatsMethod(Method):
 
     @staticmethod
     def result_store(lake: Lake, plan: Plan) -> str | None:
-        from lakepipe.collect import rows_for_records
-
-        rows = rows_for_records(lake, plan.items[0].records)
+        rows = lake.published(plan.items[0].records)
         return None if rows.empty else lake.store_url(str(rows["store_uri"].iloc[0]))
 
     def compute(self, lake: Lake, run: RunContext, p: StatsParams, maps: MapSet) -> xr.Dataset:
