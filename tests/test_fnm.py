@@ -434,7 +434,6 @@ def test_rerun_skips(ingested, cohort, fnm_run, dask_client):
     assert subset.computed == [] and subset.skipped and all(k.startswith("sub-01_") for k in subset.skipped)
 
 
-#: what finding every output already in the lake must not import: the stores, Dask and the kernels
 def test_cli_rerun_reads_only_the_catalog(ingested, cohort, fnm_run):
     """A command whose outputs are all in the lake answers from the catalog: no store is opened, no
     cluster started, none of the data stack imported (so it returns in well under a second)."""

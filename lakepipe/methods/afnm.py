@@ -18,7 +18,10 @@ import numpy as np
 import pandas as pd
 
 from lakepipe.catalog import OutputRecord, content_hash
+from lakepipe.compute.weights import parcel_counts, parcel_sizes, weight_matrix
 from lakepipe.errors import InputError, NotFoundError
+from lakepipe.io import bidsout, layout
+from lakepipe.io.matrices import align_to_atlas, load_matrix
 from lakepipe.methods.base import PENDING, Method, MethodResult, Plan, PlanItem, Statistic
 from lakepipe.methods.common import AtlasId, atlas_identity, atlas_labels_on_grid, require_same_space
 from lakepipe.methods.params.afnm import AfnmParams
@@ -62,8 +65,6 @@ def is_matrix_file(matrix: str | None) -> bool:
 
 def matrix_from_file(atlas: Atlas, p: AfnmParams) -> GroupMatrix:
     """C from a .mat/.npy/.tsv file, aligned to the atlas regions."""
-    from lakepipe.io.matrices import align_to_atlas, load_matrix
-
     assert p.matrix is not None
     lm = load_matrix(p.matrix, variable=p.matrix_variable, labels=p.matrix_labels)
     order_list = None
@@ -108,7 +109,6 @@ def matrix_from_lake(lake: Lake, ref: MatrixRef) -> GroupMatrix:
 
 def _counts_task(masks: list[Any], labels_flat: np.ndarray, n_regions: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-parcel lesion counts (k, N+1) and lesion sizes (k,) for masks sharing one grid."""
-    from lakepipe.compute.weights import parcel_counts
 
     counts = np.stack([parcel_counts(labels_flat, m.indices, n_regions, m.values) for m in masks])
     sizes = np.array([m.n_voxels for m in masks], np.float64)
@@ -123,8 +123,6 @@ def lesion_counts(
     The atlas is resampled once per distinct lesion grid.
     """
     import dask
-
-    from lakepipe.compute.weights import parcel_sizes
 
     restricted = atlas.table["index"].isin(table["index"]).to_numpy()
     by_grid: dict[str, list[int]] = defaultdict(list)
@@ -323,7 +321,7 @@ class Afnm(Method):
         gm: GroupMatrix,
         result: MethodResult,
     ) -> list[str]:
-        from lakepipe.compute.weights import weight_matrix
+        from lakepipe.io.stores import write_derivative
 
         todo = read_masks(lake, p.cohort, todo)
         for s in todo:
@@ -360,9 +358,6 @@ class Afnm(Method):
                     return empty
         scores = m @ gm.values  # one product for the whole cohort
         ds = self._dataset(todo, scores, m if p.with_weights else None, n_touched, lsize, gm, p, atlas)
-        from lakepipe.io import layout
-        from lakepipe.io.stores import write_derivative
-
         url = layout.derivative_store(lake.url, self.name, layout.new_store_name(self.name))
         write_derivative(url, ds)
         uri = layout.relative(lake.url, url)
@@ -422,7 +417,6 @@ class Afnm(Method):
     ) -> list[Path]:
         """Per lesion ``sub-<p>/[ses-<s>/]anat/sub-<p>[_ses-<s>]_space-<s>_label-<l>_method-afnm_atlas-<a>_
         desc-afnmap_parcelstats.{tsv,json}``."""
-        from lakepipe.io import bidsout
         from lakepipe.io.stores import open_derivative
 
         out = Path(out_dir)

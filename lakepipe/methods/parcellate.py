@@ -164,6 +164,8 @@ class Parcellate(Method):
             result.skipped = [plan.items[0].key]
             log.info("parcellate: %s x %s already computed, skipping", con_name, atlas_name)
         else:
+            from lakepipe.io.stores import write_derivative
+
             # the local workers' process imports the tasks while the inputs are opened
             run.runtime.preload(["lakepipe.methods.parcellate_tasks"])
             if "connectome" not in plan.context:
@@ -171,8 +173,6 @@ class Parcellate(Method):
             con: ConnectomeInfo = plan.context["connectome"]
             atlas: Atlas | None = plan.context["atlas"]
             ds = self._compute(lake, run, con, atlas, atlas_name)
-            from lakepipe.io.stores import write_derivative
-
             url = layout.derivative_store(
                 lake.url,
                 self.name,
@@ -205,11 +205,11 @@ class Parcellate(Method):
 
     def outputs(self, lake: Lake, plan: Plan, statistic: str | None = None) -> xr.Dataset:  # type: ignore[override]
         """The matrices the plan covers as one Dataset (``fcgroupz``, ``fcgroupr``, provenance in attrs)."""
+        from lakepipe.io.stores import open_derivative
+
         rows = self.covered_rows(lake, plan)
         if rows.empty:
             raise InputError(f"the group FC of {plan.items[0].key} is not in the lake")
-        from lakepipe.io.stores import open_derivative
-
         return open_derivative(lake.store_url(str(rows["store_uri"].iloc[0]))).load()
 
     def covered_rows(self, lake: Lake, plan: Plan) -> pd.DataFrame:
