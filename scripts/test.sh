@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: install lakepipe with its test and development tools (and PostgreSQL and
-# Chromium when root on Debian), check the layers, types and style, then run the tests in two
-# concurrent streams:
+# Chromium when root on Debian), check the layers and style, then run the tests in two
+# concurrent streams, with mypy (types) beside them:
 #   A. the integration lane (a Dask cluster of worker processes, S3, PostgreSQL, Chromium, the CLI),
 #      without the two files stream B runs, then the numeric tests once more on the AVX2 code paths
 #      with OpenBLAS's Haswell kernel;
@@ -16,22 +16,25 @@ bash scripts/install.sh --test
 PY=.venv/bin/python
 export PYTHONDONTWRITEBYTECODE=1
 
-echo "== static checks: ruff, ruff format, import-linter (layers), mypy (types)"
+echo "== static checks: ruff, ruff format, import-linter (layers); mypy (types) runs beside the tests"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/lint-imports
-.venv/bin/mypy
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/lakepipe-tests.XXXXXX")
 B_PID=""
+MYPY_PID=""
 cleanup() {
-  if [ -n "$B_PID" ]; then  # stopped early (Ctrl-C, a failed step): stop stream B and its pytest too
-    pkill -TERM -P "$B_PID" 2>/dev/null || true
-    kill "$B_PID" 2>/dev/null || true
-  fi
+  for pid in $B_PID $MYPY_PID; do  # stopped early (Ctrl-C, a failed step): stop stream B, its pytest, mypy
+    pkill -TERM -P "$pid" 2>/dev/null || true
+    kill "$pid" 2>/dev/null || true
+  done
   rm -rf "$TMP"
 }
 trap cleanup EXIT
+# mypy (45 s on one core without its cache) would otherwise run alone while the other core idles
+.venv/bin/mypy > "$TMP/mypy.log" 2>&1 &
+MYPY_PID=$!
 pytest_lane() {  # pytest_lane NAME ARGS...: one pytest run in its own temporary folder, its slowest
   # tests listed at the end (where the suite's time goes, in every CI log)
   local name=$1
@@ -69,5 +72,10 @@ rc_b=0
 wait "$B_PID" || rc_b=$?
 B_PID=""
 cat "$TMP/stream-b.log"
-echo "== stream A (integration lane, AVX2 numerics): exit $rc_a; stream B (unit, README, benchmarks): exit $rc_b"
-[ "$rc_a" -eq 0 ] && [ "$rc_b" -eq 0 ]
+rc_m=0
+wait "$MYPY_PID" || rc_m=$?
+MYPY_PID=""
+echo "== mypy (types)"
+cat "$TMP/mypy.log"
+echo "== stream A (integration lane, AVX2 numerics): exit $rc_a; stream B (unit, README, benchmarks): exit $rc_b; mypy: exit $rc_m"
+[ "$rc_a" -eq 0 ] && [ "$rc_b" -eq 0 ] && [ "$rc_m" -eq 0 ]
