@@ -396,7 +396,8 @@ def profile_child(spec: dict) -> None:
         merge = med(lambda part=part: part.merge(part)) / rows
         # the maps a run writes (pfdrmap, where the method has it, sorts each seed's p values)
         fin_kw = {"with_pfdr": True} if "pfdrmap" in MAPS else {}
-        fin = med(lambda part=part, kw=fin_kw: finalize_fnm(part, **kw), 1) / rows
+        # median of 3: a single call pays for its first touches of fresh memory (slow in VMs)
+        fin = med(lambda part=part, kw=fin_kw: finalize_fnm(part, **kw)) / rows
         maps = finalize_fnm(part, **fin_kw)
         arr = zarr.open_group(str(tmp / f"w{n}.zarr"), mode="w")
         targets = {

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from lakepipe.compute import bh
 from lakepipe.compute.fisher import fisher_kernel
 from lakepipe.compute.fnm import FnmSums, finalize_fnm, restore_unit_norm
 from lakepipe.io.storage import StoreRef
@@ -25,10 +26,11 @@ GROUP_BYTES = 512 * 2**20
 
 def warm_worker() -> None:
     """What a worker's first FNM task would otherwise wait for: this module's imports (unpickling
-    this function does them) and the Fisher z kernel (loaded from numba's cache and self-checked;
-    already done where the worker was forked from a process that preloaded
-    :mod:`lakepipe.compute.fisher_warm`)."""
+    this function does them), the Fisher z kernel (loaded from numba's cache and self-checked) and
+    the BH radix sort (loaded); already done where the worker was forked from a process that
+    preloaded :mod:`lakepipe.compute.fisher_warm`."""
     fisher_kernel()
+    bh.warm()
 
 
 @dataclass(frozen=True)
