@@ -18,7 +18,10 @@ then, single-threaded (per core), medians of >= 5 repeats:
    float64), ``log1p32`` (0.5 log1p(2c/(1-c)), float32), ``fused`` (numba, one pass);
 2. the FNM tile loop (``FnmSums.add_many``: 100 seeds x 235,375 voxels x T=120, a group of 4
    subjects as the pipeline's workers add them) per kernel: time / time of the same GEMMs alone;
-3. with ``--exhaustive``: the max |z error| of each fast kernel on every float32 in [-1, 1]
+3. ms per row of the Benjamini-Hochberg q of ``pfdrmap`` (:mod:`lakepipe.compute.bh`) on p rows of
+   235,375 voxels mixing a seed network's tiny p, a uniform null part and ties: ``radix`` (numba),
+   ``keysort`` (numpy) and scipy's ``false_discovery_control``, with the check that all three agree;
+4. with ``--exhaustive``: the max |z error| of each fast kernel on every float32 in [-1, 1]
    against float64 arctanh (~1 min per kernel and setting).
 
     .venv/bin/python benchmarks/bench_kernels.py [--quick] [--exhaustive] [--repeats N]
@@ -191,8 +194,45 @@ def child(spec: dict) -> None:
     reps = max(5, repeats)
     rows = _tile_ns(quick, reps)
     loop = _tile_loop(QUICK_LOOP if quick else FULL_LOOP, reps)
+    bh_ms = _bh_ms(quick, reps)
     exhaustive = _exhaustive() if spec.get("exhaustive") else None
-    B.child_result({"info": info, "ns_per_element": rows, "tile_loop": loop, "exhaustive": exhaustive})
+    B.child_result(
+        {
+            "info": info,
+            "ns_per_element": rows,
+            "tile_loop": loop,
+            "bh_ms_per_row": bh_ms,
+            "exhaustive": exhaustive,
+        }
+    )
+
+
+def _bh_ms(quick: bool, reps: int) -> dict[str, float]:
+    """ms per row of BH q: each implementation of :mod:`lakepipe.compute.bh`, and scipy's."""
+    import numpy as np
+    from scipy import stats
+
+    from lakepipe.compute import bh
+
+    rng = np.random.default_rng(7)
+    n_rows, m = (2 if quick else 8), 235_375
+    p = rng.uniform(0, 1, (n_rows, m)).astype(np.float32)
+    p[:, : m // 4] = np.exp2(-rng.uniform(1, 60, (n_rows, m // 4))).astype(np.float32)  # the network
+    p[:, m // 4 : m // 4 + m // 50] = 1.0  # t = 0
+    for row in p:
+        rng.shuffle(row)
+    want = np.stack([stats.false_discovery_control(r.astype(np.float64), method="bh") for r in p])
+    out = {}
+    for name in bh.IMPLEMENTATIONS:
+        q = bh.bh_q_rows(p, name)  # loads (or compiles) it outside the timing
+        if not np.array_equal(q, want.astype(np.float32)):
+            raise AssertionError(f"BH {name} differs from scipy")
+        out[name] = _median_ns(lambda name=name: bh.bh_q_rows(p, name), n_rows, reps) / 1e6
+    p64 = p.astype(np.float64)
+    out["scipy"] = (
+        _median_ns(lambda: stats.false_discovery_control(p64, axis=-1, method="bh"), n_rows, reps) / 1e6
+    )
+    return out
 
 
 def _tile_ns(quick: bool, reps: int) -> dict[str, float]:
@@ -404,6 +444,12 @@ def main() -> None:
             ],
         )
     )
+    bh_rows = [
+        {"what": k, **{s: results[s]["bh_ms_per_row"].get(k) for s in results}}
+        for k in ("radix", "keysort", "scipy")
+    ]
+    print("\nBenjamini-Hochberg q (pfdrmap), ms per row of 235,375 voxels, one thread (all three agree):")
+    print(B.table(bh_rows, [("what", "", "s")] + [(s, s, ".3g") for s in results]))
     for s, res in results.items():
         print(f"{s}: selected kernel {res['info']['selected_kernel']}, load {res['info']['load']}")
         if res.get("exhaustive"):
