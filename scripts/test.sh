@@ -56,7 +56,8 @@ avx2_lane() {
   echo "== numerics on another CPU class: numpy without AVX-512, OpenBLAS Haswell kernel"
   NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" OPENBLAS_CORETYPE=Haswell pytest_lane avx2 "$@" \
     tests/test_compute_fnm.py tests/test_compute_fisher.py tests/test_compute_correlation.py \
-    tests/test_compute_groupfc.py tests/test_compute_resample.py tests/test_parcellate.py::test_parcellate_matches_nilearn
+    tests/test_compute_groupfc.py tests/test_compute_resample.py tests/test_compute_bh.py \
+    tests/test_parcellate.py::test_parcellate_matches_nilearn
 }
 
 echo "== stream B (unit lane, README commands, benchmark scripts) started beside stream A; its output follows A's"

@@ -1,9 +1,11 @@
 """Benjamini-Hochberg q of each row of float32 p maps (FNM's ``pfdrmap``: one row per seed), equal to
 ``scipy.stats.false_discovery_control(row.astype(float64), method="bh")`` rounded to float32.
 
-Ordering the p values is nearly all the cost: 235,375 voxels a row, numpy's sort (of 64-bit keys
-``bits(p) << 32 | index``) and scipy's argsort take 13-20 ms a row, ~80 ns a cell of the FNM maps,
-more than the rest of :func:`~lakepipe.compute.fnm.finalize_fnm` together. Two implementations:
+Ordering the p values is nearly all the cost. At 235,375 voxels a row, one thread, AMD EPYC Zen 4
+(``benchmarks/bench_kernels.py``, AVX-512 / AVX2 classes): scipy 30 / 31 ms a row, numpy's sort of
+64-bit keys ``bits(p) << 32 | index`` 13 / 5.5 ms (more than the rest of
+:func:`~lakepipe.compute.fnm.finalize_fnm` together), the radix sort below 1.6 / 1.8 ms. Two
+implementations:
 
 ``radix`` (numba, compiled once and cached; numba ships as wheels, no compiler needed)
     A least-significant-digit radix sort of the keys ``bits(p) << 32 | index`` on their upper 32
