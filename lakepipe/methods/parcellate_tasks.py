@@ -4,6 +4,7 @@ finds its output already in the lake)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -20,6 +21,26 @@ def _n_valid(g: Any, n_time: int) -> np.ndarray | None:
     return np.asarray(g["n_valid"][:]) if "n_valid" in g else None
 
 
+#: when a task loads numba for the parcel sums: where the seconds they save pass loading numba
+#: (~0.7 s). scipy's mat-vec costs ~2.7 ns a value of every block holding a labelled voxel (it
+#: converts whole block rows), the kernel ~1.1 ns a labelled value (120 x 235,375, 400 parcels: 78
+#: vs 30 ms a subject); the tutorial's parcellate ran slower with them (4.7-5.2 vs 4.5 s)
+NUMBA_LOAD_S = 0.7
+SCIPY_S_PER_SPAN_VALUE = 2.7e-9
+KERNEL_S_PER_VALUE = 1.1e-9
+
+
+def _numba_pays(n_values: int, labels: np.ndarray, block: int) -> bool:
+    """Whether the numba parcel sums save more than loading numba costs (or it is loaded already),
+    for ``n_values`` subject time points."""
+    if "numba" in sys.modules:
+        return True
+    labelled = np.flatnonzero(labels)
+    span = min(np.unique(labelled // block).size * block, labels.size)
+    saved = n_values * (SCIPY_S_PER_SPAN_VALUE * span - KERNEL_S_PER_VALUE * labelled.size)
+    return bool(saved >= NUMBA_LOAD_S)
+
+
 #: one subject's inputs to the parcel sums: its blocks by voxel range, its per-voxel scale and mean
 SubjectBlocks = tuple[Callable[[int, int], np.ndarray], np.ndarray, np.ndarray]
 
@@ -30,10 +51,11 @@ def voxel_group_sum(ref: StoreRef, units: list[list[int]], labels: np.ndarray, n
     (:func:`_streamed_blocks` where the chunks are local files, else :func:`_whole_rows`)."""
     src = open_rows(ref)  # a copied store's rows, or HDF5 batches read in place: one interface
     total = np.zeros((n_regions, n_regions))
-    # built once for the task's subjects; parcel sums a store chunk (voxel block) at a time
-    averager = ParcelAverager(labels, n_regions, block=src.block)
     n_time = src.shape[1]
     rows = [s for unit in units for s in unit]
+    fast = _numba_pays(len(rows) * n_time, labels, src.block)
+    # built once for the task's subjects; parcel sums a store chunk (voxel block) at a time
+    averager = ParcelAverager(labels, n_regions, block=src.block, use_numba=fast)
     get_block = src.block_getter()
     with ThreadPoolExecutor(1, thread_name_prefix="parcellate-read") as pool:
         subjects = (
