@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from lakepipe.compute.jit import njit_cached
+
 log = logging.getLogger(__name__)
 
 #: Implementations, fastest first.
@@ -117,7 +119,6 @@ def _build_radix() -> RowsFn:
     global _nb_rows
     if _nb_rows is not None:
         return _nb_rows  # type: ignore[no-any-return]
-    import numba  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
     def rows_q(bits: Any, factors: Any, out: Any) -> None:
         n_rows, m = bits.shape
@@ -162,10 +163,7 @@ def _build_radix() -> RowsFn:
                 clipped = 0.0 if running < 0.0 else (1.0 if running > 1.0 else running)
                 o[np.int64(v & np.uint64(0xFFFFFFFF))] = np.float32(clipped)
 
-    try:
-        kernel = numba.njit(rows_q, cache=True, nogil=True, error_model="numpy")
-    except RuntimeError:  # no writable cache location: compile in each process
-        kernel = numba.njit(rows_q, cache=False, nogil=True, error_model="numpy")
+    kernel = njit_cached(rows_q, nogil=True, error_model="numpy")
 
     def run(rows: np.ndarray, factors: np.ndarray, out: np.ndarray) -> None:
         kernel(rows.view(np.uint32), factors, out)

@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from lakepipe.compute.correlation import Z_MAX, clip_above
+from lakepipe.compute.jit import njit_cached
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,6 @@ def _build_fused() -> AccumulateFn:
     global _nb_bits, _nb_float, _nb_z_pair, _nb_accumulate, _nb_run
     if _nb_run is not None:
         return _nb_run  # type: ignore[no-any-return]
-    import numba  # type: ignore[import-untyped, import-not-found, unused-ignore]
     from llvmlite import ir  # type: ignore[import-untyped, import-not-found, unused-ignore]
     from numba import types  # type: ignore[import-untyped, import-not-found, unused-ignore]
     from numba.extending import intrinsic as _intrinsic  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -250,11 +250,7 @@ def _build_fused() -> AccumulateFn:
     def jit(**kw: Any) -> Decorator:
         # FMA contraction only: no reassociation, NaN and inf keep their IEEE meaning
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-            opts = {"error_model": "numpy", "fastmath": {"contract"}, **kw}
-            try:
-                return numba.njit(cache=True, **opts)(fn)  # type: ignore[no-any-return]
-            except RuntimeError:  # no writable cache location: compile in each process
-                return numba.njit(cache=False, **opts)(fn)  # type: ignore[no-any-return]
+            return njit_cached(fn, error_model="numpy", fastmath={"contract"}, **kw)  # type: ignore[no-any-return]
 
         return decorate
 

@@ -106,14 +106,14 @@ class ParcelAverager:
             sub.sort_indices()
             if sub.nnz:
                 self.blocks.append((start, stop, sub, sub.indices + start))
+        self._kernel = block_sums() if use_numba else None
         # the same entries voxel by voxel, for the numba kernel: (block voxel, parcel, 1 / n_p)
         labels = np.asarray(labels)
         self._by_voxel = []
-        for start, stop, _, _ in self.blocks:
+        for start, stop, _, _ in self.blocks if self._kernel is not None else ():
             local = np.flatnonzero(labels[start:stop])
             cols = labels[start:stop][local].astype(np.int64) - 1
             self._by_voxel.append((local, cols, 1.0 / self.counts[cols]))
-        self._kernel = block_sums() if use_numba else None
 
     @property
     def spans(self) -> list[tuple[int, int]]:

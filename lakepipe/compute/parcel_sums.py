@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from lakepipe.compute.jit import njit_cached
+
 log = logging.getLogger(__name__)
 
 #: ``fn(x, idx, cols, data, out_t)``: x (T, w) block, idx (k,) its labelled voxels (ascending), cols
@@ -49,18 +51,13 @@ def block_sums() -> BlockSums | None:
     """The compiled kernel (loaded from numba's cache after the first compile), or None where numba
     is missing or cannot compile (logged)."""
     try:
-        import numba  # type: ignore[import-untyped, import-not-found, unused-ignore]
+        fn = njit_cached(_sums, nogil=True, error_model="numpy")
+        probe = np.zeros((9, 2), np.float32)  # compile now, for the float32 blocks of a store
+        fn(probe, np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1), np.zeros((1, 9)))
     except ImportError:
         log.info("numba is not installed: parcel sums by scipy's mat-vec")
         return None
-    try:
-        try:
-            fn = numba.njit(_sums, cache=True, nogil=True, error_model="numpy")
-        except RuntimeError:  # no writable cache location: compile in each process
-            fn = numba.njit(_sums, cache=False, nogil=True, error_model="numpy")
-        probe = np.zeros((9, 2), np.float32)  # compile now, for the float32 blocks of a store
-        fn(probe, np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1), np.zeros((1, 9)))
     except Exception as exc:  # numba present but cannot compile here
         log.warning("parcel sums kernel unavailable (%s): scipy's mat-vec instead", exc)
         return None
-    return fn
+    return fn  # type: ignore[no-any-return]
