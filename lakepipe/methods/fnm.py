@@ -216,8 +216,14 @@ class Fnm(Method):
         return seeds
 
     def plan(self, lake: Lake, params: Params, *, recompute: bool = False) -> Plan:
+        plan = self._keys(lake, params, recompute)
+        if plan.todo:
+            plan.context = self._inputs(lake, params)
+        return plan
+
+    def _keys(self, lake: Lake, params: Params, recompute: bool) -> Plan:
+        """The plan from the catalog alone: the skip keys need no store opened."""
         assert isinstance(params, FnmParams)
-        # the skip keys need only the catalog; the stores are opened when something is to compute
         con_id = connectome_identity(lake, params.connectome)
         atlas_id = atlas_identity(lake, params.atlas) if params.atlas else None
         seeds = self.seeds(lake, params)
@@ -227,8 +233,6 @@ class Fnm(Method):
             for s in seeds
         ]
         self.mark_done(lake, plan.items)
-        if plan.todo:
-            plan.context = self._inputs(lake, params)
         return plan
 
     def _inputs(self, lake: Lake, params: FnmParams) -> dict[str, Any]:
@@ -256,7 +260,9 @@ class Fnm(Method):
         bids_out: str | Path | None = None,
     ) -> MethodResult:
         assert isinstance(params, FnmParams)
-        plan = plan or self.plan(lake, params, recompute=recompute)
+        # the catalog says what is to compute; the stores are opened once the workers' process
+        # is starting (it imports while they are read)
+        plan = plan or self._keys(lake, params, recompute)
         result = MethodResult(self.name, skipped=[i.key for i in plan.skipped])
         run.count_skipped(len(result.skipped))
         if result.skipped:
@@ -270,6 +276,8 @@ class Fnm(Method):
             # the local workers' process imports the tasks and loads the Fisher z kernel, and the
             # workers start and warm up, while the masks are read and the graph is built
             run.runtime.preload(["lakepipe.methods.fnm_tasks", "lakepipe.compute.fisher_warm"])
+            if "connectome" not in plan.context:
+                plan.context = self._inputs(lake, params)
             from lakepipe.methods.fnm_tasks import warm_worker
 
             run.runtime.prestart(warm=warm_worker)
