@@ -273,8 +273,9 @@ class Fnm(Method):
             )
         todo = [i.payload for i in plan.todo]
         if todo:
-            # the local workers' process imports the tasks and loads the Fisher z kernel, and the
-            # workers start and warm up, while the masks are read and the graph is built
+            # the local workers' process imports the tasks and loads the Fisher z kernel while the
+            # store is opened; the workers start and warm up while the masks are read and the graph
+            # is built (the cluster starts after the inputs pass their checks: bad input starts none)
             run.runtime.preload(["lakepipe.methods.fnm_tasks", "lakepipe.compute.fisher_warm"])
             if "connectome" not in plan.context:
                 plan.context = self._inputs(lake, params)
