@@ -216,6 +216,7 @@ class Fnm(Method):
         return seeds
 
     def plan(self, lake: Lake, params: Params, *, recompute: bool = False) -> Plan:
+        assert isinstance(params, FnmParams)
         plan = self._keys(lake, params, recompute)
         if plan.todo:
             plan.context = self._inputs(lake, params)
