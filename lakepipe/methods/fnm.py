@@ -222,9 +222,8 @@ class Fnm(Method):
             plan.context = self._inputs(lake, params)
         return plan
 
-    def _keys(self, lake: Lake, params: Params, recompute: bool) -> Plan:
+    def _keys(self, lake: Lake, params: FnmParams, recompute: bool) -> Plan:
         """The plan from the catalog alone: the skip keys need no store opened."""
-        assert isinstance(params, FnmParams)
         con_id = connectome_identity(lake, params.connectome)
         atlas_id = atlas_identity(lake, params.atlas) if params.atlas else None
         seeds = self.seeds(lake, params)
