@@ -11,8 +11,10 @@ Each child prints the CPU model, numpy's SIMD extensions, the OpenBLAS kernel an
 then, single-threaded (per core), medians of >= 5 repeats:
 
 1. ns per element on one cache-resident tile (100 seeds x 655 voxels): numpy float32 ``arctanh``,
-   float64 ``arctanh``, float32 ``log``; float64 in-place add (tile and a 188 MB array); and every
-   transform + accumulate variant tried (z, z^2, r added into float64 sums at a column offset):
+   float64 ``arctanh``, float32 ``log``; float64 ``log1p`` and ``tanh`` against what the finalize
+   step uses instead below AVX-512 (``log(1 + x)``, tanh on ``exp``); float64 in-place add (tile
+   and a 188 MB array); and every transform + accumulate variant tried (z, z^2, r added into
+   float64 sums at a column offset):
    ``arctanh32`` (the former kernel: float32 arctanh, then float64 copies and adds), ``exact``
    (float64 arctanh), ``log32`` (numpy float32 log of (1+c)/(1-c)), ``log64`` (the same in
    float64), ``log1p32`` (0.5 log1p(2c/(1-c)), float32), ``fused`` (numba, one pass);
@@ -241,6 +243,7 @@ def _tile_ns(quick: bool, reps: int) -> dict[str, float]:
     from threadpoolctl import threadpool_limits
 
     from lakepipe.compute import fisher
+    from lakepipe.compute.fnm import _tanh_into
 
     rng = np.random.default_rng(0)
     n, w = TILE
@@ -258,6 +261,17 @@ def _tile_ns(quick: bool, reps: int) -> dict[str, float]:
         rows["ufunc arctanh float64"] = _median_ns(lambda: np.arctanh(x64, out=w64), r0.size, reps)
         pos = np.abs(r0) + np.float32(0.5)
         rows["ufunc log float32"] = _median_ns(lambda: np.log(pos, out=w32), r0.size, reps)
+        # the finalize step's transcendentals (float64): p's table lookup and rmap's tanh
+        t64 = np.abs(x64) * 10.0
+        rows["ufunc log1p float64"] = _median_ns(lambda: np.log1p(t64, out=w64), r0.size, reps)
+        rows["log(1 + x) float64 (p lookup)"] = _median_ns(
+            lambda: np.log(np.add(t64, 1.0, out=w64), out=w64), r0.size, reps
+        )
+        rows["ufunc tanh float64"] = _median_ns(lambda: np.tanh(x64, out=w64), r0.size, reps)
+        scratch, small = np.empty_like(x64), np.empty(x64.shape, bool)
+        rows["tanh on exp float64 (rmap)"] = _median_ns(
+            lambda: _tanh_into(x64, w64, scratch, small), r0.size, reps
+        )
         rows["float64 add, tile"] = _median_ns(lambda: np.add(w64, x64, out=w64), r0.size, reps)
         a = big[0]
         rows[f"float64 add, {a.nbytes / 1e6:.0f} MB"] = _median_ns(

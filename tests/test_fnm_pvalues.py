@@ -6,12 +6,16 @@ import numpy as np
 import pytest
 from scipy import special
 
+import lakepipe.compute.fnm as fnm
 from lakepipe.compute.fnm import _P_TABLE_MIN, _t_and_p, _two_sided_p
 from lakepipe.compute.fnm_conventions import T_MAX
 
 
-@pytest.mark.parametrize("df", [1, 2, 7, 49, 999])
-def test_table_equals_stdtr(df):
+@pytest.mark.parametrize("df", [1, 2, 7, 49, 999, 4999])
+@pytest.mark.parametrize("simd_log1p", [True, False], ids=["log1p", "log_of_1_plus"])
+def test_table_equals_stdtr(df, simd_log1p, monkeypatch):
+    """Both lookups (numpy's log1p where it has AVX-512 code for it, else log(1 + |t|)), forced."""
+    monkeypatch.setattr(fnm, "numpy_avx512", lambda ufunc: simd_log1p)
     rng = np.random.default_rng(df)
     t = np.concatenate(
         [

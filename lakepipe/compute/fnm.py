@@ -407,6 +407,11 @@ class _TwoSidedP:
     Cubic Hermite interpolation of log p in ``u = log1p(|t|)`` on nodes 1/1024 apart (|t| up to
     ``T_MAX``), with values from ``stdtr`` and slopes from the density: relative error below
     1e-11 for df from 1 to 5000 (float32 p equal to scipy's). p below 1e-52 (0 in float32) is 0.
+    Where numpy has no SIMD float64 ``log1p`` (below AVX-512: :func:`numpy_avx512`), a lookup
+    takes ``u = log(1 + |t|)`` on its SIMD ``log`` instead (4.8 against 12.4 ns a cell, AMD EPYC
+    Zen 3, AVX2): rounding ``1 + |t|`` adds at most 2^-53 to u, less than ``log``'s own rounding
+    where |t| >= 1, and where |t| < 1 log p is flat in u (``|d log p / du| < 1.6``): below 1e-15
+    in p.
     """
 
     H = 1.0 / 1024
@@ -445,11 +450,16 @@ class _TwoSidedP:
         w, i, acc, tmp = work if work is not None else self.work(t.size)
         n = w.size
         c0, c1, c2, c3 = self.coef
+        log1p = numpy_avx512("log1p")
         for a in range(0, t.size, n):
             k = min(n, t.size - a)
             w_, i_, acc_, tmp_ = w[:k], i[:k], acc[:k], tmp[:k]
             np.abs(t[a : a + k], out=w_)
-            np.log1p(w_, out=w_)
+            if log1p:
+                np.log1p(w_, out=w_)
+            else:
+                np.add(w_, 1.0, out=w_)
+                np.log(w_, out=w_)
             np.multiply(w_, 1.0 / self.H, out=w_)
             np.copyto(i_, w_, casting="unsafe")  # node below (truncation of a non-negative value)
             np.minimum(i_, self.last, out=i_)
@@ -512,13 +522,17 @@ def finalize_fnm(sums: FnmSums, with_avgr: bool = False, with_pfdr: bool = False
     mean, t, p, tmp, ss = (np.empty(size) for _ in range(5))
     zv = np.empty(size, bool)
     work = _two_sided_p(n - 1).work(size) if table and n >= 2 else None
+    tanh = numpy_avx512("tanh")
     for a in range(0, sum_z.size, size):
         sl = slice(a, a + size)
         k = min(size, sum_z.size - a)
         m = np.divide(sum_z[sl], n, out=mean[:k])
         _t_and_p_into(m, sum_z2[sl], n, t[:k], p[:k], table, tmp, ss, zv, work)
         flat["zmap"][sl] = m
-        flat["rmap"][sl] = np.tanh(m, out=tmp[:k])
+        if tanh:
+            flat["rmap"][sl] = np.tanh(m, out=tmp[:k])
+        else:
+            flat["rmap"][sl] = _tanh_into(m, tmp[:k], ss[:k], zv[:k])
         flat["tmap"][sl] = t[:k]
         flat["pmap"][sl] = p[:k]
         if sum_r is not None:
@@ -529,3 +543,45 @@ def finalize_fnm(sums: FnmSums, with_avgr: bool = False, with_pfdr: bool = False
 
 
 _FINALIZE_BLOCK = 2**16
+
+#: below this |x|, :func:`_tanh_into` returns x itself (tanh x = x (1 - x^2/3 + ...): relative
+#: error <= x^2 / 3 < 4e-13)
+_TANH_LINEAR = 2.0**-20
+
+
+@functools.cache
+def numpy_avx512(ufunc: str) -> bool:
+    """Whether numpy runs its float64 ``ufunc`` on its AVX-512 code on this CPU (numpy's
+    ``opt_func_info``; False where it cannot tell). Below AVX-512, numpy's float64 ``log1p`` is
+    scalar libm and its ``tanh`` costs 13.5 ns a cell (AMD EPYC Zen 3): :func:`finalize_fnm` then
+    uses forms on its SIMD ``log`` and ``exp`` instead."""
+    try:
+        from numpy.lib.introspect import opt_func_info
+
+        current = opt_func_info(func_name=f"^{ufunc}$", signature="float64")[ufunc]["dd"]["current"]
+    except Exception:  # noqa: BLE001 - an older or newer numpy: take the forms that work everywhere
+        return False
+    return str(current).startswith(("X86_V4", "AVX512"))
+
+
+def _tanh_into(x: np.ndarray, out: np.ndarray, tmp: np.ndarray, small: np.ndarray) -> np.ndarray:
+    """``tanh(x)`` of float64 ``x`` into ``out`` (``tmp`` and the bool ``small`` are scratch of the
+    same size), on numpy's SIMD ``exp``: 8.2 against 13.5 ns a cell for numpy's ``tanh`` on AVX2
+    (AMD EPYC Zen 3; where numpy has AVX-512 code for ``tanh``, :func:`finalize_fnm` uses that).
+
+    ``tanh |x| = (1 - e) / (1 + e)``, ``e = exp(-2 |x|)``, the sign of x put back. With exp within
+    4 ulp, e is off by at most ``4 * 2^-53`` (absolute), and ``1 - e >= 2^-19`` for
+    ``|x| >= 2^-20`` (:data:`_TANH_LINEAR`; below it tanh x = x to 4e-13): relative error below
+    2.5e-10, far under float32's half ulp (3e-8) of the maps this makes.
+    """
+    np.abs(x, out=tmp)
+    np.multiply(tmp, -2.0, out=tmp)
+    np.exp(tmp, out=tmp)  # e, in (0, 1]
+    np.subtract(1.0, tmp, out=out)
+    np.add(tmp, 1.0, out=tmp)
+    np.divide(out, tmp, out=out)
+    np.copysign(out, x, out=out)
+    np.abs(x, out=tmp)
+    np.less(tmp, _TANH_LINEAR, out=small)
+    np.copyto(out, x, where=small)
+    return out
