@@ -242,3 +242,29 @@ def test_rmap_tanh_within_its_bound():
     g32, r32 = got[ok].astype(np.float32), ref[ok].astype(np.float32)
     assert np.abs(g32.view(np.int32).astype(np.int64) - r32.view(np.int32)).max() <= 1
     assert np.mean(g32 != r32) < 1e-4
+
+
+@pytest.mark.parametrize("numpy_own", [True, False], ids=["numpy_tanh", "tanh_on_exp"])
+def test_finalize_rmap_is_tanh_of_zmap_either_way(numpy_own, monkeypatch):
+    """Both of finalize's tanh paths (numpy's where it has AVX-512 code, else on exp), forced, over
+    several blocks of cells: rmap within 1 float32 ulp of tanh of the float64 mean z."""
+    monkeypatch.setattr(fnm, "numpy_avx512", lambda ufunc: numpy_own)
+    rng = np.random.default_rng(12)
+    n, shape = 9, (3, fnm._FINALIZE_BLOCK + 1000)
+    z = rng.normal(0, 0.8, (n, *shape))
+    z[:, 0, :50] = rng.normal(0, 1e-7, (n, 50))  # means below the linear cut-off
+    maps = finalize_fnm(FnmSums(z.sum(0), (z**2).sum(0), None, n))
+    ref = np.tanh(z.sum(0) / n).astype(np.float32)
+    ulps = np.abs(maps["rmap"].view(np.int32).astype(np.int64) - ref.view(np.int32))
+    assert ulps.max() <= 1 and np.mean(ulps > 0) < 1e-3
+
+
+def test_numpy_simd_introspection_parses():
+    """numpy's opt_func_info answers for float64 tanh and log1p (else the check would always say no;
+    numpy 1.x has no opt_func_info: there the forms on exp and log are always taken)."""
+    opt_func_info = pytest.importorskip("numpy.lib.introspect").opt_func_info
+
+    for ufunc in ("tanh", "log1p"):
+        current = opt_func_info(func_name=f"^{ufunc}$", signature="float64")[ufunc]["dd"]["current"]
+        assert isinstance(current, str) and current
+        assert fnm.numpy_avx512(ufunc) == ("X86_V4" in current or "AVX512" in current)
