@@ -243,7 +243,7 @@ def _tile_ns(quick: bool, reps: int) -> dict[str, float]:
     from threadpoolctl import threadpool_limits
 
     from lakepipe.compute import fisher
-    from lakepipe.compute.fnm import _tanh_into
+    from lakepipe.compute.fnm import _tanh_on_exp_into
 
     rng = np.random.default_rng(0)
     n, w = TILE
@@ -270,7 +270,7 @@ def _tile_ns(quick: bool, reps: int) -> dict[str, float]:
         rows["ufunc tanh float64"] = _median_ns(lambda: np.tanh(x64, out=w64), r0.size, reps)
         scratch, small = np.empty_like(x64), np.empty(x64.shape, bool)
         rows["tanh on exp float64 (rmap)"] = _median_ns(
-            lambda: _tanh_into(x64, w64, scratch, small), r0.size, reps
+            lambda: _tanh_on_exp_into(x64, w64, scratch, small), r0.size, reps
         )
         rows["float64 add, tile"] = _median_ns(lambda: np.add(w64, x64, out=w64), r0.size, reps)
         a = big[0]

@@ -96,3 +96,24 @@ def reference_maps(series: np.ndarray, seeds: list, n_time: int) -> tuple[list[d
         maps = reference.seed_to_voxel_many(series, seeds)
     dr = [r_error(n_time, len(c), seed_condition(series, c, w)) for c, w in seeds]
     return maps, dr
+
+
+def assert_float32_rounding_of(got: np.ndarray, ref: np.ndarray, rtol: float) -> None:
+    """``got`` (float32) is ``ref`` rounded to float32, for a ``got`` computed in float64 within
+    ``rtol`` (relative) of ``ref``: the two roundings may differ only where ``ref`` lies within
+    ``rtol |ref|`` of the midpoint between two float32 values, and then by one ulp (4 float64 ulp
+    are added to ``rtol`` for the reference's own rounding)."""
+    got = np.asarray(got)
+    assert got.dtype == np.float32
+    ref = np.asarray(ref, np.float64)
+    r32 = ref.astype(np.float32)
+    diff = got != r32
+    if not diff.any():
+        return
+    ulps = np.abs(got[diff].view(np.int32).astype(np.int64) - r32[diff].view(np.int32))
+    assert ulps.max() <= 1, f"float32 values {ulps.max()} ulp apart"
+    mid = (got[diff].astype(np.float64) + r32[diff].astype(np.float64)) / 2
+    off = np.abs(ref[diff] - mid) / np.abs(ref[diff])
+    assert off.max() <= rtol + 4 * np.finfo(np.float64).eps, (
+        f"{diff.sum()} cells round differently, one {off.max():.2e} (relative) from the midpoint"
+    )

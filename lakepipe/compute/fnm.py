@@ -450,16 +450,10 @@ class _TwoSidedP:
         w, i, acc, tmp = work if work is not None else self.work(t.size)
         n = w.size
         c0, c1, c2, c3 = self.coef
-        log1p = numpy_avx512("log1p")
         for a in range(0, t.size, n):
             k = min(n, t.size - a)
             w_, i_, acc_, tmp_ = w[:k], i[:k], acc[:k], tmp[:k]
-            np.abs(t[a : a + k], out=w_)
-            if log1p:
-                np.log1p(w_, out=w_)
-            else:
-                np.add(w_, 1.0, out=w_)
-                np.log(w_, out=w_)
+            _log1p_inplace(np.abs(t[a : a + k], out=w_))
             np.multiply(w_, 1.0 / self.H, out=w_)
             np.copyto(i_, w_, casting="unsafe")  # node below (truncation of a non-negative value)
             np.minimum(i_, self.last, out=i_)
@@ -522,17 +516,13 @@ def finalize_fnm(sums: FnmSums, with_avgr: bool = False, with_pfdr: bool = False
     mean, t, p, tmp, ss = (np.empty(size) for _ in range(5))
     zv = np.empty(size, bool)
     work = _two_sided_p(n - 1).work(size) if table and n >= 2 else None
-    tanh = numpy_avx512("tanh")
     for a in range(0, sum_z.size, size):
         sl = slice(a, a + size)
         k = min(size, sum_z.size - a)
         m = np.divide(sum_z[sl], n, out=mean[:k])
         _t_and_p_into(m, sum_z2[sl], n, t[:k], p[:k], table, tmp, ss, zv, work)
         flat["zmap"][sl] = m
-        if tanh:
-            flat["rmap"][sl] = np.tanh(m, out=tmp[:k])
-        else:
-            flat["rmap"][sl] = _tanh_into(m, tmp[:k], ss[:k], zv[:k])
+        flat["rmap"][sl] = _tanh_into(m, tmp[:k], ss[:k], zv[:k])
         flat["tmap"][sl] = t[:k]
         flat["pmap"][sl] = p[:k]
         if sum_r is not None:
@@ -544,30 +534,56 @@ def finalize_fnm(sums: FnmSums, with_avgr: bool = False, with_pfdr: bool = False
 
 _FINALIZE_BLOCK = 2**16
 
-#: below this |x|, :func:`_tanh_into` returns x itself (tanh x = x (1 - x^2/3 + ...): relative
+#: below this |x|, :func:`_tanh_on_exp_into` returns x itself (tanh x = x (1 - x^2/3 + ...): relative
 #: error <= x^2 / 3 < 4e-13)
 _TANH_LINEAR = 2.0**-20
 
 
 @functools.cache
-def numpy_avx512(ufunc: str) -> bool:
-    """Whether numpy runs its float64 ``ufunc`` on its AVX-512 code on this CPU (numpy's
-    ``opt_func_info``; False where it cannot tell). Below AVX-512, numpy's float64 ``log1p`` is
-    scalar libm and its ``tanh`` costs 13.5 ns a cell (AMD EPYC Zen 3): :func:`finalize_fnm` then
-    uses forms on its SIMD ``log`` and ``exp`` instead."""
+def numpy_dispatch(ufunc: str) -> str | None:
+    """The code numpy runs its float64 ``ufunc`` on here (``opt_func_info``'s ``current``, e.g.
+    ``X86_V3`` or ``baseline(X86_V2)``), None where numpy cannot tell (numpy 1.x)."""
     try:
         from numpy.lib.introspect import opt_func_info
 
         current = opt_func_info(func_name=f"^{ufunc}$", signature="float64")[ufunc]["dd"]["current"]
-    except Exception:  # noqa: BLE001 - an older or newer numpy: take the forms that work everywhere
-        return False
-    return "X86_V4" in str(current) or "AVX512" in str(current)  # also a baseline(X86_V4) build
+    except Exception:  # noqa: BLE001 - an older or newer numpy: unknown
+        return None
+    return str(current)
+
+
+def numpy_avx512(ufunc: str) -> bool:
+    """Whether numpy runs its float64 ``ufunc`` on its AVX-512 code here (False where it cannot
+    tell). It follows numpy's dispatch, not the CPU alone (``NPY_DISABLE_CPU_FEATURES`` turns it
+    off): below AVX-512, numpy's float64 ``log1p`` is scalar libm and its ``tanh`` costs 13.5 ns a
+    cell (AMD EPYC Zen 3), so :func:`finalize_fnm` uses forms on its SIMD ``log`` and ``exp``."""
+    current = numpy_dispatch(ufunc) or ""
+    return "X86_V4" in current or "AVX512" in current  # also a baseline(X86_V4) build
+
+
+def _log1p_inplace(x: np.ndarray) -> np.ndarray:
+    """``log1p`` of non-negative float64 ``x`` in place: numpy's where it has AVX-512 code for it,
+    else ``log(1 + x)`` on its SIMD ``log`` (error: see :class:`_TwoSidedP`)."""
+    if numpy_avx512("log1p"):
+        np.log1p(x, out=x)
+    else:
+        np.add(x, 1.0, out=x)
+        np.log(x, out=x)
+    return x
 
 
 def _tanh_into(x: np.ndarray, out: np.ndarray, tmp: np.ndarray, small: np.ndarray) -> np.ndarray:
     """``tanh(x)`` of float64 ``x`` into ``out`` (``tmp`` and the bool ``small`` are scratch of the
-    same size), on numpy's SIMD ``exp``: 8.2 against 13.5 ns a cell for numpy's ``tanh`` on AVX2
-    (AMD EPYC Zen 3; where numpy has AVX-512 code for ``tanh``, :func:`finalize_fnm` uses that).
+    same size): numpy's where it has AVX-512 code for it, else :func:`_tanh_on_exp_into`."""
+    if numpy_avx512("tanh"):
+        np.tanh(x, out=out)
+        return out
+    return _tanh_on_exp_into(x, out, tmp, small)
+
+
+def _tanh_on_exp_into(x: np.ndarray, out: np.ndarray, tmp: np.ndarray, small: np.ndarray) -> np.ndarray:
+    """:func:`_tanh_into` on numpy's SIMD ``exp``: 8.2 against 13.5 ns a cell for numpy's ``tanh``
+    on AVX2 (AMD EPYC Zen 3).
 
     ``tanh |x| = (1 - e) / (1 + e)``, ``e = exp(-2 |x|)``, the sign of x put back. With exp within
     4 ulp, e is off by at most ``4 * 2^-53`` (absolute), and ``1 - e >= 2^-19 (1 - 2^-20)`` for
@@ -575,6 +591,7 @@ def _tanh_into(x: np.ndarray, out: np.ndarray, tmp: np.ndarray, small: np.ndarra
     2.5e-10, far under float32's half ulp (3e-8) of the maps this makes.
     """
     np.abs(x, out=tmp)
+    np.less(tmp, _TANH_LINEAR, out=small)
     np.minimum(tmp, 20.0, out=tmp)  # tanh 20 = 1 in float64; no overflow warning for huge |x|
     np.multiply(tmp, -2.0, out=tmp)
     np.exp(tmp, out=tmp)  # e, in (0, 1]
@@ -582,7 +599,5 @@ def _tanh_into(x: np.ndarray, out: np.ndarray, tmp: np.ndarray, small: np.ndarra
     np.add(tmp, 1.0, out=tmp)
     np.divide(out, tmp, out=out)
     np.copysign(out, x, out=out)
-    np.abs(x, out=tmp)
-    np.less(tmp, _TANH_LINEAR, out=small)
     np.copyto(out, x, where=small)
     return out
